@@ -1,0 +1,333 @@
+"""Building blocks of NCSN++ / DDPM++.
+
+Attribute names (``GroupNorm_0``, ``Conv_0``, ``Dense_0``, ``NIN_0`` ...) and the order in which
+each block registers its parameters reproduce Score SDE's ``layerspp`` modules exactly: the
+state-dict keys, the ``model.parameters()`` order (which indexes the optimiser state) and the EMA
+``shadow_params`` list all depend on them.
+
+Every op here has forward-mode AD formulas in torch 1.13 (GroupNorm, conv, conv-transpose, matmul,
+softmax, SiLU, sin/cos, log, pad), so J·v and ∂t s can be taken by ``torch.autograd.forward_ad``
+and differentiated again in reverse mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import fir as firmod
+
+_SQRT2 = float(np.sqrt(2.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# initialisation (DDPM's variance-scaling "fan_avg, uniform")
+
+def variance_scaling_init(scale: float, mode: str = "fan_avg", distribution: str = "uniform",
+                          in_axis: int = 1, out_axis: int = 0) -> Callable[[Sequence[int]], torch.Tensor]:
+    """Return ``init(shape) -> tensor`` with variance ``scale / fan`` (JAX's variance_scaling)."""
+
+    def init(shape, dtype=torch.float32, device="cpu"):
+        shape = tuple(int(s) for s in shape)
+        receptive = float(np.prod(shape)) / shape[in_axis] / shape[out_axis]
+        fan_in = shape[in_axis] * receptive
+        fan_out = shape[out_axis] * receptive
+        if mode == "fan_in":
+            denom = fan_in
+        elif mode == "fan_out":
+            denom = fan_out
+        elif mode == "fan_avg":
+            denom = (fan_in + fan_out) / 2.0
+        else:
+            raise ValueError(f"unknown variance-scaling mode {mode!r}")
+        variance = scale / denom
+        if distribution == "normal":
+            return torch.randn(*shape, dtype=dtype, device=device) * math.sqrt(variance)
+        if distribution == "uniform":
+            bound = math.sqrt(3.0 * variance)
+            return (torch.rand(*shape, dtype=dtype, device=device) * 2.0 - 1.0) * bound
+        raise ValueError(f"unknown distribution {distribution!r}")
+
+    return init
+
+
+def default_init(scale: float = 1.0):
+    """DDPM's default initialiser; a zero scale means 1e-10 (an almost-zero layer)."""
+    return variance_scaling_init(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
+
+
+def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, dilation: int = 1,
+            init_scale: float = 1.0, padding: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding,
+                     dilation=dilation, bias=bias)
+    conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_scale: float = 1.0,
+            padding: int = 0) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, padding=padding, bias=bias)
+    conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
+    if bias:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
+def dense(in_dim: int, out_dim: int) -> nn.Linear:
+    """``nn.Linear`` with the DDPM initialisation and a zero bias."""
+    lin = nn.Linear(in_dim, out_dim)
+    lin.weight.data = default_init()(lin.weight.shape)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm as NCSN++ uses it: min(C/4, 32) groups, eps 1e-6."""
+    return nn.GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6)
+
+
+def get_act(name: str) -> nn.Module:
+    n = str(name).lower()
+    if n == "elu":
+        return nn.ELU()
+    if n == "relu":
+        return nn.ReLU()
+    if n == "lrelu":
+        return nn.LeakyReLU(negative_slope=0.2)
+    if n in ("swish", "silu"):
+        return nn.SiLU()
+    raise ValueError(f"unknown nonlinearity {name!r} (expected elu, relu, lrelu or swish)")
+
+
+# ----------------------------------------------------------------------------------------------
+# time / noise-level embeddings
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_positions: int = 10000) -> torch.Tensor:
+    """Sinusoidal embedding [B] -> [B, dim] (sin half, then cos half; zero-padded if dim is odd)."""
+    if timesteps.dim() != 1:
+        raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
+    half = dim // 2
+    rate = math.log(max_positions) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device) * -rate)
+    args = timesteps.float()[:, None] * freqs[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2 == 1:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class GaussianFourierProjection(nn.Module):
+    """Random Fourier features of a scalar; ``W`` is fixed (requires_grad=False)."""
+
+    def __init__(self, embedding_size: int = 256, scale: float = 1.0):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(embedding_size) * scale, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj = x[:, None] * self.W[None, :] * (2 * np.pi)
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks
+
+class NIN(nn.Module):
+    """Per-pixel linear map over channels ("network in network"); parameters ``W`` [in, out], ``b``."""
+
+    def __init__(self, in_dim: int, num_units: int, init_scale: float = 0.1):
+        super().__init__()
+        self.W = nn.Parameter(default_init(scale=init_scale)((in_dim, num_units)))
+        self.b = nn.Parameter(torch.zeros(num_units))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b
+        return y.permute(0, 3, 1, 2)
+
+
+class Combine(nn.Module):
+    """Merge the input pyramid into the feature path (1x1 conv, then 'cat' or 'sum')."""
+
+    def __init__(self, dim1: int, dim2: int, method: str = "cat"):
+        super().__init__()
+        if method not in ("cat", "sum"):
+            raise ValueError(f"unknown combine method {method!r}")
+        self.Conv_0 = conv1x1(dim1, dim2)
+        self.method = method
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.Conv_0(x)
+        return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
+
+
+class AttnBlockpp(nn.Module):
+    """Single-head self-attention over all pixels, with a residual connection."""
+
+    def __init__(self, channels: int, skip_rescale: bool = False, init_scale: float = 0.0):
+        super().__init__()
+        self.GroupNorm_0 = group_norm(channels)
+        self.NIN_0 = NIN(channels, channels)
+        self.NIN_1 = NIN(channels, channels)
+        self.NIN_2 = NIN(channels, channels)
+        self.NIN_3 = NIN(channels, channels, init_scale=init_scale)
+        self.skip_rescale = skip_rescale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        h = self.GroupNorm_0(x)
+        q = self.NIN_0(h).reshape(b, c, hh * ww)
+        k = self.NIN_1(h).reshape(b, c, hh * ww)
+        v = self.NIN_2(h).reshape(b, c, hh * ww)
+        logits = torch.bmm(q.transpose(1, 2), k) * (int(c) ** -0.5)   # [b, query, key]
+        attn = F.softmax(logits, dim=-1)
+        h = torch.bmm(v, attn.transpose(1, 2)).reshape(b, c, hh, ww)
+        h = self.NIN_3(h)
+        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+
+
+class Upsample(nn.Module):
+    def __init__(self, in_ch: Optional[int] = None, out_ch: Optional[int] = None,
+                 with_conv: bool = False, fir: bool = False,
+                 fir_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        if with_conv:
+            if fir:
+                self.Conv2d_0 = firmod.FIRConv2d(in_ch, out_ch, kernel=3, up=True,
+                                                 resample_kernel=fir_kernel, use_bias=True,
+                                                 kernel_init=default_init())
+            else:
+                self.Conv_0 = conv3x3(in_ch, out_ch)
+        self.fir = fir
+        self.with_conv = with_conv
+        self.fir_kernel = tuple(fir_kernel)
+        self.out_ch = out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fir:
+            if self.with_conv:
+                return self.Conv2d_0(x)
+            return firmod.upsample_2d(x, self.fir_kernel, factor=2)
+        _, _, hh, ww = x.shape
+        h = F.interpolate(x, (hh * 2, ww * 2), mode="nearest")
+        return self.Conv_0(h) if self.with_conv else h
+
+
+class Downsample(nn.Module):
+    def __init__(self, in_ch: Optional[int] = None, out_ch: Optional[int] = None,
+                 with_conv: bool = False, fir: bool = False,
+                 fir_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        if with_conv:
+            if fir:
+                self.Conv2d_0 = firmod.FIRConv2d(in_ch, out_ch, kernel=3, down=True,
+                                                 resample_kernel=fir_kernel, use_bias=True,
+                                                 kernel_init=default_init())
+            else:
+                self.Conv_0 = conv3x3(in_ch, out_ch, stride=2, padding=0)
+        self.fir = fir
+        self.fir_kernel = tuple(fir_kernel)
+        self.with_conv = with_conv
+        self.out_ch = out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fir:
+            if self.with_conv:
+                return self.Conv2d_0(x)
+            return firmod.downsample_2d(x, self.fir_kernel, factor=2)
+        if self.with_conv:
+            # 'SAME' padding of a stride-2 3x3 conv on an even size: one extra row/column after
+            return self.Conv_0(F.pad(x, (0, 1, 0, 1)))
+        return F.avg_pool2d(x, 2, stride=2)
+
+
+class ResnetBlockDDPMpp(nn.Module):
+    """DDPM residual block (no resampling inside); NIN or 3x3 conv shortcut when widths differ."""
+
+    def __init__(self, act: nn.Module, in_ch: int, out_ch: Optional[int] = None,
+                 temb_dim: Optional[int] = None, conv_shortcut: bool = False, dropout: float = 0.1,
+                 skip_rescale: bool = False, init_scale: float = 0.0):
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        self.GroupNorm_0 = group_norm(in_ch)
+        self.Conv_0 = conv3x3(in_ch, out_ch)
+        if temb_dim is not None:
+            self.Dense_0 = dense(temb_dim, out_ch)
+        self.GroupNorm_1 = group_norm(out_ch)
+        self.Dropout_0 = nn.Dropout(dropout)
+        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+        if in_ch != out_ch:
+            if conv_shortcut:
+                self.Conv_2 = conv3x3(in_ch, out_ch)
+            else:
+                self.NIN_0 = NIN(in_ch, out_ch)
+        self.skip_rescale = skip_rescale
+        self.act = act
+        self.out_ch = out_ch
+        self.conv_shortcut = conv_shortcut
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.Conv_0(self.act(self.GroupNorm_0(x)))
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        if x.shape[1] != self.out_ch:
+            x = self.Conv_2(x) if self.conv_shortcut else self.NIN_0(x)
+        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+
+
+class ResnetBlockBigGANpp(nn.Module):
+    """BigGAN-style residual block that can up- or downsample (FIR or nearest/box)."""
+
+    def __init__(self, act: nn.Module, in_ch: int, out_ch: Optional[int] = None,
+                 temb_dim: Optional[int] = None, up: bool = False, down: bool = False,
+                 dropout: float = 0.1, fir: bool = False,
+                 fir_kernel: Sequence[float] = (1, 3, 3, 1), skip_rescale: bool = True,
+                 init_scale: float = 0.0):
+        super().__init__()
+        out_ch = out_ch if out_ch else in_ch
+        self.GroupNorm_0 = group_norm(in_ch)
+        self.up = up
+        self.down = down
+        self.fir = fir
+        self.fir_kernel = tuple(fir_kernel)
+        self.Conv_0 = conv3x3(in_ch, out_ch)
+        if temb_dim is not None:
+            self.Dense_0 = dense(temb_dim, out_ch)
+        self.GroupNorm_1 = group_norm(out_ch)
+        self.Dropout_0 = nn.Dropout(dropout)
+        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+        if in_ch != out_ch or up or down:
+            self.Conv_2 = conv1x1(in_ch, out_ch)
+        self.skip_rescale = skip_rescale
+        self.act = act
+        self.in_ch = in_ch
+        self.out_ch = out_ch
+
+    def _resample(self, t: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            return (firmod.upsample_2d(t, self.fir_kernel, factor=2) if self.fir
+                    else firmod.naive_upsample_2d(t, factor=2))
+        if self.down:
+            return (firmod.downsample_2d(t, self.fir_kernel, factor=2) if self.fir
+                    else firmod.naive_downsample_2d(t, factor=2))
+        return t
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.act(self.GroupNorm_0(x))
+        h = self._resample(h)
+        x = self._resample(x)
+        h = self.Conv_0(h)
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        if self.in_ch != self.out_ch or self.up or self.down:
+            x = self.Conv_2(x)
+        return (x + h) / _SQRT2 if self.skip_rescale else x + h
