@@ -1,0 +1,194 @@
+"""Worker operations: a registry of handlers, their argument reader and their execution context.
+
+Each area of fpdiff registers its ops in its own module (``core``, ``config``, ``numerics``,
+``models``, ``train``) with :func:`op`. Handlers receive a validated :class:`Args` reader and an
+:class:`OpContext`; they return a msgpack-serialisable result (tensors allowed) and raise
+:class:`OpError` for failures the caller can act on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..protocol import BAD_REQUEST, CANCELLED, ProtocolError
+
+Handler = Callable[["Args", "OpContext"], Any]
+
+
+class OpError(ProtocolError):
+    """An error with a wire code and, when it concerns an argument, the field path."""
+
+
+class Cancelled(OpError):
+    def __init__(self, message: str = "cancelled by the client"):
+        super().__init__(CANCELLED, message)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    handler: Handler
+    control: bool  # answered at once on the I/O thread; compute ops queue one at a time
+    doc: str
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+# Modules whose import registers ops. An area whose module does not exist yet is skipped, so the
+# worker runs while parts of fpdiff are still being written.
+AREAS = ("core", "config", "numerics", "models", "train")
+
+
+def op(name: str, *, control: bool = False) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        if name in REGISTRY:
+            raise RuntimeError(f"op {name!r} registered twice")
+        REGISTRY[name] = OpSpec(name, fn, control, (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return register
+
+
+def load_all() -> dict[str, OpSpec]:
+    for area in AREAS:
+        try:
+            importlib.import_module(f"{__name__}.{area}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{area}":
+                raise
+    return REGISTRY
+
+
+class WorkerState:
+    """What the worker keeps between requests: loaded models, open runs, anything an area needs.
+
+    Areas store their objects under their own keys; the worker only owns the container.
+    """
+
+    def __init__(self) -> None:
+        self.items: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.items.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        self.items[key] = value
+
+
+@dataclass
+class OpContext:
+    request_id: Any
+    op: str
+    state: WorkerState
+    emit_fn: Callable[[Any], None]
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    server: Any = None  # the serving loop, for the few control ops that steer it (cancel, shutdown)
+
+    def emit(self, data: Any) -> None:
+        """Stream an ``event`` reply to the caller (progress, metrics, checkpoints...)."""
+        self.emit_fn(data)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled()
+
+
+_MISSING = object()
+
+
+class Args:
+    """Typed, path-aware reader for a request's ``args`` map.
+
+    Every accessor names the offending field (``args.seconds``) in its error, and :meth:`done`
+    rejects keys the op does not know, so typos never pass silently.
+    """
+
+    def __init__(self, raw: Any, path: str = "args"):
+        if not isinstance(raw, dict):
+            raise OpError(BAD_REQUEST, f"{path}: expected a map, got {type(raw).__name__}", path)
+        self.raw = raw
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.seen.add(key)
+        if key in self.raw and self.raw[key] is not None:
+            return self.raw[key]
+        if default is _MISSING:
+            raise OpError(BAD_REQUEST, f"{self.path}.{key}: required", f"{self.path}.{key}")
+        return default
+
+    def _fail(self, key: str, expected: str, value: Any) -> OpError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return OpError(BAD_REQUEST, f"{self.path}.{key}: expected {expected}, got {shown}", f"{self.path}.{key}")
+
+    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None, max: float | None = None) -> float:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self._fail(key, "a number", v)
+        if (min is not None and v < min) or (max is not None and v > max):
+            raise self._fail(key, f"a number in [{min}, {max}]", v)
+        return float(v)
+
+    def int(self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None) -> int:
+        v = self._get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self._fail(key, "an integer", v)
+        if (min is not None and v < min) or (max is not None and v > max):
+            raise self._fail(key, f"an integer in [{min}, {max}]", v)
+        return v
+
+    def bool(self, key: str, default: Any = _MISSING) -> bool:
+        v = self._get(key, default)
+        if not isinstance(v, bool):
+            raise self._fail(key, "a boolean", v)
+        return v
+
+    def str(self, key: str, default: Any = _MISSING, *, choices: tuple[str, ...] | None = None) -> str:
+        v = self._get(key, default)
+        if not isinstance(v, str):
+            raise self._fail(key, "a string", v)
+        if choices is not None and v not in choices:
+            raise self._fail(key, "one of " + ", ".join(choices), v)
+        return v
+
+    def map(self, key: str, default: Any = _MISSING) -> dict:
+        v = self._get(key, default)
+        if not isinstance(v, dict):
+            raise self._fail(key, "a map", v)
+        return v
+
+    def list(self, key: str, default: Any = _MISSING) -> list:
+        v = self._get(key, default)
+        if not isinstance(v, list):
+            raise self._fail(key, "a list", v)
+        return v
+
+    def tensor(self, key: str, default: Any = _MISSING):
+        import torch
+
+        v = self._get(key, default)
+        if not isinstance(v, torch.Tensor):
+            raise self._fail(key, "a tensor", v)
+        return v
+
+    def any(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, default)
+
+    def sub(self, key: str, default: Any = _MISSING) -> "Args":
+        return Args(self.map(key, default), f"{self.path}.{key}")
+
+    def done(self) -> None:
+        extra = sorted(set(self.raw) - self.seen)
+        if extra:
+            raise OpError(BAD_REQUEST, f"{self.path}.{extra[0]}: unknown field", f"{self.path}.{extra[0]}")

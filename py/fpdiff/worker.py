@@ -1,0 +1,321 @@
+"""The fpdiff worker: serves ops over a ZeroMQ ROUTER socket (``python -m fpdiff.worker``).
+
+One I/O thread owns the socket: it decodes requests, answers control ops (hello, ping, echo,
+cancel, shutdown) at once, and queues compute ops for a single compute thread, so one compute op
+runs at a time while the worker stays responsive. Replies made on the compute thread travel
+back through an inproc PUSH/PULL pair because ZeroMQ sockets must not be shared across threads.
+
+On start the worker prints one JSON line on stdout (``{"ready": true, "endpoint", "pid",
+"protocol"}``) and from then on sends anything printed to stdout to stderr. It exits when asked
+(``shutdown``, SIGTERM) or when its stdin closes (the parent died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import protocol as P
+from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
+
+
+@dataclass
+class Job:
+    identity: bytes
+    req_id: Any
+    op: str
+    args: Any
+    ctx: OpContext
+
+
+def _configure_threads() -> None:
+    """Debian's CPU torch starts with one intra-op thread; use the cores we were given."""
+    try:
+        import torch
+    except ImportError:
+        return
+    wanted = os.environ.get("FPD_THREADS")
+    n = int(wanted) if wanted else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+class Server:
+    def __init__(self, limits: P.Limits, max_queue: int = 64):
+        self.limits = limits
+        self.max_queue = max_queue
+        self.ctx = zmq.Context.instance()
+        self.state = WorkerState()
+        self.queue: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        self.running: Job | None = None
+        self.stopping = False
+        self.tmpdir: str | None = None
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 1000)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.bind("inproc://replies")
+        self._local = threading.local()
+        self.endpoint = self._bind()
+
+    # -- socket set-up -------------------------------------------------------------------------
+
+    def _bind(self) -> str:
+        forced = os.environ.get("FPD_ENDPOINT")
+        if forced:
+            self.router.bind(forced)
+            return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if zmq.has("ipc"):
+            try:
+                self.tmpdir = tempfile.mkdtemp(prefix="fpd-")  # created 0700: only this user connects
+                os.chmod(self.tmpdir, 0o700)
+                self.router.bind(f"ipc://{self.tmpdir}/w.sock")
+                return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+            except zmq.ZMQError:
+                self._cleanup_tmp()
+        self.router.bind("tcp://127.0.0.1:*")
+        return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _cleanup_tmp(self) -> None:
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _push(self) -> zmq.Socket:
+        sock = getattr(self._local, "push", None)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect("inproc://replies")
+            self._local.push = sock
+        return sock
+
+    def _encode(self, req_id: Any, kind: str, data: Any) -> bytes:
+        try:
+            return P.pack(P.reply(req_id, kind, data))
+        except Exception as exc:  # an op returned something the wire cannot carry
+            return P.pack(P.reply(req_id, "error", P.error_data(P.WORKER_ERROR, f"reply could not be encoded: {exc}")))
+
+    def send(self, identity: bytes, req_id: Any, kind: str, data: Any) -> None:
+        """Send a reply from any thread."""
+        frames = [identity, self._encode(req_id, kind, data)]
+        if threading.current_thread() is threading.main_thread():
+            self.router.send_multipart(frames, copy=False)
+        else:
+            self._push().send_multipart(frames, copy=False)
+
+    def send_error(self, identity: bytes, req_id: Any, exc: BaseException) -> None:
+        if isinstance(exc, P.ProtocolError):
+            data = P.error_data(exc.code, exc.message, field=exc.field)
+            if isinstance(exc, OpError) and exc.code == P.WORKER_ERROR:
+                data["details"] = {"traceback": traceback.format_exc()}
+        else:
+            data = P.error_data(
+                P.WORKER_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                details={"traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))},
+            )
+        self.send(identity, req_id, "error", data)
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def cancel(self, target: Any) -> str:
+        with self.cond:
+            if self.running is not None and self.running.req_id == target:
+                self.running.ctx.cancel_event.set()
+                return "running"
+            for job in self.queue:
+                if job.req_id == target:
+                    self.queue.remove(job)
+                    self.send(job.identity, job.req_id, "error", P.error_data(P.CANCELLED, "cancelled by the client before it started"))
+                    return "queued"
+        return "unknown"
+
+    def request_shutdown(self) -> None:
+        with self.cond:
+            self.stopping = True
+            if self.running is not None:
+                self.running.ctx.cancel_event.set()
+            while self.queue:
+                job = self.queue.popleft()
+                self.send(job.identity, job.req_id, "error", P.error_data(P.CANCELLED, "the worker is shutting down"))
+            self.cond.notify_all()
+
+    def compute_loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.stopping:
+                    self.cond.wait()
+                if self.stopping and not self.queue:
+                    return
+                job = self.queue.popleft()
+                self.running = job
+            try:
+                result = REGISTRY[job.op].handler(Args(job.args), job.ctx)
+                self.send(job.identity, job.req_id, "result", result)
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    exc = Cancelled("interrupted")
+                self.send_error(job.identity, job.req_id, exc)
+            finally:
+                with self.cond:
+                    self.running = None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def handle(self, identity: bytes, payload: bytes | memoryview) -> None:
+        if len(payload) > self.limits.max_message_bytes:
+            head = P.peek_header(payload)
+            self.send(
+                identity,
+                head.get("id"),
+                "error",
+                P.error_data(P.TOO_LARGE, f"message of {len(payload)} bytes exceeds the worker's limit of {self.limits.max_message_bytes} bytes"),
+            )
+            return
+        try:
+            doc = P.unpack(payload, self.limits)
+        except P.ProtocolError as exc:
+            self.send_error(identity, P.peek_header(payload).get("id"), exc)
+            return
+        req_id = doc.get("id") if isinstance(doc, dict) else None
+        try:
+            op_name, args = self._check_envelope(doc)
+        except P.ProtocolError as exc:
+            self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
+            return
+        spec = REGISTRY[op_name]
+        ctx = OpContext(req_id, op_name, self.state, lambda data, i=identity, r=req_id: self.send(i, r, "event", data), server=self)
+        if spec.control:
+            try:
+                self.send(identity, req_id, "result", spec.handler(Args(args), ctx))
+            except BaseException as exc:  # noqa: BLE001
+                self.send_error(identity, req_id, exc)
+            return
+        with self.cond:
+            if self.stopping:
+                self.send(identity, req_id, "error", P.error_data(P.CANCELLED, "the worker is shutting down"))
+                return
+            if len(self.queue) >= self.max_queue:
+                self.send(identity, req_id, "error", P.error_data(P.BUSY, f"{len(self.queue)} requests already wait; retry later"))
+                return
+            self.queue.append(Job(identity, req_id, op_name, args, ctx))
+            self.cond.notify()
+
+    def _check_envelope(self, doc: Any) -> tuple[str, Any]:
+        if not isinstance(doc, dict):
+            raise P.ProtocolError(P.BAD_REQUEST, f"envelope: expected a map {{v, id, op, args}}, got {type(doc).__name__}", "envelope")
+        extra = sorted(set(map(str, doc)) - {"v", "id", "op", "args"})
+        if extra:
+            raise P.ProtocolError(P.BAD_REQUEST, f"envelope.{extra[0]}: unknown field", f"envelope.{extra[0]}")
+        if "v" not in doc:
+            raise P.ProtocolError(P.BAD_REQUEST, "envelope.v: required (the protocol version)", "envelope.v")
+        if doc["v"] != P.PROTOCOL_VERSION:
+            raise P.ProtocolError(
+                P.VERSION_MISMATCH,
+                f"envelope.v: client speaks protocol {doc['v']!r}, this worker speaks {P.PROTOCOL_VERSION}; "
+                "use the fpdiff Python package from the same checkout as the TypeScript side",
+                "envelope.v",
+            )
+        if not isinstance(doc.get("id"), (int, str)) or isinstance(doc.get("id"), bool):
+            raise P.ProtocolError(P.BAD_REQUEST, f"envelope.id: expected an integer or string, got {doc.get('id')!r}", "envelope.id")
+        op_name = doc.get("op")
+        if not isinstance(op_name, str):
+            raise P.ProtocolError(P.BAD_REQUEST, f"envelope.op: expected a string, got {op_name!r}", "envelope.op")
+        if op_name not in REGISTRY:
+            raise P.ProtocolError(P.UNKNOWN_OP, f"envelope.op: unknown op {op_name!r}; known: {', '.join(sorted(REGISTRY))}", "envelope.op")
+        args = doc.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise P.ProtocolError(P.BAD_REQUEST, f"envelope.args: expected a map, got {type(args).__name__}", "envelope.args")
+        return op_name, args
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def serve(self, shutdown_grace: float = 30.0) -> None:
+        compute = threading.Thread(target=self.compute_loop, name="fpd-compute", daemon=True)
+        compute.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.pull, zmq.POLLIN)
+        deadline: float | None = None
+        try:
+            while True:
+                for sock, _ in poller.poll(100):
+                    if sock is self.router:
+                        frames = self.router.recv_multipart(copy=False)
+                        if len(frames) != 2:
+                            continue  # not a DEALER peer; nothing sensible to answer
+                        # msgpack reads the frame's buffer in place: no copy of the message
+                        self.handle(frames[0].bytes, frames[1].buffer)
+                    else:
+                        self.router.send_multipart(self.pull.recv_multipart(copy=False), copy=False)
+                if self.stopping:
+                    deadline = deadline or time.monotonic() + shutdown_grace
+                    if not compute.is_alive() or time.monotonic() > deadline:
+                        # forward the last replies of the compute thread before leaving
+                        while self.pull.poll(50):
+                            self.router.send_multipart(self.pull.recv_multipart(copy=False), copy=False)
+                        break
+        finally:
+            self.router.close(linger=500)
+            self.pull.close(linger=0)
+            self._cleanup_tmp()
+
+
+def _watch_stdin(server: Server) -> None:
+    """The parent holds our stdin open; EOF means it is gone, so stop (and never linger)."""
+    try:
+        while os.read(0, 65536):  # raw fd: a buffered reader would block interpreter shutdown
+            pass
+    except OSError:
+        pass
+    server.request_shutdown()
+    time.sleep(60.0)
+    os._exit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fpdiff.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--max-message-bytes", type=int, default=int(os.environ.get("FPD_MAX_MESSAGE_BYTES", 1 << 30)))
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--no-stdin-watch", action="store_true", help="keep running when stdin closes")
+    ns = parser.parse_args(argv)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which cancels politely
+    load_all()
+    _configure_threads()
+    limits = P.Limits(max_message_bytes=ns.max_message_bytes, max_tensor_bytes=ns.max_message_bytes)
+    server = Server(limits, max_queue=ns.max_queue)
+    signal.signal(signal.SIGTERM, lambda *_: server.request_shutdown())
+
+    ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION}
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never reach the ready channel
+
+    if not ns.no_stdin_watch:
+        threading.Thread(target=_watch_stdin, args=(server,), name="fpd-stdin", daemon=True).start()
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

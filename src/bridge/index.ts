@@ -1,0 +1,2 @@
+export { Worker, type WorkerOptions, type RequestOptions } from "./worker.js";
+export { resolvePython, workerEnv, type PythonChoice } from "./python.js";
