@@ -1,0 +1,121 @@
+/**
+ * Forward SDEs (Score SDE conventions) and their schedules, evaluated in TypeScript for display,
+ * validation and the cross-language tests. Formulas: reference FACTS §1.
+ */
+import { z } from "zod";
+import { parseOrThrow } from "./errors.js";
+
+const positive = () => z.number().positive();
+const steps = () => z.number().int().positive();
+
+export const VeSdeSchema = z
+  .strictObject({
+    kind: z.literal("ve"),
+    sigmaMin: positive().default(0.01),
+    sigmaMax: positive().default(50),
+    N: steps().default(1000),
+  })
+  .refine((s) => s.sigmaMin < s.sigmaMax, {
+    message: "sigmaMin must be smaller than sigmaMax",
+    path: ["sigmaMax"],
+  });
+
+const betaShape = {
+  betaMin: positive().default(0.1),
+  betaMax: positive().default(20),
+  N: steps().default(1000),
+};
+const betaOrder = {
+  message: "betaMin must not exceed betaMax",
+  path: ["betaMax"],
+};
+
+export const VpSdeSchema = z
+  .strictObject({ kind: z.literal("vp"), ...betaShape })
+  .refine((s) => s.betaMin <= s.betaMax, betaOrder);
+export const SubVpSdeSchema = z
+  .strictObject({ kind: z.literal("subvp"), ...betaShape })
+  .refine((s) => s.betaMin <= s.betaMax, betaOrder);
+
+export const SdeSchema = z.discriminatedUnion("kind", [VeSdeSchema, VpSdeSchema, SubVpSdeSchema]);
+
+export type VeSde = z.infer<typeof VeSdeSchema>;
+export type VpSde = z.infer<typeof VpSdeSchema>;
+export type SubVpSde = z.infer<typeof SubVpSdeSchema>;
+export type Sde = z.infer<typeof SdeSchema>;
+export type SdeKind = Sde["kind"];
+
+type Opts<S extends z.ZodType> = Omit<z.input<S>, "kind">;
+
+/** Builders: `sde.ve({sigmaMax: 80})`, `sde.vp()`, `sde.subvp({betaMax: 19.9})`. */
+export const sde = {
+  ve: (opts: Opts<typeof VeSdeSchema> = {}): VeSde =>
+    parseOrThrow(VeSdeSchema, { ...opts, kind: "ve" }, "sde", "sde.ve()"),
+  vp: (opts: Opts<typeof VpSdeSchema> = {}): VpSde =>
+    parseOrThrow(VpSdeSchema, { ...opts, kind: "vp" }, "sde", "sde.vp()"),
+  subvp: (opts: Opts<typeof SubVpSdeSchema> = {}): SubVpSde =>
+    parseOrThrow(SubVpSdeSchema, { ...opts, kind: "subvp" }, "sde", "sde.subvp()"),
+};
+
+/** The Score SDE name of the SDE (`training.sde` in the original configs). */
+export const ORIGINAL_SDE_NAME: Record<SdeKind, string> = {
+  ve: "vesde",
+  vp: "vpsde",
+  subvp: "subvpsde",
+};
+
+/** The terminal time T of every SDE here. */
+export const T = 1;
+
+/**
+ * Schedules of an SDE at time t (scalars). VE: σ(t), g² = σ²·2ln(σmax/σmin), std = σ, mean coef 1.
+ * VP / subVP: β(t), c(t) = −¼t²(βmax−βmin) − ½tβmin, mean coef e^c, VP std √(1−e^{2c}), subVP std
+ * 1 − e^{2c}, VP g² = β, subVP g² = β(1 − e^{−2βmin t − (βmax−βmin)t²}).
+ */
+export const schedule = {
+  /** σ(t) of the VE SDE. */
+  sigma(s: VeSde, t: number): number {
+    return s.sigmaMin * Math.pow(s.sigmaMax / s.sigmaMin, t);
+  },
+  /** β(t) of the VP / subVP SDEs. */
+  beta(s: VpSde | SubVpSde, t: number): number {
+    return s.betaMin + t * (s.betaMax - s.betaMin);
+  },
+  /** c(t), the log of the mean coefficient of VP / subVP. */
+  logMeanCoef(s: VpSde | SubVpSde, t: number): number {
+    return -0.25 * t * t * (s.betaMax - s.betaMin) - 0.5 * t * s.betaMin;
+  },
+  /** mean(x0, t) = meanCoef(t)·x0. */
+  meanCoef(s: Sde, t: number): number {
+    return s.kind === "ve" ? 1 : Math.exp(schedule.logMeanCoef(s, t));
+  },
+  /** std(t) of the perturbation kernel. */
+  std(s: Sde, t: number): number {
+    if (s.kind === "ve") return schedule.sigma(s, t);
+    // 1 − e^{2c} computed as −expm1(2c) keeps precision for small t.
+    const oneMinus = -Math.expm1(2 * schedule.logMeanCoef(s, t));
+    return s.kind === "vp" ? Math.sqrt(oneMinus) : oneMinus;
+  },
+  /** g(t)², the squared diffusion coefficient. */
+  g2(s: Sde, t: number): number {
+    if (s.kind === "ve") {
+      const sig = schedule.sigma(s, t);
+      return sig * sig * 2 * Math.log(s.sigmaMax / s.sigmaMin);
+    }
+    const b = schedule.beta(s, t);
+    if (s.kind === "vp") return b;
+    return b * -Math.expm1(-2 * s.betaMin * t - (s.betaMax - s.betaMin) * t * t);
+  },
+  /** g(t). */
+  diffusion(s: Sde, t: number): number {
+    return Math.sqrt(schedule.g2(s, t));
+  },
+  /** The time label the original network receives: VE σ(t), VP / subVP 999·t. */
+  label(s: Sde, t: number): number {
+    return s.kind === "ve" ? schedule.sigma(s, t) : 999 * t;
+  },
+  /** Standard deviation of the prior N(0, σ²I): σmax for VE, 1 otherwise. */
+  priorStd(s: Sde): number {
+    return s.kind === "ve" ? s.sigmaMax : 1;
+  },
+};

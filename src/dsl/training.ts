@@ -1,0 +1,113 @@
+/** Training loop, evaluation and sampling settings (Score SDE's training / eval / sampling sections). */
+import { z } from "zod";
+import { parseOrThrow } from "./errors.js";
+
+const posInt = () => z.number().int().positive();
+const tol = () => z.number().positive();
+
+export const TrainingSchema = z.strictObject({
+  batchSize: posInt().default(128),
+  nIters: posInt().default(1300001),
+  snapshotFreq: posInt().default(50000),
+  snapshotFreqForPreemption: posInt().default(10000),
+  logFreq: posInt().default(50),
+  evalFreq: posInt().default(100),
+  /** Produce samples at each snapshot. */
+  snapshotSampling: z.boolean().default(true),
+  seed: z.number().int().min(0).default(42),
+  /** Deterministic algorithms and seeded data order (bitwise-reproducible resumes). */
+  deterministic: z.boolean().default(false),
+  /** Continuous-time training; the discrete SMLD / DDPM losses are not supported. */
+  continuous: z.literal(true, { error: "only continuous-time training is supported" }).default(true),
+});
+
+export const BpdSchema = z.strictObject({
+  /** Which split the bits/dim are computed on. */
+  dataset: z.enum(["test", "train"]).default("test"),
+  /** Passes over the data set (the high-order paper averages 5). */
+  repeats: posInt().default(1),
+  solver: z.enum(["dopri5", "rk4", "euler"]).default("dopri5"),
+  rtol: tol().default(1e-5),
+  atol: tol().default(1e-5),
+  /** Lower end of the ODE integration [eps, 1]. */
+  eps: z.number().positive().lt(1).default(1e-5),
+  /** Hutchinson probe (Score SDE: Rademacher). */
+  probe: z.enum(["rademacher", "gaussian"]).default("rademacher"),
+  /** Absent: "hutchinson" for images, "exact" for toy data. */
+  divergence: z.enum(["hutchinson", "exact"]).optional(),
+  /** Uniform dequantisation of 8-bit data (the original always dequantises for bpd); absent:
+   *  true for images, false for toy data. */
+  dequantize: z.boolean().optional(),
+});
+
+export const EvalSchema = z.strictObject({
+  batchSize: posInt().default(1024),
+  beginCkpt: z.number().int().min(0).default(9),
+  endCkpt: z.number().int().min(0).default(26),
+  enableSampling: z.boolean().default(false),
+  numSamples: posInt().default(50000),
+  enableLoss: z.boolean().default(true),
+  enableBpd: z.boolean().default(false),
+  bpd: BpdSchema.prefault({}),
+}).refine((e) => e.beginCkpt <= e.endCkpt, {
+  message: "beginCkpt must not exceed endCkpt",
+  path: ["endCkpt"],
+});
+
+export const PcSamplingSchema = z
+  .strictObject({
+    method: z.literal("pc"),
+    predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).default("reverse_diffusion"),
+    corrector: z.enum(["langevin", "none"]).default("langevin"),
+    snr: z.number().positive().default(0.16),
+    nStepsEach: posInt().default(1),
+    /** Final denoising step. */
+    noiseRemoval: z.boolean().default(true),
+    /** Use the probability-flow ODE's reverse drift in the predictor. */
+    probabilityFlow: z.boolean().default(false),
+    /** Number of reverse steps; absent: the SDE's N. */
+    N: posInt().optional(),
+    /** Smallest time; absent: 1e-5 for VE, 1e-3 for VP / subVP (as Score SDE). */
+    eps: z.number().positive().lt(1).optional(),
+  })
+  .refine((s) => s.predictor !== "none" || s.corrector !== "none", {
+    message: "a PC sampler needs a predictor or a corrector (both are \"none\")",
+    path: ["corrector"],
+  });
+
+export const OdeSamplingSchema = z.strictObject({
+  method: z.literal("ode"),
+  solver: z.enum(["dopri5", "rk4", "euler"]).default("dopri5"),
+  rtol: tol().default(1e-5),
+  atol: tol().default(1e-5),
+  noiseRemoval: z.boolean().default(true),
+  /** Smallest time; absent: 1e-5 for VE, 1e-3 for VP / subVP. */
+  eps: z.number().positive().lt(1).optional(),
+});
+
+export const SamplingSchema = z.discriminatedUnion("method", [PcSamplingSchema, OdeSamplingSchema]);
+
+export type Training = z.infer<typeof TrainingSchema>;
+export type Bpd = z.infer<typeof BpdSchema>;
+export type Eval = z.infer<typeof EvalSchema>;
+export type PcSampling = z.infer<typeof PcSamplingSchema>;
+export type OdeSampling = z.infer<typeof OdeSamplingSchema>;
+export type Sampling = z.infer<typeof SamplingSchema>;
+
+/** `training({batchSize: 48, nIters: 100000})`. */
+export function training(opts: z.input<typeof TrainingSchema> = {}): Training {
+  return parseOrThrow(TrainingSchema, opts, "training", "training()");
+}
+
+/** `evaluation({batchSize: 2000, enableBpd: true, bpd: {repeats: 5}})` — the `eval` section. */
+export function evaluation(opts: z.input<typeof EvalSchema> = {}): Eval {
+  return parseOrThrow(EvalSchema, opts, "eval", "evaluation()");
+}
+
+/** `sampling.pc({predictor: "euler_maruyama", corrector: "none"})`, `sampling.ode()`. */
+export const sampling = {
+  pc: (opts: Omit<z.input<typeof PcSamplingSchema>, "method"> = {}): PcSampling =>
+    parseOrThrow(PcSamplingSchema, { ...opts, method: "pc" }, "sampling", "sampling.pc()"),
+  ode: (opts: Omit<z.input<typeof OdeSamplingSchema>, "method"> = {}): OdeSampling =>
+    parseOrThrow(OdeSamplingSchema, { ...opts, method: "ode" }, "sampling", "sampling.ode()"),
+};
