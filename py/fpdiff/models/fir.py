@@ -168,11 +168,13 @@ class FIRConv2d(nn.Module):
             raise ValueError("FIRConv2d cannot both upsample and downsample")
         if kernel < 1 or kernel % 2 != 1:
             raise ValueError("kernel size must be a positive odd integer")
-        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel))
+        from .layers import init_device  # late import: layers imports this module
+        dev = init_device()
+        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel, device=dev))
         if kernel_init is not None:
             self.weight.data = kernel_init(self.weight.data.shape)
         if use_bias:
-            self.bias = nn.Parameter(torch.zeros(out_ch))
+            self.bias = nn.Parameter(torch.zeros(out_ch, device=dev))
         self.up = up
         self.down = down
         self.resample_kernel = tuple(resample_kernel)

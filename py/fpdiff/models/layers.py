@@ -12,8 +12,9 @@ and differentiated again in reverse mode.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,26 @@ from . import fir as firmod
 
 _SQRT2 = float(np.sqrt(2.0))
 
+# Device new parameters are created on. ``meta_init()`` switches it to 'meta' so that a full-size
+# network's layout (state-dict names, shapes, dtypes) can be built in milliseconds, without memory
+# or random initialisation — used to recognise which preset a checkpoint belongs to.
+_INIT_DEVICE: Optional[str] = None
+
+
+@contextlib.contextmanager
+def meta_init() -> Iterator[None]:
+    """Build modules on the meta device inside this block (layout only, no data)."""
+    global _INIT_DEVICE
+    previous, _INIT_DEVICE = _INIT_DEVICE, "meta"
+    try:
+        yield
+    finally:
+        _INIT_DEVICE = previous
+
+
+def init_device() -> Optional[str]:
+    return _INIT_DEVICE
+
 
 # ----------------------------------------------------------------------------------------------
 # initialisation (DDPM's variance-scaling "fan_avg, uniform")
@@ -32,8 +53,11 @@ def variance_scaling_init(scale: float, mode: str = "fan_avg", distribution: str
                           in_axis: int = 1, out_axis: int = 0) -> Callable[[Sequence[int]], torch.Tensor]:
     """Return ``init(shape) -> tensor`` with variance ``scale / fan`` (JAX's variance_scaling)."""
 
-    def init(shape, dtype=torch.float32, device="cpu"):
+    def init(shape, dtype=torch.float32, device=None):
         shape = tuple(int(s) for s in shape)
+        device = device if device is not None else _INIT_DEVICE
+        if device == "meta":
+            return torch.empty(*shape, dtype=dtype, device="meta")
         receptive = float(np.prod(shape)) / shape[in_axis] / shape[out_axis]
         fan_in = shape[in_axis] * receptive
         fan_out = shape[out_axis] * receptive
@@ -64,7 +88,7 @@ def default_init(scale: float = 1.0):
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, dilation: int = 1,
             init_scale: float = 1.0, padding: int = 1) -> nn.Conv2d:
     conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding,
-                     dilation=dilation, bias=bias)
+                     dilation=dilation, bias=bias, device=_INIT_DEVICE)
     conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
     if bias:
         nn.init.zeros_(conv.bias)
@@ -73,7 +97,8 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, dilatio
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_scale: float = 1.0,
             padding: int = 0) -> nn.Conv2d:
-    conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, padding=padding, bias=bias)
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, padding=padding, bias=bias,
+                     device=_INIT_DEVICE)
     conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
     if bias:
         nn.init.zeros_(conv.bias)
@@ -82,7 +107,7 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_sc
 
 def dense(in_dim: int, out_dim: int) -> nn.Linear:
     """``nn.Linear`` with the DDPM initialisation and a zero bias."""
-    lin = nn.Linear(in_dim, out_dim)
+    lin = nn.Linear(in_dim, out_dim, device=_INIT_DEVICE)
     lin.weight.data = default_init()(lin.weight.shape)
     nn.init.zeros_(lin.bias)
     return lin
@@ -90,7 +115,8 @@ def dense(in_dim: int, out_dim: int) -> nn.Linear:
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm as NCSN++ uses it: min(C/4, 32) groups, eps 1e-6."""
-    return nn.GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6)
+    return nn.GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6,
+                        device=_INIT_DEVICE)
 
 
 def get_act(name: str) -> nn.Module:
@@ -128,7 +154,8 @@ class GaussianFourierProjection(nn.Module):
 
     def __init__(self, embedding_size: int = 256, scale: float = 1.0):
         super().__init__()
-        self.W = nn.Parameter(torch.randn(embedding_size) * scale, requires_grad=False)
+        self.W = nn.Parameter(torch.randn(embedding_size, device=_INIT_DEVICE) * scale,
+                              requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         proj = x[:, None] * self.W[None, :] * (2 * np.pi)
@@ -144,7 +171,7 @@ class NIN(nn.Module):
     def __init__(self, in_dim: int, num_units: int, init_scale: float = 0.1):
         super().__init__()
         self.W = nn.Parameter(default_init(scale=init_scale)((in_dim, num_units)))
-        self.b = nn.Parameter(torch.zeros(num_units))
+        self.b = nn.Parameter(torch.zeros(num_units, device=_INIT_DEVICE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b

@@ -24,7 +24,8 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, widths: Sequence[int], act: nn.Module):
         super().__init__()
         dims = [int(input_dim)] + [int(w) for w in widths]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, device=layers.init_device())
+                                    for a, b in zip(dims[:-1], dims[1:]))
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
