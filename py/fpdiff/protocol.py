@@ -44,7 +44,7 @@ ERROR_CODES = (BAD_REQUEST, UNKNOWN_OP, CANCELLED, BUSY, WORKER_ERROR, VERSION_M
 # dtype code -> (name, numpy dtype used to view the bytes, itemsize)
 _DTYPES: list[tuple[str, str]] = [
     ("float16", "<f2"),
-    ("bfloat16", "<u2"),  # numpy has no bfloat16: carried as raw 16-bit words
+    ("bfloat16", "<i2"),  # numpy has no bfloat16: carried as raw 16-bit words
     ("float32", "<f4"),
     ("float64", "<f8"),
     ("int64", "<i8"),

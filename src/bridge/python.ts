@@ -5,14 +5,16 @@ import { PROJECT_ROOT, PY_ROOT } from "../paths.js";
 
 export interface PythonChoice {
   python: string;
-  source: "option" | "FPD_PYTHON" | ".venv" | "PATH";
+  source: "option" | "FPD_PYTHON" | ".venv" | ".conda" | "PATH";
 }
 
 export function resolvePython(explicit?: string, env: NodeJS.ProcessEnv = process.env): PythonChoice {
   if (explicit) return { python: explicit, source: "option" };
   if (env.FPD_PYTHON) return { python: env.FPD_PYTHON, source: "FPD_PYTHON" };
-  const venv = join(PROJECT_ROOT, ".venv", process.platform === "win32" ? "Scripts/python.exe" : "bin/python");
-  if (existsSync(venv)) return { python: venv, source: ".venv" };
+  for (const source of [".venv", ".conda"] as const) {
+    const python = join(PROJECT_ROOT, source, "bin", "python");
+    if (existsSync(python)) return { python, source };
+  }
   return { python: "python3", source: "PATH" };
 }
 

@@ -203,8 +203,8 @@ export class Worker {
       opts.signal?.addEventListener("abort", onAbort, { once: true });
       if (opts.timeoutMs !== undefined) {
         timer = setTimeout(() => {
-          cleanup();
           this.cancelRemote(id);
+          cleanup();
           reject(new RequestTimeoutError(op, opts.timeoutMs!));
         }, opts.timeoutMs);
       }
