@@ -156,9 +156,9 @@ function relatesTo(issuePath: string, o: Override): boolean {
  * is not modified. Problems caused by an override name the flag and the value.
  */
 export function applyOverrides(base: Experiment | ExperimentInput, flags: readonly string[]): Experiment {
-  const parsed = flags.map((f) => ({ flag: f, o: parseOverride(f), value: undefined as unknown }));
+  const parsed = flags.map((f) => ({ flag: f, o: parseOverride(f) }));
   const root = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
-  for (const p of parsed) p.value = applyOne(root, p.o, p.flag);
+  for (const p of parsed) applyOne(root, p.o, p.flag);
   try {
     return experiment(root as ExperimentInput);
   } catch (err) {
@@ -166,7 +166,7 @@ export function applyOverrides(base: Experiment | ExperimentInput, flags: readon
     const issues: ConfigIssue[] = err.issues.map((issue) => {
       const culprit = [...parsed].reverse().find(({ o }) => relatesTo(issue.path, o));
       return culprit
-        ? { path: issue.path, message: `${issue.message}; got ${JSON.stringify(culprit.value)} from --set ${culprit.flag}` }
+        ? { path: issue.path, message: `${issue.message} (from --set ${culprit.flag})` }
         : issue;
     });
     throw new ConfigError(issues, "after --set");

@@ -1,0 +1,46 @@
+import { Args, Command, Flags } from "@oclif/core";
+import { ConfigError, type ConfigIssue } from "../../dsl/index.js";
+import { loadExperiment } from "../../dsl/load.js";
+
+export interface ValidateResult {
+  config: string;
+  valid: boolean;
+  errors: ConfigIssue[];
+  warnings: ConfigIssue[];
+}
+
+export default class ConfigValidate extends Command {
+  static override summary = "Check an experiment: types, ranges, unknown keys and cross-field rules.";
+  static override description = "Exits 1 when the experiment is invalid; every problem names its field path.";
+  static override examples = [
+    "<%= config.bin %> config validate highorder/ve_cifar10_order3",
+    "<%= config.bin %> config validate ./my_experiment.json --set loss.terms[0].reduce=mean --json",
+  ];
+  static override enableJsonFlag = true;
+  static override args = {
+    config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
+  };
+  static override flags = {
+    set: Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] }),
+  };
+
+  async run(): Promise<ValidateResult> {
+    const { args, flags } = await this.parse(ConfigValidate);
+    let result: ValidateResult;
+    try {
+      const { warnings } = await loadExperiment(args.config, { set: flags.set });
+      result = { config: args.config, valid: true, errors: [], warnings };
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      result = { config: args.config, valid: false, errors: err.issues, warnings: [] };
+    }
+    if (!this.jsonEnabled()) {
+      if (result.valid) this.log(`✓ ${args.config} is valid`);
+      else this.log(`✗ ${args.config} is invalid`);
+      for (const e of result.errors) this.log(`  error   ${e.path || "(experiment)"}: ${e.message}`);
+      for (const w of result.warnings) this.log(`  warning ${w.path}: ${w.message}`);
+    }
+    if (!result.valid) process.exitCode = 1;
+    return result;
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * Loading an experiment by reference: a preset name (`ve/cifar10_ncsnpp_continuous`), a `.ts` /
+ * `.mts` / `.js` / `.mjs` file whose default export is an experiment (or a function returning one),
+ * or a `.json` file. `--set` overrides are applied afterwards and the result validated.
+ *
+ * The preset registry is imported lazily: the presets are written with the DSL, so a static import
+ * here would make a cycle.
+ */
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { extname, resolve as resolvePath } from "node:path";
+import { pathToFileURL } from "node:url";
+import { ConfigError } from "./errors.js";
+import { experiment, lint, type Experiment, type ExperimentInput } from "./experiment.js";
+import { applyOverrides } from "./overrides.js";
+import type { ConfigIssue } from "./errors.js";
+
+const MODULE_EXTS = new Set([".ts", ".mts", ".cts", ".js", ".mjs", ".cjs"]);
+
+export interface LoadOptions {
+  /** `--set path=value` flags, applied in order. */
+  set?: readonly string[];
+  /** Base directory for relative file paths (default: the process's cwd). */
+  cwd?: string;
+}
+
+export interface Loaded {
+  experiment: Experiment;
+  /** Where it came from: a preset name or an absolute file path. */
+  source: { kind: "preset" | "file"; ref: string };
+  warnings: ConfigIssue[];
+}
+
+/** The registry's names and descriptions (lazy import of `configs/`). */
+export async function listPresets(): Promise<Array<{ name: string; description: string }>> {
+  const { presets } = await import("../../configs/index.js");
+  return presets.map((p) => ({ name: p.name, description: p.description }));
+}
+
+function looksLikeFile(ref: string): boolean {
+  const ext = extname(ref);
+  return ext === ".json" || MODULE_EXTS.has(ext) || ref.startsWith(".") || ref.startsWith("/");
+}
+
+/** Edit distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+async function loadFile(abs: string): Promise<unknown> {
+  const ext = extname(abs);
+  if (ext === ".json") {
+    const text = await readFile(abs, "utf8");
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError([{ path: "", message: `${abs} is not valid JSON: ${(err as Error).message}` }]);
+    }
+  }
+  if (!MODULE_EXTS.has(ext)) {
+    throw new ConfigError([{ path: "", message: `${abs}: a config file must be .ts, .mts, .js, .mjs or .json` }]);
+  }
+  const url = pathToFileURL(abs).href;
+  const mod = (ext === ".ts" || ext === ".mts" || ext === ".cts"
+    ? await (await import("tsx/esm/api")).tsImport(url, import.meta.url)
+    : await import(url)) as { default?: unknown };
+  let value = mod.default;
+  if (value === undefined) {
+    throw new ConfigError([{ path: "", message: `${abs} has no default export; export default experiment({...})` }]);
+  }
+  if (typeof value === "function") value = await (value as () => unknown)();
+  return value;
+}
+
+/** Loads a preset or a file, applies overrides, validates; throws ConfigError on any problem. */
+export async function loadExperiment(ref: string, opts: LoadOptions = {}): Promise<Loaded> {
+  const { getPreset, presetNames } = await import("../../configs/index.js");
+  const preset = getPreset(ref);
+  let raw: unknown;
+  let source: Loaded["source"];
+  if (preset) {
+    raw = preset.experiment;
+    source = { kind: "preset", ref };
+  } else {
+    const abs = resolvePath(opts.cwd ?? process.cwd(), ref);
+    if (!existsSync(abs)) {
+      if (looksLikeFile(ref)) throw new ConfigError([{ path: "", message: `no such file: ${abs}` }]);
+      const names = presetNames();
+      const close = names
+        .map((n) => ({ n, d: distance(ref, n) }))
+        .sort((a, b) => a.d - b.d)
+        .slice(0, 3)
+        .map((x) => x.n);
+      throw new ConfigError([
+        { path: "", message: `unknown preset ${JSON.stringify(ref)} (and no such file); did you mean ${close.join(", ")}? \`fpd config list\` shows all` },
+      ]);
+    }
+    raw = await loadFile(abs);
+    source = { kind: "file", ref: abs };
+  }
+  const exp = opts.set && opts.set.length > 0 ? applyOverrides(raw as ExperimentInput, opts.set) : experiment(raw as ExperimentInput);
+  return { experiment: exp, source, warnings: lint(exp) };
+}
