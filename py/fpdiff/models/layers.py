@@ -193,6 +193,17 @@ class Combine(nn.Module):
         return torch.cat([h, y], dim=1) if self.method == "cat" else h + y
 
 
+def softmax_last(z: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis from exp / sum.
+
+    torch 1.13's forward-AD formula for ``F.softmax`` modifies a saved tensor in place, so the
+    tangent it produces cannot be differentiated again (the losses backprop through J·v and ∂t s).
+    The max shift is detached: softmax is shift-invariant, so no derivative is lost.
+    """
+    e = torch.exp(z - z.amax(dim=-1, keepdim=True).detach())
+    return e / e.sum(dim=-1, keepdim=True)
+
+
 class AttnBlockpp(nn.Module):
     """Single-head self-attention over all pixels, with a residual connection."""
 
@@ -212,7 +223,7 @@ class AttnBlockpp(nn.Module):
         k = self.NIN_1(h).reshape(b, c, hh * ww)
         v = self.NIN_2(h).reshape(b, c, hh * ww)
         logits = torch.bmm(q.transpose(1, 2), k) * (int(c) ** -0.5)   # [b, query, key]
-        attn = F.softmax(logits, dim=-1)
+        attn = softmax_last(logits)
         h = torch.bmm(v, attn.transpose(1, 2)).reshape(b, c, hh, ww)
         h = self.NIN_3(h)
         return (x + h) / _SQRT2 if self.skip_rescale else x + h

@@ -49,8 +49,8 @@ class ToyScoreMLP(nn.Module):
         self.x_encoder = MLP(dim, list(cfg.x_hidden) + [width], act)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 1:
-            x = x.unsqueeze(0)
+        if x.dim() == 1:   # a batch of scalars (D = 1) or one point
+            x = x.unsqueeze(-1) if self.dim == 1 else x.unsqueeze(0)
         if labels.dim() == 0:
             labels = labels.expand(x.shape[0])
         temb = self.t_encoder(layers.timestep_embedding(labels.reshape(-1), self.embed_dim))
