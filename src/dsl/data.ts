@@ -54,7 +54,12 @@ export const ToyDataSchema = z
     /** Optional multiplicative rescaling of the samples. */
     scale: z.number().positive().optional(),
   })
-  .transform((d) => ({ ...d, dim: d.dim ?? TOY_DIMS[d.dataset] ?? 2 }));
+  .transform((d) => ({
+    kind: d.kind,
+    dataset: d.dataset,
+    dim: d.dim ?? TOY_DIMS[d.dataset] ?? 2,
+    ...(d.scale !== undefined ? { scale: d.scale } : {}),
+  }));
 
 export const DataSchema = z.discriminatedUnion("kind", [Cifar10Schema, Imagenet32Schema, ToyDataSchema]);
 

@@ -42,7 +42,7 @@ type ResolvedSampling =
   | (Extract<BaseSampling, { method: "ode" }> & { eps: number });
 type BaseEval = Base["eval"];
 type ResolvedEval = Omit<BaseEval, "bpd"> & {
-  bpd: BaseEval["bpd"] & { dequantize: boolean; divergence: "hutchinson" | "exact" };
+  bpd: BaseEval["bpd"] & { divergence: "hutchinson" | "exact"; dequantize: boolean };
 };
 type Resolved = Omit<Base, "sampling" | "eval"> & { eval: ResolvedEval; sampling: ResolvedSampling };
 
@@ -58,13 +58,20 @@ function resolve(e: Base): Resolved {
       ? SamplingSchema.parse({ method: "pc", predictor: "reverse_diffusion", corrector: "langevin" })
       : SamplingSchema.parse({ method: "pc", predictor: "euler_maruyama", corrector: "none" }));
   const eps = s.eps ?? defaultSamplingEps(e.sde);
-  const sampling: ResolvedSampling =
-    s.method === "pc" ? { ...s, N: s.N ?? e.sde.N, eps } : { ...s, eps };
+  // N and eps are the schemas' last fields: re-append them so the key order is the schema's.
+  let sampling: ResolvedSampling;
+  if (s.method === "pc") {
+    const { N, eps: _eps, ...rest } = s;
+    sampling = { ...rest, N: N ?? e.sde.N, eps };
+  } else {
+    const { eps: _eps, ...rest } = s;
+    sampling = { ...rest, eps };
+  }
   const image = isImageData(e.data);
   const bpd = {
     ...e.eval.bpd,
-    dequantize: e.eval.bpd.dequantize ?? image,
     divergence: e.eval.bpd.divergence ?? (image ? "hutchinson" : "exact"),
+    dequantize: e.eval.bpd.dequantize ?? image,
   } as const;
   // Keep the key order of the schemas (stable JSON), with sampling last as written.
   const { sampling: _ignored, ...rest } = e;
