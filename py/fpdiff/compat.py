@@ -1,0 +1,108 @@
+"""Differences between torch 1.13 (`functorch`) and torch >= 2.0 (`torch.func`), kept in one place.
+
+The numerics take derivatives in two ways:
+
+- forward mode with dual numbers (`torch.autograd.forward_ad`), available and composable with
+  reverse-mode autograd on both versions: the tangents it returns keep their autograd history, so
+  a loss built from J·v or ∂t s backpropagates into the network parameters;
+- reverse mode with several cotangents at once (`torch.autograd.grad(..., is_grads_batched=True)`),
+  which vectorises the rows of a small Jacobian instead of looping over dimensions.
+
+`torch.func` (2.x) and `functorch` (1.13) are only needed for `vmap` and the functional `jvp`,
+which callers may prefer for pure functions. Nothing else in the package imports either module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.autograd.forward_ad as fwad
+
+TORCH_VERSION: tuple[int, int] = tuple(int(p) for p in torch.__version__.split(".")[:2])  # type: ignore[assignment]
+
+try:  # torch >= 2.0
+    import torch.func as _func  # type: ignore[import-not-found]
+
+    FUNC_BACKEND = "torch.func"
+except ImportError:  # torch 1.13 ships functorch as a separate package
+    try:
+        import functorch as _func  # type: ignore[no-redef]
+
+        FUNC_BACKEND = "functorch"
+    except ImportError:  # pragma: no cover - neither present
+        _func = None  # type: ignore[assignment]
+        FUNC_BACKEND = "none"
+
+
+def vmap(fn: Callable, in_dims=0, out_dims=0, randomness: str = "error") -> Callable:
+    """`torch.func.vmap` on torch 2.x, `functorch.vmap` on 1.13."""
+    if _func is None:  # pragma: no cover
+        raise RuntimeError("vmap needs torch>=2.0 or functorch")
+    return _func.vmap(fn, in_dims=in_dims, out_dims=out_dims, randomness=randomness)
+
+
+def functional_jvp(fn: Callable, primals: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]):
+    """`torch.func.jvp` / `functorch.jvp`: (fn(*primals), J·tangents) for a pure function."""
+    if _func is None:  # pragma: no cover
+        return dual_jvp(fn, primals, tangents)
+    return _func.jvp(fn, tuple(primals), tuple(tangents))
+
+
+@contextlib.contextmanager
+def dual_level() -> Iterator[None]:
+    """One forward-mode level; nested levels are not supported on torch 1.13, so never nest."""
+    with fwad.dual_level():
+        yield
+
+
+def make_dual(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    return fwad.make_dual(primal, tangent)
+
+
+def unpack_dual(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    p, d = fwad.unpack_dual(t)
+    return p, d
+
+
+def dual_jvp(fn: Callable, primals: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor | None]):
+    """(fn(*primals), directional derivative) by dual numbers.
+
+    Unlike the functional transforms this accepts closures over `nn.Module`s whose parameters
+    require grad, and the returned tangent stays differentiable with respect to them (and to any
+    primal that requires grad), which is what the losses need. A `None` tangent means "constant".
+    """
+    with fwad.dual_level():
+        duals = [p if v is None else fwad.make_dual(p, v) for p, v in zip(primals, tangents)]
+        out = fn(*duals)
+        primal_out, tangent_out = fwad.unpack_dual(out)
+    if tangent_out is None:  # output independent of the perturbed inputs
+        tangent_out = torch.zeros_like(primal_out)
+    return primal_out, tangent_out
+
+
+def batched_grad(
+    output: torch.Tensor,
+    inp: torch.Tensor,
+    cotangents: torch.Tensor,
+    *,
+    create_graph: bool,
+) -> torch.Tensor:
+    """Stacked vector-Jacobian products: result[k] = cotangents[k]ᵀ · ∂output/∂inp.
+
+    Uses `is_grads_batched` (vmap over the backward pass) on both torch versions; if an operator
+    has no batching rule there, it falls back to one backward pass per cotangent.
+    """
+    try:
+        (g,) = torch.autograd.grad(
+            output, inp, grad_outputs=cotangents, create_graph=create_graph,
+            retain_graph=True, is_grads_batched=True,
+        )
+        return g
+    except RuntimeError:  # pragma: no cover - depends on operator coverage of the batching rules
+        rows = [
+            torch.autograd.grad(output, inp, grad_outputs=c, create_graph=create_graph, retain_graph=True)[0]
+            for c in cotangents
+        ]
+        return torch.stack(rows, 0)

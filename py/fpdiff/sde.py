@@ -1,0 +1,380 @@
+"""Forward SDEs of Score SDE (Song et al. 2021, §3.4 and Appendix B): VE, VP and sub-VP.
+
+All three are linear SDEs dx = ċ(t)·x dt + g(t) dw with Gaussian transition kernels
+x_t | x_0 ~ N(e^{c(t)} x_0, std(t)² I). Writing them through c(t) = log mean coefficient gives
+the drift f(x,t) = ċ(t)x, ∇·f = D·ċ(t) and d(std²)/dt = 2ċ·std² + g², which the closed-form
+mixture scores (`toys.py`) and the score Fokker–Planck residual (`losses/score_fpe.py`) use.
+
+Time t is a tensor of shape [B] (or a scalar tensor, broadcast); x has shape [B, ...].
+Every function of t is made of differentiable elementary operations, so forward-mode AD in t
+(∂t s in the score-FPE) is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+Tensor = torch.Tensor
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def bcast(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample tensor [B] (or scalar) so it broadcasts against x [B, ...]."""
+    if v.dim() == 0:
+        return v
+    return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
+
+
+def _as_t(t: Tensor | float, like: Tensor | None = None) -> Tensor:
+    if isinstance(t, Tensor):
+        return t
+    if like is not None:
+        return torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    return torch.as_tensor(t, dtype=torch.get_default_dtype())
+
+
+class SDE:
+    """Common interface (docs/contracts.md §2). Subclasses define c(t), ċ(t), std(t), g²(t)."""
+
+    kind: str = ""
+    T: float = 1.0
+
+    def __init__(self, N: int = 1000):
+        self.N = int(N)
+
+    # --- per-SDE primitives -------------------------------------------------------------------
+    def log_mean_coef(self, t: Tensor) -> Tensor:
+        """c(t), so that mean(x0, t) = e^{c(t)} x0."""
+        raise NotImplementedError
+
+    def log_mean_coef_dt(self, t: Tensor) -> Tensor:
+        """ċ(t); the drift is f(x,t) = ċ(t)·x."""
+        raise NotImplementedError
+
+    def marginal_std(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g2(self, t: Tensor) -> Tensor:
+        """g(t)², the squared diffusion coefficient."""
+        raise NotImplementedError
+
+    def prior_std(self) -> float:
+        raise NotImplementedError
+
+    def label(self, t: Tensor) -> Tensor:
+        """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (FACTS §1)."""
+        raise NotImplementedError
+
+    # --- derived quantities -------------------------------------------------------------------
+    def mean_coef(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_mean_coef(t))
+
+    def marginal_var(self, t: Tensor) -> Tensor:
+        return self.marginal_std(t) ** 2
+
+    def marginal_var_dt(self, t: Tensor) -> Tensor:
+        """d std(t)²/dt = 2ċ(t)·std(t)² + g(t)² (the variance ODE of a linear SDE)."""
+        return 2 * self.log_mean_coef_dt(t) * self.marginal_var(t) + self.g2(t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """g(t)."""
+        return torch.sqrt(self.g2(t))
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return bcast(self.log_mean_coef_dt(t), x) * x
+
+    def div_drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """∇·f per sample, [B]: D·ċ(t) (independent of x)."""
+        return (x[0].numel() * self.log_mean_coef_dt(t)).expand(x.shape[0])
+
+    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(f(x,t), g(t)) as Score SDE's `sde()`."""
+        return self.drift(x, t), self.diffusion(t)
+
+    def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean(x0,t) [B,...], std(t) [B])."""
+        return bcast(self.mean_coef(t), x0) * x0, self.marginal_std(t)
+
+    def perturb(self, x0: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        mean, std = self.marginal(x0, t)
+        return mean + bcast(std, x0) * z
+
+    def prior_sample(
+        self, shape, *, generator: torch.Generator | None = None, device=None, dtype=None
+    ) -> Tensor:
+        z = torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std()
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """log N(z; 0, σ_T² I) per sample, [B]."""
+        d = z[0].numel()
+        s2 = self.prior_std() ** 2
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(1)
+        return -0.5 * d * math.log(2 * math.pi * s2) - sq / (2 * s2)
+
+    def prior_score(self, z: Tensor) -> Tensor:
+        return -z / self.prior_std() ** 2
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Euler–Maruyama discretisation (f·Δt, g·√Δt) with Δt = 1/N; VE and VP override it."""
+        dt = 1.0 / self.N
+        f, g = self.sde(x, t)
+        return f * dt, g * math.sqrt(dt)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def ode_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Probability-flow drift f − ½g²s (Song et al. 2021, eq. 13)."""
+        return self.drift(x, t) - 0.5 * bcast(self.g2(t), x) * score
+
+    # --- importance sampling of t for likelihood weighting --------------------------------------
+    def _cum_weight(self, t: Tensor) -> Tensor:
+        """An antiderivative W(t) of the proposal density's unnormalised form g²(t)/std(t)²."""
+        raise NotImplementedError
+
+    def importance_norm(self, eps: float = 1e-5) -> float:
+        """Z = ∫_eps^T g²/std² dt, the normaliser of the importance density."""
+        t = torch.tensor([eps, self.T], dtype=torch.float64)
+        w = self._cum_weight(t)
+        return float(w[1] - w[0])
+
+    def importance_sample_t(
+        self, n: int, eps: float = 1e-5, *, generator: torch.Generator | None = None,
+        device=None, dtype=None,
+    ) -> Tensor:
+        """t ~ p(t) ∝ g(t)²/std(t)² on [eps, T] (score_flow's variance reduction for likelihood
+        weighting, Song et al. 2021b §4.1) by inverting the cumulative weight."""
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        t = self._inverse_cum_weight(u, eps)
+        return t.to(dtype or torch.get_default_dtype())
+
+    def _inverse_cum_weight(self, u: Tensor, eps: float) -> Tensor:
+        # Generic bisection on the monotone W; 60 halvings reach float64 resolution on [eps, T].
+        te = torch.tensor([eps, self.T], dtype=torch.float64, device=u.device)
+        w0, w1 = self._cum_weight(te)
+        target = w0 + u * (w1 - w0)
+        lo = torch.full_like(u, eps)
+        hi = torch.full_like(u, self.T)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            below = self._cum_weight(mid) <= target
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class VESDE(SDE):
+    """dx = √(d σ²/dt) dw, σ(t) = σ_min (σ_max/σ_min)^t (Song et al. 2021, eq. 30)."""
+
+    kind = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
+        super().__init__(N)
+        self.sigma_min = float(sigma_min)
+        self.sigma_max = float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.discrete_sigmas = torch.exp(
+            torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=torch.float64)
+        )
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def log_mean_coef(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def log_mean_coef_dt(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def marginal_std(self, t: Tensor) -> Tensor:
+        return self.sigma(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return self.sigma(t) ** 2 * (2 * self._log_ratio)
+
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def label(self, t: Tensor) -> Tensor:
+        return self.sigma(t)
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """SMLD discretisation: G = √(σ_i² − σ_{i−1}²) on the geometric grid, f = 0."""
+        idx = (t * (self.N - 1) / self.T).long()
+        sig = self.discrete_sigmas.to(device=t.device)
+        s = sig[idx]
+        prev = torch.where(idx == 0, torch.zeros_like(s), sig[(idx - 1).clamp(min=0)])
+        return torch.zeros_like(x), torch.sqrt(s**2 - prev**2).to(t.dtype)
+
+    def _cum_weight(self, t: Tensor) -> Tensor:
+        return 2 * self._log_ratio * t  # g²/σ² is constant: the proposal is uniform
+
+    def _inverse_cum_weight(self, u: Tensor, eps: float) -> Tensor:
+        return eps + u * (self.T - eps)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}
+
+
+class _BetaSDE(SDE):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        super().__init__(N)
+        self.beta_min = float(beta_min)
+        self.beta_max = float(beta_max)
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_mean_coef(self, t: Tensor) -> Tensor:
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def log_mean_coef_dt(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def _u(self, t: Tensor) -> Tensor:
+        """u(t) = −2c(t) = ∫_0^t β, so that e^{2c} = e^{−u}."""
+        return -2 * self.log_mean_coef(t)
+
+    def prior_std(self) -> float:
+        return 1.0
+
+    def label(self, t: Tensor) -> Tensor:
+        return 999.0 * t
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
+
+
+class VPSDE(_BetaSDE):
+    """dx = −½β(t)x dt + √β(t) dw (Song et al. 2021, eq. 32)."""
+
+    kind = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        super().__init__(beta_min, beta_max, N)
+        self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
+        self.alphas = 1.0 - self.discrete_betas
+
+    def marginal_std(self, t: Tensor) -> Tensor:
+        # −expm1(−u) = 1 − e^{2c} without the cancellation near t = 0 that the originals patch
+        # with a first-order branch for |c| ≤ 1e-3.
+        return torch.sqrt(-torch.expm1(-self._u(t)))
+
+    def marginal_var(self, t: Tensor) -> Tensor:
+        return -torch.expm1(-self._u(t))
+
+    def g2(self, t: Tensor) -> Tensor:
+        return self.beta(t)
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """DDPM discretisation: f = √α_i x − x, G = √β_i (Song et al. 2021, Appendix E)."""
+        idx = (t * (self.N - 1) / self.T).long()
+        beta = self.discrete_betas.to(t.device)[idx].to(t.dtype)
+        alpha = self.alphas.to(t.device)[idx].to(t.dtype)
+        return bcast(torch.sqrt(alpha), x) * x - x, torch.sqrt(beta)
+
+    def _cum_weight(self, t: Tensor) -> Tensor:
+        # g²/std² = u'/(1 − e^{−u}) = d/dt log(e^u − 1)
+        u = self._u(t)
+        return torch.log(torch.expm1(u))
+
+    def _inverse_cum_weight(self, u01: Tensor, eps: float) -> Tensor:
+        te = torch.tensor([eps, self.T], dtype=torch.float64, device=u01.device)
+        w0, w1 = self._cum_weight(te)
+        w = w0 + u01 * (w1 - w0)
+        # log(e^u − 1) = w  ⇒  u = w + log1p(e^{−w}); then solve ½Δβ t² + β_min t = u for t ≥ 0.
+        u = w + torch.log1p(torch.exp(-w))
+        a = 0.5 * (self.beta_max - self.beta_min)
+        b = self.beta_min
+        if a == 0:
+            return u / b
+        return 2 * u / (b + torch.sqrt(b * b + 4 * a * u))
+
+
+class SubVPSDE(_BetaSDE):
+    """dx = −½β(t)x dt + √(β(t)(1 − e^{−2∫β})) dw (Song et al. 2021, eq. 34)."""
+
+    kind = "subvp"
+
+    def marginal_std(self, t: Tensor) -> Tensor:
+        return -torch.expm1(-self._u(t))
+
+    def g2(self, t: Tensor) -> Tensor:
+        return self.beta(t) * (-torch.expm1(-2 * self._u(t)))
+
+    def _cum_weight(self, t: Tensor) -> Tensor:
+        # g²/std² = u'(1 + e^{−u})/(1 − e^{−u}); an antiderivative is u + 2 log(1 − e^{−u}).
+        u = self._u(t)
+        return u + 2 * torch.log(-torch.expm1(-u))
+
+
+_KINDS = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
+
+
+def _field(cfg: Any, name: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        for key in (name, _camel(name)):
+            if key in cfg:
+                return cfg[key]
+        return default
+    return getattr(cfg, name, default)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def make_sde(cfg: Any) -> SDE:
+    """Build an SDE from the experiment's `sde` entry (dataclass or snake/camel-case dict)."""
+    if isinstance(cfg, SDE):
+        return cfg
+    kind = _field(cfg, "kind")
+    n = int(_field(cfg, "N", 1000))
+    if kind == "ve":
+        return VESDE(_field(cfg, "sigma_min", 0.01), _field(cfg, "sigma_max", 50.0), n)
+    if kind in ("vp", "subvp"):
+        return _KINDS[kind](_field(cfg, "beta_min", 0.1), _field(cfg, "beta_max", 20.0), n)
+    raise ValueError(f"unknown SDE kind {kind!r}; expected one of {sorted(_KINDS)}")
+
+
+@dataclass
+class ReverseSDE:
+    """Reverse-time SDE dx = [f − g²s]dt + g dw̄, or with `probability_flow` the ODE
+    dx = [f − ½g²s]dt (Song et al. 2021, eqs. 6 and 13)."""
+
+    forward: SDE
+    score_fn: ScoreFn
+    probability_flow: bool = False
+
+    @property
+    def N(self) -> int:
+        return self.forward.N
+
+    @property
+    def T(self) -> float:
+        return self.forward.T
+
+    def _coef(self) -> float:
+        return 0.5 if self.probability_flow else 1.0
+
+    def sde(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        f, g = self.forward.sde(x, t)
+        drift = f - bcast(g**2, x) * self.score_fn(x, t) * self._coef()
+        return drift, (torch.zeros_like(g) if self.probability_flow else g)
+
+    def discretize(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        f, G = self.forward.discretize(x, t)
+        rev_f = f - bcast(G**2, x) * self.score_fn(x, t) * self._coef()
+        return rev_f, (torch.zeros_like(G) if self.probability_flow else G)
