@@ -7,10 +7,12 @@ fpdiff therefore loads a user's file in two steps:
    every global the file references; refuse the file, naming the offenders, if any is outside the
    allow-list. TorchScript archives, unreadable zips and files that are not ``torch.save`` output
    are refused here too, with their own error.
-2. **Load** with a restricted unpickler whose ``find_class`` resolves only the allow-list — torch's
-   own ``weights_only`` loader where it can be extended (torch ≥ 2.4 has
-   ``torch.serialization.add_safe_globals``), else (torch 1.13 … 2.3) ``torch.load`` with a
-   ``pickle_module`` whose unpickler has a strict ``find_class``.
+2. **Load** with a restricted unpickler whose ``find_class`` resolves only the allow-list. fpdiff
+   reads the zip (torch ≥ 1.6) and legacy formats itself rather than through ``torch.load``, so the
+   code path is the same on torch 1.13 and 2.x: torch 1.13's ``torch.load`` silently replaces a
+   custom ``pickle_module`` by ``pickle`` unless ``weights_only=True``, and its weights-only
+   unpickler cannot be taught NumPy scalars (torch ≥ 2.4's ``add_safe_globals`` could, but one
+   implementation tested everywhere beats two).
 
 The allow-list is what torch's weights-only loader accepts (tensors, storages, dtypes, ``OrderedDict``,
 ``torch.Size``, the ``torch._utils._rebuild_*`` functions) plus exactly what a NumPy float64 scalar
@@ -354,73 +356,237 @@ def inspect_file(path: str, *, verify: bool = True) -> FileReport:
 
 # ----------------------------------------------------------------------------------------------
 # step 2: restricted loading
+#
+# fpdiff reads torch.save files itself instead of calling torch.load: torch 1.13's torch.load
+# silently ignores a custom ``pickle_module`` unless ``weights_only=True`` (it resets it to
+# ``pickle``), and its weights-only unpickler cannot be extended to NumPy scalars. Reading the
+# format directly is short, identical on every torch version, and never hands a user's bytes to a
+# full unpickler. Storages become flat tensors; ``_rebuild_tensor_v2`` becomes ``as_strided``.
+
+_STORAGE_DTYPES: Dict[str, torch.dtype] = {
+    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+}
+
+
+@dataclass(frozen=True)
+class _StorageKind:
+    """What a ``torch.<X>Storage`` global resolves to: just its element type."""
+    name: str
+    dtype: torch.dtype
+
+
+def _rebuild_tensor(storage: torch.Tensor, offset: int, size: Any, stride: Any,
+                    requires_grad: bool = False, backward_hooks: Any = None,
+                    metadata: Any = None) -> torch.Tensor:
+    if not torch.is_tensor(storage):
+        raise pickle.UnpicklingError("tensor data does not come from a storage record")
+    t = storage.as_strided(tuple(size), tuple(stride), int(offset))
+    if requires_grad and t.is_floating_point():
+        t.requires_grad_(True)
+    return t
+
+
+def _rebuild_tensor_v1(storage: torch.Tensor, offset: int, size: Any, stride: Any) -> torch.Tensor:
+    return _rebuild_tensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any = None,
+                       state: Any = None) -> torch.nn.Parameter:
+    if not torch.is_tensor(data):
+        raise pickle.UnpicklingError("parameter data is not a tensor")
+    return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
+
+
+
+def _loader_globals() -> Dict[str, Any]:
+    """The allow-list as the loader resolves it (torch's rebuild functions replaced by ours)."""
+    rc = dict(_allowed_globals())
+    rc["torch._utils._rebuild_tensor_v2"] = _rebuild_tensor
+    rc["torch._utils._rebuild_tensor"] = _rebuild_tensor_v1
+    rc["torch._utils._rebuild_parameter"] = _rebuild_parameter
+    rc["torch._utils._rebuild_parameter_with_state"] = _rebuild_parameter
+    rc["torch.nn.parameter.Parameter"] = torch.nn.Parameter
+    for name in list(rc):
+        short = name[len("torch."):]
+        if name.startswith("torch.") and short in _STORAGE_DTYPES:
+            rc[name] = _StorageKind(short, _STORAGE_DTYPES[short])
+    for short, dt in _STORAGE_DTYPES.items():
+        rc.setdefault(f"torch.{short}", _StorageKind(short, dt))
+    return rc
+
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the allow-list (torch < 2.4 path)."""
+    """``pickle.Unpickler`` whose ``find_class`` resolves the allow-list only.
+
+    ``storage_loader(kind, key, location, numel, view)`` supplies flat tensors for persistent ids.
+    """
+
+    def __init__(self, file, *, storage_loader: Optional[Callable[..., torch.Tensor]] = None,
+                 **kwargs):
+        super().__init__(file, **kwargs)
+        self._storage_loader = storage_loader
+        self._globals = _loader_globals()
 
     def find_class(self, module: str, name: str) -> Any:
         key = f"{module}.{name}"
-        obj = _allowed_globals().get(key)
+        obj = self._globals.get(key)
         if obj is None:
             raise UnsafeCheckpointError(
                 f"refused global {key}: not allowed in a checkpoint; nothing was executed",
                 globals=[key])
         return obj
 
-
-class _RestrictedPickleModule:
-    """Stands in for the ``pickle`` module in ``torch.load(pickle_module=...)``."""
-    Unpickler = RestrictedUnpickler
-    __name__ = "fpdiff.safe_load.restricted_pickle"
-
-    @staticmethod
-    def load(file, **kwargs):
-        return RestrictedUnpickler(file, **kwargs).load()
-
-
-def _has_safe_globals_api() -> bool:
-    return hasattr(torch.serialization, "add_safe_globals")
+    def persistent_load(self, pid: Any) -> Any:
+        if self._storage_loader is None or not isinstance(pid, tuple) or not pid:
+            raise pickle.UnpicklingError("unexpected persistent id in a plain pickle")
+        tag = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+        if tag != "storage":
+            raise UnsafeCheckpointError(f"refused persistent object of type {tag!r} (only storages)",
+                                        globals=[str(tag)])
+        kind = pid[1]
+        if not isinstance(kind, _StorageKind):
+            raise pickle.UnpicklingError("storage of unknown type")
+        return self._storage_loader(kind, *pid[2:])
 
 
-def _torch_safe_globals() -> list:
-    """What torch ≥ 2.4's weights-only loader must additionally accept for Score SDE files."""
-    core = getattr(np, "_core", None) if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else None
-    ma = core.multiarray if core is not None else np.core.multiarray
-    extra: list = [ma.scalar, np.dtype, *_numpy_dtype_classes().values()]
-    if getattr(ma.scalar, "__module__", "") != "numpy.core.multiarray":
-        extra.append((ma.scalar, "numpy.core.multiarray.scalar"))   # numpy ≥ 2 spelling differs
-    return extra
+def _check_byteorder(order: Optional[bytes], path: str) -> None:
+    import sys
+    if order is not None and order.decode("ascii", "replace").strip() != sys.byteorder:
+        raise CorruptCheckpointError(f"{path} was written on a {order!r}-endian machine; "
+                                     "byte swapping is not supported", path=path)
 
 
-def _torch_load_restricted(path: str, map_location: Any) -> Any:
-    # The one place where torch versions differ.
-    if _has_safe_globals_api():                                    # torch >= 2.4
-        extra = _torch_safe_globals()
-        ctx = getattr(torch.serialization, "safe_globals", None)   # torch >= 2.5: scoped
-        if ctx is not None:
-            with ctx(extra):
-                return torch.load(path, map_location=map_location, weights_only=True)
-        torch.serialization.add_safe_globals(extra)
-        return torch.load(path, map_location=map_location, weights_only=True)
-    # torch 1.13 … 2.3: torch's weights-only unpickler cannot be extended (and refuses NumPy
-    # scalars), so hand torch.load our own restricted unpickler
-    return torch.load(path, map_location=map_location, pickle_module=_RestrictedPickleModule)
+def _read_zip(path: str) -> Any:
+    with zipfile.ZipFile(path) as zf:
+        main = _zip_main_pickle(zf, path)
+        prefix = main[: -len("data.pkl")]
+        names = set(zf.namelist())
+        if prefix + "byteorder" in names:
+            _check_byteorder(zf.read(prefix + "byteorder"), path)
+        cache: Dict[str, torch.Tensor] = {}
+
+        def load_storage(kind: _StorageKind, key: Any, location: Any, numel: Any,
+                         *rest: Any) -> torch.Tensor:
+            key = key.decode("ascii") if isinstance(key, bytes) else str(key)
+            if key in cache:
+                return cache[key].view(kind.dtype) if cache[key].dtype != kind.dtype else cache[key]
+            rec = f"{prefix}data/{key}"
+            if rec not in names:
+                raise CorruptCheckpointError(f"{path} is corrupt: storage record {rec} is missing",
+                                             path=path)
+            info = zf.getinfo(rec)
+            elem = torch.empty((), dtype=kind.dtype).element_size()
+            if not isinstance(numel, int) or numel < 0 or info.file_size != numel * elem:
+                raise CorruptCheckpointError(
+                    f"{path} is corrupt: record {rec} holds {info.file_size} bytes, expected "
+                    f"{numel} x {elem}", path=path)
+            buf = bytearray(info.file_size)
+            if buf:
+                with zf.open(info) as fh:
+                    got = fh.readinto(memoryview(buf))
+                if got != info.file_size:
+                    raise CorruptCheckpointError(f"{path} is truncated: record {rec}", path=path)
+                flat = torch.frombuffer(buf, dtype=torch.uint8).view(kind.dtype)
+            else:
+                flat = torch.empty(0, dtype=kind.dtype)
+            cache[key] = flat
+            return flat
+
+        data = zf.read(main)
+        return RestrictedUnpickler(io.BytesIO(data), storage_loader=load_storage,
+                                   encoding="utf-8").load()
+
+
+def _read_legacy(path: str) -> Any:
+    with open(path, "rb") as fh:
+        def plain() -> Any:
+            return RestrictedUnpickler(fh, encoding="utf-8").load()
+
+        if plain() != _LEGACY_MAGIC:
+            raise NotACheckpointError(f"{path} is a pickle but not a torch.save checkpoint", path=path)
+        if plain() != 1001:
+            raise NotACheckpointError(f"{path}: unsupported legacy protocol version", path=path)
+        sys_info = plain()
+        if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+            _check_byteorder(b"big", path)
+        roots: Dict[str, torch.Tensor] = {}
+        views: Dict[str, torch.Tensor] = {}
+
+        def load_storage(kind: _StorageKind, root_key: Any, location: Any, numel: Any,
+                         view: Any = None) -> torch.Tensor:
+            root_key = str(root_key)
+            if root_key not in roots:
+                roots[root_key] = torch.empty(int(numel), dtype=kind.dtype)
+            base = roots[root_key]
+            if view is None:
+                return base
+            view_key, offset, size = view
+            if str(view_key) not in views:
+                views[str(view_key)] = base[int(offset): int(offset) + int(size)]
+            return views[str(view_key)]
+
+        obj = RestrictedUnpickler(fh, storage_loader=load_storage, encoding="utf-8").load()
+        keys = plain()
+        for key in keys:
+            base = roots.get(str(key))
+            if base is None:
+                raise CorruptCheckpointError(f"{path} is corrupt: storage {key} has no data", path=path)
+            head = fh.read(8)
+            if len(head) != 8:
+                raise CorruptCheckpointError(f"{path} is truncated (storage {key})", path=path)
+            n = int.from_bytes(head, "little", signed=True)
+            if n != base.numel():
+                raise CorruptCheckpointError(f"{path} is corrupt: storage {key} size {n}, "
+                                             f"expected {base.numel()}", path=path)
+            raw = base.view(torch.uint8) if base.numel() else base
+            nbytes = base.numel() * base.element_size()
+            if nbytes and fh.readinto(memoryview(raw.numpy()).cast("B")) != nbytes:
+                raise CorruptCheckpointError(f"{path} is truncated (storage {key})", path=path)
+        return obj
+
+
+def _to_device(obj: Any, device: Any) -> Any:
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, OrderedDict):
+        out = OrderedDict((k, _to_device(v, device)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata    # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_device(v, device) for v in obj)
+    return obj
 
 
 def safe_torch_load(path: str, map_location: Any = "cpu", *, verify: bool = True) -> Tuple[Any, FileReport]:
-    """Scan, then load ``path`` with the restricted unpickler; return (object, FileReport)."""
+    """Scan, then read ``path`` with the restricted unpickler; return (object, FileReport).
+
+    Tensors are loaded on the CPU and moved to ``map_location`` if it is another device.
+    """
+    path = os.fspath(path)
     report = inspect_file(path, verify=verify)
     try:
-        obj = _torch_load_restricted(os.fspath(path), map_location)
+        obj = _read_zip(path) if report.format == "zip" else _read_legacy(path)
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Unsupported" in msg or "global" in msg.lower() or "refused" in msg:
-            raise UnsafeCheckpointError(f"refused to load {path}: {msg}", path=path) from None
+        if "refused" in msg:
+            raise UnsafeCheckpointError(f"refused to load {path}: {msg}; nothing in the file was "
+                                        "executed", path=path) from None
         raise CorruptCheckpointError(f"{path} is corrupt: {msg}", path=path) from None
     except (RuntimeError, EOFError, ValueError, KeyError, AssertionError, zipfile.BadZipFile,
             OSError, TypeError, AttributeError, IndexError) as e:
         raise CorruptCheckpointError(f"{path} is truncated or corrupt: {type(e).__name__}: {e}",
                                      path=path) from None
+    if map_location not in (None, "cpu") and str(map_location) != "cpu":
+        obj = _to_device(obj, map_location)
     return obj, report

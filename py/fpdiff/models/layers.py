@@ -129,7 +129,9 @@ def get_act(name: str) -> nn.Module:
         return nn.LeakyReLU(negative_slope=0.2)
     if n in ("swish", "silu"):
         return nn.SiLU()
-    raise ValueError(f"unknown nonlinearity {name!r} (expected elu, relu, lrelu or swish)")
+    if n == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"unknown nonlinearity {name!r} (expected elu, relu, lrelu, swish or tanh)")
 
 
 # ----------------------------------------------------------------------------------------------

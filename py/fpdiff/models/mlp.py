@@ -39,7 +39,10 @@ class ToyScoreMLP(nn.Module):
         super().__init__()
         cfg = ConfigView(model_cfg, MLP_DEFAULTS)
         data = ConfigView(data_cfg)
-        dim = int(data.get("dim", 2))
+        dim = data.get("dim", None)
+        if dim is None:   # the named 2-D toys leave dim implicit; the 1-D mixture is 1-D
+            dim = 1 if str(data.get("dataset", "")) == "mog1d" else 2
+        dim = int(dim)
         self.dim = dim
         self.embed_dim = int(cfg.embed_dim)
         width = int(cfg.width)
