@@ -13,6 +13,9 @@ import { resolvePython } from "../bridge/python.js";
 import { PY_ROOT } from "../paths.js";
 
 type Pythonia = typeof import("pythonia");
+// pythonia's own typings declare its tagged templates as taking arrays; these are what they are.
+type PyTag = (strings: TemplateStringsArray, ...values: unknown[]) => Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type PyTemplate = PyTag & { exec: PyTag };
 let loaded: { mod: Pythonia; python: string } | undefined;
 
 export class PythonUnavailableError extends Error {
@@ -26,7 +29,7 @@ export class PythonUnavailableError extends Error {
  * The pythonia bridge on fpdiff's interpreter (FPD_PYTHON, .venv, python3, or `python`).
  * Call `close()` (or `python.exit()`) when done so Node can exit.
  */
-export async function openPython(python?: string): Promise<{ python: Pythonia["python"]; py: Pythonia["py"]; interpreter: string; close: () => void }> {
+export async function openPython(python?: string): Promise<{ python: Pythonia["python"]; py: PyTemplate; interpreter: string; close: () => void }> {
   const interpreter = resolvePython(python).python;
   if (loaded && loaded.python !== interpreter) {
     throw new Error(`pythonia already runs ${loaded.python} in this process; it cannot switch to ${interpreter}`);
@@ -47,7 +50,7 @@ export async function openPython(python?: string): Promise<{ python: Pythonia["p
     }
   }
   const mod = loaded.mod;
-  return { python: mod.python, py: mod.py, interpreter, close: () => mod.python.exit() };
+  return { python: mod.python, py: mod.py as unknown as PyTemplate, interpreter, close: () => mod.python.exit() };
 }
 
 function restore(key: string, value: string | undefined): void {

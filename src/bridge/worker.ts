@@ -74,7 +74,8 @@ export class Worker {
   private readonly maxMessageBytes: number;
   private readonly livenessTimeoutMs: number;
   private nextId = 1;
-  private sendChain: Promise<void> = Promise.resolve();
+  private sending = false;
+  private readonly sendQueue: { payload: Buffer; resolve: () => void; reject: (err: Error) => void }[] = [];
   private lastHeard = Date.now();
   private heartbeat: NodeJS.Timeout | undefined;
   private pingInFlight = false;
@@ -197,7 +198,6 @@ export class Worker {
         if (timer) clearTimeout(timer);
         opts.signal?.removeEventListener("abort", onAbort);
         this.pending.delete(id);
-        this.updateHeartbeat();
       };
       this.pending.set(id, { op, validate, resolve, reject, onEvent: opts.onEvent, cleanup });
       opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -220,10 +220,20 @@ export class Worker {
   }
 
   private write(payload: Buffer): Promise<void> {
-    // zeromq.js allows one send in flight per socket: chain them.
-    const next = this.sendChain.then(() => this.sock.send(payload));
-    this.sendChain = next.catch(() => {});
-    return next;
+    // zeromq.js allows one send in flight per socket: send at once when idle, else queue.
+    if (!this.sending) return this.sendNow(payload);
+    return new Promise((resolve, reject) => this.sendQueue.push({ payload, resolve, reject }));
+  }
+
+  private async sendNow(payload: Buffer): Promise<void> {
+    this.sending = true;
+    try {
+      await this.sock.send(payload);
+    } finally {
+      const next = this.sendQueue.shift();
+      if (next) this.sendNow(next.payload).then(next.resolve, next.reject);
+      else this.sending = false;
+    }
   }
 
   private cancelRemote(target: number): void {
@@ -315,18 +325,22 @@ export class Worker {
 
   /** Heartbeat only while something waits for an answer, so an idle worker costs nothing. */
   private updateHeartbeat(): void {
+    // silence is measured from the first request of a busy period, not from the last idle reply
+    if (this.pending.size === 1) this.lastHeard = Date.now();
     if (this.pending.size > 0 && !this.heartbeat && !this.dead) {
-      this.lastHeard = Date.now();
       const period = Math.max(50, Math.min(1000, this.livenessTimeoutMs / 4));
       this.heartbeat = setInterval(() => this.beat(), period);
       this.heartbeat.unref();
-    } else if (this.pending.size === 0 && this.heartbeat) {
-      clearInterval(this.heartbeat);
-      this.heartbeat = undefined;
     }
   }
 
   private beat(): void {
+    if (this.pending.size === 0) {
+      // stopped lazily here rather than per request, so back-to-back requests reuse one timer
+      clearInterval(this.heartbeat);
+      this.heartbeat = undefined;
+      return;
+    }
     const silent = Date.now() - this.lastHeard;
     if (silent > this.livenessTimeoutMs) {
       this.die(
