@@ -84,3 +84,58 @@ def sde_cfg(meta: dict) -> Dict:
         return {"kind": "ve", "sigma_min": sde["sigma_min"], "sigma_max": sde["sigma_max"], "N": sde["N"]}
     kind = "vp" if sde["class"] == "VPSDE" else "subvp"
     return {"kind": kind, "beta_min": sde["beta_min"], "beta_max": sde["beta_max"], "N": sde["N"]}
+
+
+# --- the original Score SDE network, imported read-only for comparisons ------------------------
+
+ORIG_DIR = os.environ.get("FPD_ORIGINAL_SCORE_SDE", "/work/orig/yang-song+score_sde_pytorch")
+_ORIGINAL = {}
+
+
+def original_ncsnpp_class():
+    """Score SDE's ``NCSNpp`` class, or skip the test if the original code is not available.
+
+    Its ``op`` package compiles a CUDA extension at import; a stand-in ``op`` module supplies
+    fpdiff's plain-PyTorch ``upfirdn2d`` (same signature, checked against SciPy in test_models),
+    so everything else that runs is the original code.
+    """
+    if "cls" in _ORIGINAL:
+        return _ORIGINAL["cls"]
+    if not os.path.isfile(os.path.join(ORIG_DIR, "models", "ncsnpp.py")):
+        pytest.skip(f"original Score SDE code not found at {ORIG_DIR}")
+    import importlib
+    import sys
+    import types
+
+    from fpdiff.models.fir import upfirdn2d
+
+    saved = {k: sys.modules.get(k) for k in ("op", "models", "sde_lib")}
+    stub = types.ModuleType("op")
+    stub.upfirdn2d = upfirdn2d
+    sys.modules["op"] = stub
+    for k in ("models", "sde_lib"):
+        sys.modules.pop(k, None)
+    sys.path.insert(0, ORIG_DIR)
+    try:
+        mod = importlib.import_module("models.ncsnpp")
+        _ORIGINAL["cls"] = mod.NCSNpp
+    finally:
+        sys.path.remove(ORIG_DIR)
+        for k in [k for k in sys.modules if k == "models" or k.startswith("models.")] + ["op", "sde_lib"]:
+            sys.modules.pop(k, None)
+        for k, v in saved.items():
+            if v is not None:
+                sys.modules[k] = v
+    return _ORIGINAL["cls"]
+
+
+def original_config(model_cfg: dict, data_cfg: dict):
+    """The ml_collections-like object the original constructor reads."""
+    from types import SimpleNamespace
+    model = SimpleNamespace(**{k: (list(v) if isinstance(v, tuple) else v)
+                               for k, v in model_cfg.items() if k != "kind"})
+    model.name = "ncsnpp"
+    data = SimpleNamespace(image_size=32, num_channels=3, centered=False)
+    for k, v in data_cfg.items():
+        setattr(data, k, v)
+    return SimpleNamespace(model=model, data=data, training=SimpleNamespace(continuous=True))
