@@ -74,12 +74,28 @@ async function loadFile(abs: string): Promise<unknown> {
   const mod = (ext === ".ts" || ext === ".mts" || ext === ".cts"
     ? await (await import("tsx/esm/api")).tsImport(url, import.meta.url)
     : await import(url)) as { default?: unknown };
-  let value = mod.default;
+  let value = defaultExport(mod as Record<string, unknown>);
   if (value === undefined) {
     throw new ConfigError([{ path: "", message: `${abs} has no default export; export default experiment({...})` }]);
   }
   if (typeof value === "function") value = await (value as () => unknown)();
   return value;
+}
+
+/**
+ * The default export of a module namespace. A `.ts` file outside an ESM package is run as
+ * CommonJS, so its namespace's `default` is the whole `module.exports` (holding `default` and the
+ * named exports); unwrap that.
+ */
+function defaultExport(ns: Record<string, unknown>): unknown {
+  const d = ns.default;
+  if (d === null || typeof d !== "object") return d;
+  const exportsObject = d as Record<string, unknown>;
+  if ("default" in exportsObject) return exportsObject.default;
+  const named = Object.keys(ns).filter((k) => k !== "default");
+  const isExportsObject = named.length > 0 && named.every((k) => exportsObject[k] === ns[k]);
+  if (isExportsObject || Object.keys(exportsObject).length === 0) return undefined;
+  return d;
 }
 
 /** Loads a preset or a file, applies overrides, validates; throws ConfigError on any problem. */
