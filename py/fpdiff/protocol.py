@@ -39,7 +39,8 @@ BUSY = "BUSY"
 WORKER_ERROR = "WORKER_ERROR"
 VERSION_MISMATCH = "VERSION_MISMATCH"
 TOO_LARGE = "TOO_LARGE"
-ERROR_CODES = (BAD_REQUEST, UNKNOWN_OP, CANCELLED, BUSY, WORKER_ERROR, VERSION_MISMATCH, TOO_LARGE)
+DIVERGED = "DIVERGED"  # training stopped on a NaN/Inf loss; the last good checkpoint is kept
+ERROR_CODES = (BAD_REQUEST, UNKNOWN_OP, CANCELLED, BUSY, WORKER_ERROR, VERSION_MISMATCH, TOO_LARGE, DIVERGED)
 
 # dtype code -> (name, numpy dtype used to view the bytes, itemsize)
 _DTYPES: list[tuple[str, str]] = [

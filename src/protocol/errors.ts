@@ -1,6 +1,6 @@
 /** Error codes of the wire (shared with py/fpdiff/protocol.py) and the errors the bridge throws. */
 
-export const ERROR_CODES = ["BAD_REQUEST", "UNKNOWN_OP", "CANCELLED", "BUSY", "WORKER_ERROR", "VERSION_MISMATCH", "TOO_LARGE"] as const;
+export const ERROR_CODES = ["BAD_REQUEST", "UNKNOWN_OP", "CANCELLED", "BUSY", "WORKER_ERROR", "VERSION_MISMATCH", "TOO_LARGE", "DIVERGED"] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Base class of every fpdiff error; `code` tells them apart without instanceof. */
