@@ -1,0 +1,191 @@
+"""fpdiff.config: the experiment rebuilt from the wire into frozen dataclasses and validated again.
+
+The presets and the invalid / warning cases come from the TypeScript side's fixtures
+(test/dsl/fixtures/: presets.json is written from configs/ and checked fresh by
+test/dsl/experiment.test.ts; cases.json is shared by both languages), so both sides are held to the
+same inputs and the same field paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fpdiff import config as C
+
+FIXTURES = Path(__file__).resolve().parents[2] / "test" / "dsl" / "fixtures"
+PRESETS: dict = json.loads((FIXTURES / "presets.json").read_text())
+CASES: dict = json.loads((FIXTURES / "cases.json").read_text())
+
+
+def split_path(path: str) -> list:
+    out: list = []
+    for token in path.split("."):
+        m = re.fullmatch(r"([^\[]*)((?:\[\d+\])*)", token)
+        assert m
+        if m.group(1):
+            out.append(m.group(1))
+        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return out
+
+
+def edited(base: dict, edits: list) -> dict:
+    root = copy.deepcopy(base)
+    for path, value in edits:
+        segs = split_path(path)
+        node = root
+        for s in segs[:-1]:
+            node = node[s]
+        if isinstance(value, dict) and value.get("$delete"):
+            del node[segs[-1]]
+        elif isinstance(node, list) and segs[-1] == len(node):
+            node.append(value)
+        else:
+            node[segs[-1]] = value
+    return root
+
+
+def test_snake_case_rule():
+    assert C.to_snake("snapshotFreqForPreemption") == "snapshot_freq_for_preemption"
+    assert C.to_snake("N") == "N"
+    assert C.to_snake("beta1") == "beta1"
+    assert C.to_snake("finiteDifference") == "finite_difference"
+    assert C.to_camel("n_iters") == "nIters"
+    assert C.to_camel("N") == "N"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_rebuilds_and_returns_unchanged(name):
+    raw = PRESETS[name]
+    exp = C.experiment_from_wire(raw)
+    assert isinstance(exp, C.ExperimentConfig)
+    assert C.to_wire(exp) == raw
+    assert C.lint(exp) == []
+    # Idempotent: the normalised experiment validates to itself.
+    assert C.experiment_from_wire(C.to_wire(exp)) == exp
+
+
+def test_dataclasses_are_frozen_snake_case_and_typed():
+    exp = C.experiment_from_wire(PRESETS["fp/ve_cifar10"])
+    assert isinstance(exp.sde, C.VESDEConfig)
+    assert exp.sde.sigma_max == 50.0 and isinstance(exp.sde.sigma_max, float)  # an int on the wire
+    assert exp.sde.N == 1000 and isinstance(exp.sde.N, int)
+    assert isinstance(exp.model, C.NCSNppConfig)
+    assert exp.model.ch_mult == (1, 2, 2, 2) and exp.model.num_res_blocks == 4
+    assert exp.model.fir_kernel == (1, 3, 3, 1)
+    assert exp.training.n_iters == 1300001 and exp.training.batch_size == 48
+    dsm, fpe = exp.loss.terms
+    assert isinstance(dsm, C.DSMTerm) and dsm.weighting == "likelihood" and dsm.reduce == "sum"
+    assert isinstance(fpe, C.ScoreFPETerm) and fpe.alpha == 0.15 and fpe.m == 2.0
+    assert isinstance(fpe.dt, C.FiniteDifference) and fpe.dt.finite_difference.hs == 1e-3
+    assert isinstance(exp.sampling, C.PCSamplingConfig) and exp.sampling.N == 1000 and exp.sampling.eps == 1e-5
+    assert exp.eval.bpd.dequantize is True and exp.eval.bpd.divergence == "hutchinson"
+    assert C.data_dim(exp.data) == 3072
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        exp.sde.sigma_min = 1.0  # type: ignore[misc]
+    d = C.to_dict(exp)
+    assert d["model"]["num_res_blocks"] == 4 and d["loss"]["terms"][1]["dt"] == {"finite_difference": {"hs": 1e-3, "hd": 5e-4}}
+    assert C.experiment_from_wire(PRESETS["highorder/ve_cifar10_order3"]).loss.terms[1].parts == ("frobenius", "trace")
+    toy = C.experiment_from_wire(PRESETS["toy/mog1d_vp_order2_fpe"])
+    assert isinstance(toy.model, C.MLPConfig) and toy.model.time_hidden == (128, 128)
+    assert toy.data.dim == 1 and toy.eval.bpd.divergence == "exact" and toy.eval.bpd.dequantize is False
+    assert toy.loss.terms[2].dt == "autodiff"
+
+
+def test_python_defaults_equal_the_dsl_defaults():
+    """A minimal experiment, completed by Python's defaults, equals the TS-built preset."""
+    ve = {
+        "name": "ve/cifar10_ncsnpp_continuous",
+        "description": PRESETS["ve/cifar10_ncsnpp_continuous"]["description"],
+        "sde": {"kind": "ve"},
+        "model": {"kind": "ncsnpp"},
+        "data": {"kind": "cifar10"},
+        "loss": {"terms": [{"kind": "dsm"}]},
+    }
+    assert C.to_wire(C.experiment_from_wire(ve)) == PRESETS["ve/cifar10_ncsnpp_continuous"]
+    vp = {
+        "name": "vp/cifar10_ddpmpp_continuous",
+        "description": PRESETS["vp/cifar10_ddpmpp_continuous"]["description"],
+        "sde": {"kind": "vp"},
+        "model": {"kind": "ddpmpp"},
+        "data": {"kind": "cifar10", "centered": True},
+        "loss": {"terms": [{"kind": "dsm", "reduce": "mean"}]},
+    }
+    assert C.to_wire(C.experiment_from_wire(vp)) == PRESETS["vp/cifar10_ddpmpp_continuous"]
+    fp = copy.deepcopy(PRESETS["fp/vp_cifar10"])
+    fp["loss"]["terms"][1] = {"kind": "scoreFpe"}  # every field at its default
+    assert C.to_wire(C.experiment_from_wire(fp)) == PRESETS["fp/vp_cifar10"]
+    ho = copy.deepcopy(PRESETS["highorder/ve_cifar10_order2"])
+    ho["loss"]["terms"][1] = {"kind": "highOrder", "order": 2}
+    assert C.to_wire(C.experiment_from_wire(ho)) == PRESETS["highorder/ve_cifar10_order2"]
+
+
+@pytest.mark.parametrize("case", CASES["invalid"], ids=[c["name"] for c in CASES["invalid"]])
+def test_invalid_configs_name_the_field(case):
+    raw = edited(PRESETS[case["base"]], case["edits"])
+    with pytest.raises(C.ConfigError) as info:
+        C.experiment_from_wire(raw)
+    err = info.value
+    paths = [p for p, _ in err.errors]
+    assert case["path"] in paths
+    assert err.path == paths[0]
+    assert err.path in str(err)
+    assert isinstance(err, ValueError)
+
+
+@pytest.mark.parametrize("case", CASES["warnings"], ids=[c["name"] for c in CASES["warnings"]])
+def test_warnings(case):
+    exp = C.experiment_from_wire(edited(PRESETS[case["base"]], case["edits"]))
+    assert sorted(p for p, _ in C.lint(exp)) == sorted(case["paths"])
+
+
+def test_types_are_checked_strictly():
+    base = PRESETS["ve/cifar10_ncsnpp_continuous"]
+    # ints are accepted where floats are expected, integral floats where ints are
+    ok = C.experiment_from_wire(edited(base, [["sde.sigmaMax", 80], ["model.sigmaMax", 80], ["training.batchSize", 64.0]]))
+    assert ok.sde.sigma_max == 80.0 and ok.training.batch_size == 64 and isinstance(ok.training.batch_size, int)
+    for path, value in [
+        ("training.batchSize", True),  # a bool is not a number
+        ("sde.sigmaMax", float("nan")),
+        ("sde.sigmaMax", "50"),
+        ("model.chMult", "1,2,2"),
+        ("loss.terms", {"0": {"kind": "dsm"}}),
+        ("data", ["cifar10"]),
+        ("sde.kind", ["ve"]),
+    ]:
+        with pytest.raises(C.ConfigError) as info:
+            C.experiment_from_wire(edited(base, [[path, value]]))
+        assert info.value.path.startswith(path), (path, info.value.errors)
+    with pytest.raises(C.ConfigError) as info:
+        C.experiment_from_wire([base])
+    assert info.value.path == "" and "expected object" in info.value.message
+
+
+def test_all_problems_are_reported():
+    raw = edited(PRESETS["ve/cifar10_ncsnpp_continuous"], [["model.nf", "x"], ["model.typo", 1], ["training.batchSize", 0]])
+    with pytest.raises(C.ConfigError) as info:
+        C.experiment_from_wire(raw)
+    assert sorted(p for p, _ in info.value.errors) == ["model.nf", "model.typo", "training.batchSize"]
+    assert "3 problems" in str(info.value)
+
+
+def test_command_line_entry_point():
+    bad = edited(PRESETS["fp/ve_cifar10"], [["loss.terms[1].alpha", -1]])
+    out = subprocess.run(
+        [sys.executable, "-m", "fpdiff.config"],
+        input=json.dumps([PRESETS["fp/ve_cifar10"], bad]),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(C.__file__).resolve().parents[1],
+    )
+    good_answer, bad_answer = json.loads(out.stdout)
+    assert good_answer == {"ok": True, "experiment": PRESETS["fp/ve_cifar10"], "warnings": []}
+    assert bad_answer["ok"] is False and bad_answer["errors"][0]["path"] == "loss.terms[1].alpha"
