@@ -825,6 +825,16 @@ def experiment_from_wire(raw: Any) -> ExperimentConfig:
 validate = experiment_from_wire
 
 
+def section_from_wire(tp: Any, raw: Any, path: str) -> Any:
+    """Reads one part of an experiment (e.g. ``SDEConfig``) on its own; errors name ``path``."""
+    reader = _Reader()
+    value = reader.read(tp, raw, path)
+    if value is _INVALID:
+        p, message = reader.errors[0]
+        raise ConfigError(p, message, reader.errors)
+    return value
+
+
 def to_wire(value: Any) -> Any:
     """Dataclasses → the camelCase JSON object (absent optional fields are left out)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -189,3 +189,17 @@ def test_command_line_entry_point():
     good_answer, bad_answer = json.loads(out.stdout)
     assert good_answer == {"ok": True, "experiment": PRESETS["fp/ve_cifar10"], "warnings": []}
     assert bad_answer["ok"] is False and bad_answer["errors"][0]["path"] == "loss.terms[1].alpha"
+
+
+def test_config_validate_op_names_the_field():
+    from fpdiff.ops import Args, OpError
+    from fpdiff.ops.config import validate
+
+    answer = validate(Args({"experiment": PRESETS["toy/checkerboard_ve_order3"]}), None)
+    assert answer == {"experiment": PRESETS["toy/checkerboard_ve_order3"], "warnings": []}
+    bad = edited(PRESETS["fp/ve_cifar10"], [["loss.terms[1].alpha", -1], ["model.nf", "x"]])
+    with pytest.raises(OpError) as info:
+        validate(Args({"experiment": bad}), None)
+    assert info.value.code == "BAD_REQUEST"
+    assert info.value.field in ("args.experiment.loss.terms[1].alpha", "args.experiment.model.nf")
+    assert "args.experiment.loss.terms[1].alpha" in info.value.message and "args.experiment.model.nf" in info.value.message
