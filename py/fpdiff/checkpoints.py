@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .models import build_network
+from .models import EMA, build_network, cfg_get
 from .models.layers import meta_init
 from .models.presets import PRESETS
 from .safe_load import (CheckpointError, CorruptCheckpointError, FileReport, NotACheckpointError,
@@ -34,7 +34,8 @@ __all__ = [
     "ArchitectureMismatchError", "Checkpoint", "SavedCheckpoint", "load_checkpoint",
     "check_layout", "restore", "inspect_checkpoint", "checkpoint_state", "save_checkpoint",
     "save_run_checkpoint", "snapshot_path", "meta_checkpoint_path", "layout_of",
-    "preset_layout", "match_presets", "sha256_file", "strip_module_prefix",
+    "preset_layout", "match_presets", "sha256_file", "strip_module_prefix", "convert",
+    "exported_state_dict", "save_state_dict", "infer_configs", "network_for", "load_network",
 ]
 
 PREFIX = "module."
@@ -163,10 +164,53 @@ def load_checkpoint(path: str, *, map_location: Any = "cpu", verify: bool = True
     Raises ``NotACheckpointError``, ``CorruptCheckpointError`` or ``UnsafeCheckpointError``.
     """
     path = os.fspath(path)
+    if _is_safetensors(path):
+        return _load_safetensors(path, digest=digest)
     obj, report = safe_torch_load(path, map_location=map_location, verify=verify)
     ck = _from_object(obj, path)
     ck.file = report
     ck.bytes = report.bytes
+    if digest:
+        ck.sha256 = sha256_file(path)
+    return ck
+
+
+def _is_safetensors(path: str) -> bool:
+    """safetensors: 8-byte little-endian header length, then a JSON header starting with '{'."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n <= size - 8
+
+
+def _load_safetensors(path: str, *, digest: bool = True) -> Checkpoint:
+    try:
+        from safetensors import safe_open
+    except ImportError as e:  # pragma: no cover - pinned in requirements.txt
+        raise CheckpointError(f"{path} is a safetensors file but safetensors is not installed",
+                              path=path) from e
+    try:
+        with safe_open(path, framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = OrderedDict((k, fh.get_tensor(k)) for k in fh.keys())
+    except Exception as e:  # the library raises its own error types for bad headers
+        raise CorruptCheckpointError(f"{path} is not a readable safetensors file: {e}",
+                                     path=path) from None
+    if meta.get("key_order"):
+        order = meta["key_order"].split(",")
+        if sorted(order) == sorted(tensors):
+            tensors = OrderedDict((k, tensors[k]) for k in order)
+    ck = Checkpoint(path, "state_dict", strip_module_prefix(tensors))
+    ck.bytes = os.path.getsize(path)
+    ck.file = FileReport(path, "safetensors", ck.bytes)
+    if meta.get("step", "").isdigit():
+        ck.step = int(meta["step"])
     if digest:
         ck.sha256 = sha256_file(path)
     return ck
@@ -570,3 +614,102 @@ def save_run_checkpoint(workdir: str, state: Mapping, *, k: Optional[int] = None
     if meta == (k is not None):
         raise ValueError("give exactly one of k (snapshot index) or meta=True")
     return save_checkpoint(meta_checkpoint_path(workdir) if meta else snapshot_path(workdir, k), state)
+
+
+# ----------------------------------------------------------------------------------------------
+# conversion between the original format and plain state-dict exports
+
+def infer_configs(ck: Checkpoint) -> Tuple[dict, dict, str]:
+    """(model_cfg, data_cfg, preset name) of the first preset whose layout the file has."""
+    matches = match_presets(layout_of(ck.model))
+    if not matches:
+        raise ArchitectureMismatchError(
+            f"{ck.path or 'checkpoint'}: cannot tell which network this is — "
+            + _describe_matches(matches) + "; pass the experiment (model and data config)",
+            path=ck.path)
+    m = matches[0]
+    p = PRESETS[m["preset"]]
+    return dict(p["model"], **m["overrides"]), dict(p["data"]), m["preset"]
+
+
+def network_for(ck: Checkpoint, model_cfg: Any = None, data_cfg: Any = None) -> nn.Module:
+    """A freshly built network for ``ck`` (from the given configs, else the matching preset)."""
+    if model_cfg is None:
+        model_cfg, data_cfg, _ = infer_configs(ck)
+    return build_network(model_cfg, data_cfg)
+
+
+def exported_state_dict(ck: Checkpoint, *, weights: str = "ema", model_cfg: Any = None,
+                        data_cfg: Any = None) -> "OrderedDict[str, torch.Tensor]":
+    """The network's state dict (no 'module.' prefix) with the raw or the EMA weights."""
+    net = network_for(ck, model_cfg, data_cfg)
+    restore(net, ck, weights=weights)
+    return OrderedDict((k, v.detach().cpu().contiguous()) for k, v in net.state_dict().items())
+
+
+def save_state_dict(path: str, sd: Mapping, *, fmt: str = "safetensors",
+                    metadata: Optional[Mapping[str, str]] = None) -> SavedCheckpoint:
+    """Write a plain state dict atomically as safetensors or a torch.save file."""
+    path = os.path.abspath(os.fspath(path))
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    os.close(fd)
+    try:
+        tensors = OrderedDict((k, v.detach().cpu().contiguous().clone()) for k, v in sd.items())
+        if fmt == "safetensors":
+            from safetensors.torch import save_file
+            meta = {"format": "pt", "key_order": ",".join(tensors)}
+            meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+            save_file(tensors, tmp, metadata=meta)
+        elif fmt == "state_dict":
+            torch.save(tensors, tmp)
+        else:
+            raise ValueError("fmt must be 'safetensors' or 'state_dict'")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest, size = sha256_file(tmp), os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(d)
+    step = (metadata or {}).get("step")
+    return SavedCheckpoint(path, int(step) if str(step).isdigit() else None, digest, size)
+
+
+def convert(src: str, dst: str, *, to: str, weights: str = "ema", model_cfg: Any = None,
+            data_cfg: Any = None, step: Optional[int] = None) -> SavedCheckpoint:
+    """Convert between the original format and plain exports.
+
+    ``to='safetensors' | 'state_dict'``: the network's weights (EMA by default) as a flat state
+    dict. ``to='score_sde'``: the original training format (weights as given; EMA shadows = the
+    weights, a fresh Adam state), loadable by Score SDE's ``restore_checkpoint``.
+    """
+    ck = load_checkpoint(src)
+    if to in ("safetensors", "state_dict"):
+        if ck.format == "state_dict":
+            weights = "model"
+        sd = exported_state_dict(ck, weights=weights, model_cfg=model_cfg, data_cfg=data_cfg)
+        meta = {"source_sha256": ck.sha256 or "", "weights": weights}
+        if ck.step is not None or step is not None:
+            meta["step"] = str(step if step is not None else ck.step)
+        return save_state_dict(dst, sd, fmt=to, metadata=meta)
+    if to == "score_sde":
+        if model_cfg is None:
+            model_cfg, data_cfg, _ = infer_configs(ck)
+        net = build_network(model_cfg, data_cfg)
+        if ck.format == "score_sde":
+            # already the format: re-save what it holds (raw weights, EMA, optimiser, step)
+            ema = EMA(net.parameters(), decay=float(ck.ema["decay"])) if ck.ema is not None else None
+            opt = torch.optim.Adam(net.parameters(), lr=2e-4) if ck.optimizer is not None else None
+            restore(net, ck, weights="model", ema=ema, optimizer=opt)
+            return save_checkpoint(dst, checkpoint_state(net, opt, ema, ck.step or 0))
+        restore(net, ck, weights="model")
+        decay = float(cfg_get(model_cfg, "ema_rate", 0.9999))
+        return save_checkpoint(dst, checkpoint_state(
+            net, None, None, step if step is not None else (ck.step or 0), ema_decay=decay))
+    raise ValueError("to must be 'safetensors', 'state_dict' or 'score_sde'")

@@ -1,0 +1,208 @@
+"""Ops of the models area: load a network (fresh or from a checkpoint), evaluate it, inspect,
+save and convert checkpoints.
+
+Schemas: ``src/protocol/ops/models.ts``. Models live in ``models(ctx.state)[handle]`` as
+:class:`~fpdiff.ops.state.LoadedModel` (docs/contracts.md). Checkpoint problems are answered
+BAD_REQUEST with a message that starts with the problem's code (``not_a_checkpoint``,
+``corrupt_checkpoint``, ``unsafe_checkpoint``, ``architecture_mismatch``) and the full details on
+the exception (``OpError.details``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from .. import checkpoints as CK
+from .. import config as C
+from ..models import EMA, build_network
+from ..protocol import BAD_REQUEST
+from . import Args, OpContext, OpError, op
+from .state import LoadedModel, device_arg, experiment_arg, get_model, models
+
+
+def _opt(args: Args, kind: str, key: str, **kw: Any) -> Any:
+    """An optional argument: None when absent or null, else read and checked by ``Args``."""
+    if args.raw.get(key) is None:
+        args.seen.add(key)
+        return None
+    return getattr(args, kind)(key, **kw)
+
+
+def _camel(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {C.to_camel(k) if isinstance(k, str) else k: _camel(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_camel(v) for v in obj]
+    return obj
+
+
+@contextmanager
+def _checkpoint_errors(field: str) -> Iterator[None]:
+    """Checkpoint errors -> BAD_REQUEST naming the argument, with the details attached."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise OpError(BAD_REQUEST, f"{field}: no such file: {e.filename or e}", field) from None
+    except IsADirectoryError as e:
+        raise OpError(BAD_REQUEST, f"{field}: is a directory: {e.filename or e}", field) from None
+    except CK.CheckpointError as e:
+        err = OpError(BAD_REQUEST, f"{field}: {e.code}: {e}", field)
+        err.details = _camel(e.to_dict())  # type: ignore[attr-defined]
+        raise err from None
+
+
+def _saved(s: CK.SavedCheckpoint) -> dict:
+    return {"path": s.path, "step": s.step, "sha256": s.sha256, "bytes": s.bytes}
+
+
+def _checkpoint_info(ck: CK.Checkpoint) -> dict:
+    return {"path": os.path.abspath(ck.path) if ck.path else None, "sha256": ck.sha256,
+            "bytes": ck.bytes, "step": ck.step, "format": ck.format,
+            "container": ck.file.format if ck.file else None, "hasEma": ck.ema is not None,
+            "hasOptimizer": ck.optimizer is not None}
+
+
+def _new_handle(state, wanted: str | None, name: str) -> str:
+    reg = models(state)
+    if wanted:
+        return wanted
+    base = name or "model"
+    handle, i = base, 1
+    while handle in reg:
+        i += 1
+        handle = f"{base}-{i}"
+    return handle
+
+
+@op("model.load")
+def model_load(args: Args, ctx: OpContext) -> dict:
+    """Build the experiment's network, fresh or restored strictly from a checkpoint; keep it by handle."""
+    exp = experiment_arg(args)
+    path = _opt(args, "str", "checkpoint")
+    handle = _opt(args, "str", "handle")
+    device = device_arg(args)
+    seed = _opt(args, "int", "seed")
+    args.done()
+    torch.manual_seed(exp.training.seed if seed is None else seed)
+    net = build_network(exp.model, exp.data)
+    ema, step, info = None, 0, None
+    if path is not None:
+        with _checkpoint_errors("args.checkpoint"):
+            ck = CK.load_checkpoint(path)
+            if ck.ema is not None:
+                ema = EMA(net.parameters(), decay=float(ck.ema["decay"]))
+            CK.restore(net, ck, weights="model", ema=ema)
+        step, info = ck.step or 0, _checkpoint_info(ck)
+    else:
+        ema = EMA(net.parameters(), decay=float(getattr(exp.model, "ema_rate", 0.9999)))
+    from ..sde import make_sde
+
+    net = net.to(device).eval()
+    if ema is not None:
+        ema.to(device)
+    lm = LoadedModel(handle=_new_handle(ctx.state, handle, exp.name), experiment=exp, network=net,
+                     sde=make_sde(exp.sde), ema=ema, step=step,
+                     source=os.path.abspath(path) if path else None)
+    models(ctx.state)[lm.handle] = lm
+    out = lm.describe()
+    out["checkpoint"] = info
+    return out
+
+
+@op("model.score")
+def model_score(args: Args, ctx: OpContext) -> dict:
+    """The raw network output for the SDE's label and the score, at (x, t), in batches."""
+    lm = get_model(args, ctx.state)
+    weights = args.str("weights", "ema", choices=("ema", "model"))
+    x = args.tensor("x")
+    t_raw = args.any("t")
+    batch = args.int("batchSize", 64, min=1)
+    args.done()
+    if torch.is_tensor(t_raw):
+        t = t_raw.reshape(-1)
+    elif isinstance(t_raw, (int, float)) and not isinstance(t_raw, bool):
+        t = torch.full((x.shape[0],), float(t_raw))
+    else:
+        raise OpError(BAD_REQUEST, "args.t: expected a tensor [B] or a number", "args.t")
+    if t.numel() == 1 and x.shape[0] != 1:
+        t = t.expand(x.shape[0])
+    if t.shape[0] != x.shape[0]:
+        raise OpError(BAD_REQUEST, f"args.t: {t.shape[0]} times for {x.shape[0]} inputs", "args.t")
+    sm = lm.score_model(weights)
+    net = sm.network
+    captured: list = []
+    hook = net.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    outs, scores, labels = [], [], []
+    dev, dtype = lm.device, next(net.parameters()).dtype
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch):
+                ctx.check_cancelled()
+                xb = x[i:i + batch].to(dev, dtype)
+                tb = t[i:i + batch].to(dev, dtype)
+                captured.clear()
+                scores.append(sm.score(xb, tb).cpu())
+                outs.append(captured[-1].cpu())
+                labels.append(sm.labels(tb).cpu())
+    finally:
+        hook.remove()
+    return {"output": torch.cat(outs), "score": torch.cat(scores), "labels": torch.cat(labels),
+            "weights": weights if lm.ema is not None else "model", "step": lm.step}
+
+
+@op("ckpt.inspect")
+def ckpt_inspect(args: Args, ctx: OpContext) -> dict:
+    """Format, step, sizes, EMA, optimiser, matching presets and sha256 of a checkpoint file."""
+    path = args.str("path")
+    args.done()
+    with _checkpoint_errors("args.path"):
+        return _camel(CK.inspect_checkpoint(path))
+
+
+@op("ckpt.save")
+def ckpt_save(args: Args, ctx: OpContext) -> dict:
+    """Write a loaded model in the original format (atomically): to a path, a snapshot or the meta file."""
+    lm = get_model(args, ctx.state)
+    path = _opt(args, "str", "path")
+    workdir = _opt(args, "str", "workdir")
+    snapshot = _opt(args, "int", "snapshot", min=0)
+    meta = args.bool("meta", False)
+    args.done()
+    if (path is not None) == (workdir is not None):
+        raise OpError(BAD_REQUEST, "args: give either path or workdir (with snapshot or meta)", "args.path")
+    if workdir is not None and (snapshot is None) == (not meta):
+        raise OpError(BAD_REQUEST, "args: with workdir give exactly one of snapshot: k or meta: true",
+                      "args.snapshot")
+    state = CK.checkpoint_state(lm.network, getattr(lm, "optimizer", None), lm.ema, lm.step,
+                                ema_decay=float(getattr(lm.experiment.model, "ema_rate", 0.9999)))
+    if path is not None:
+        saved = CK.save_checkpoint(path, state)
+        kind = "file"
+    else:
+        saved = CK.save_run_checkpoint(workdir, state, k=snapshot, meta=meta)
+        kind = "meta" if meta else "snapshot"
+    out = _saved(saved)
+    out["kind"] = kind
+    return out
+
+
+@op("ckpt.convert")
+def ckpt_convert(args: Args, ctx: OpContext) -> dict:
+    """Original format ⇄ plain state dict (safetensors or torch.save), EMA or raw weights."""
+    src = args.str("path")
+    dst = args.str("out")
+    to = args.str("to", choices=("safetensors", "state_dict", "score_sde"))
+    weights = args.str("weights", "ema", choices=("ema", "model"))
+    exp = experiment_arg(args) if args.raw.get("experiment") is not None else None
+    args.seen.add("experiment")
+    args.done()
+    with _checkpoint_errors("args.path"):
+        saved = CK.convert(src, dst, to=to, weights=weights,
+                           model_cfg=exp.model if exp else None, data_cfg=exp.data if exp else None)
+    out = _saved(saved)
+    out["format"] = to
+    return out
