@@ -123,8 +123,9 @@ class ScoreDerivatives:
       x_tangent: probes v [k, B, ...] whose J·v is computed by forward mode in the same pass as s.
       dt: None (no ∂t s), "autodiff" (forward mode in t, exact) or a `FiniteDifference`.
       x_grad: make x a differentiable leaf so ∇x of derived scalars (∇x(∇·s), ∇x⟨v,Jv⟩, …) exist.
-      create_graph: keep graphs for backpropagation into the parameters (training); False for
-        evaluation, where every returned tensor is still computed with autograd but not retained.
+      create_graph: whether ∇x of derived scalars (`grad_x`) keeps its graph, i.e. whether the
+        final quantities can be backpropagated into the parameters (training). Intermediate
+        passes that are differentiated again (J, vᵀJ) always keep theirs.
       t_min: lower end of the SDE's time domain for the finite-difference stencil.
 
     With both probes and forward-mode ∂t s the batch is replicated (k + 1)·B inside one pass; a
@@ -243,7 +244,7 @@ class ScoreDerivatives:
             eye = torch.eye(d, dtype=s.dtype, device=s.device)
             cot = eye.unsqueeze(1).expand(d, b, d).reshape(d, *s.shape)
             with torch.enable_grad():
-                rows = compat.batched_grad(s, self.x, cot, create_graph=self.create_graph)
+                rows = compat.batched_grad(s, self.x, cot, create_graph=True)
             self._jac = rows.reshape(d, b, d).transpose(0, 1)
         return self._jac
 
@@ -257,7 +258,7 @@ class ScoreDerivatives:
         if key not in self._vjp:
             self._need_x()
             with torch.enable_grad():
-                self._vjp[key] = compat.batched_grad(self.s, self.x, v, create_graph=self.create_graph)
+                self._vjp[key] = compat.batched_grad(self.s, self.x, v, create_graph=True)
         return self._vjp[key]
 
     def vjv(self, v: Tensor | None = None) -> Tensor:
@@ -343,3 +344,32 @@ def divergence(
 
 def grad_div(model: ScoreModel, x: Tensor, t: Tensor, *, create_graph: bool = True) -> Tensor:
     return ScoreDerivatives(model, x, t, x_grad=True, create_graph=create_graph).grad_div()
+
+
+def divergence_forward(
+    model: ScoreModel, x: Tensor, t: Tensor, probes: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(s, ∇·s) by forward mode only, for evaluation (ODE likelihood, diagnostics).
+
+    Without `probes` the divergence is exact: the batch is replicated D times with the basis
+    tangents e_i in one dual pass and ∇·s = Σ_i e_iᵀ J e_i. With probes [k, B, ...] it is the
+    Hutchinson mean of ⟨v, J v⟩. No reverse pass and no autograd graph, so it runs under
+    `torch.no_grad()` and holds only one (replicated) forward's activations.
+    """
+    t = t if t.dim() > 0 else t.expand(x.shape[0])
+    b = x.shape[0]
+    d = x[0].numel()
+    if probes is None:
+        if d > MAX_EXACT_DIM:
+            raise ValueError(f"exact divergence refused for D = {d} > {MAX_EXACT_DIM}; use Hutchinson")
+        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        probes = eye.unsqueeze(1).expand(d, b, d).reshape(d, *x.shape)
+        average = False
+    else:
+        average = True
+    k = probes.shape[0]
+    xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
+    s, jv = compat.dual_jvp(lambda xx: model.score(xx, t.repeat(k)), (xr,), (probes.reshape(k * b, *x.shape[1:]),))
+    vjv = sample_inner(probes, jv.reshape(k, *x.shape), lead=2)  # [k, B]
+    div = vjv.mean(0) if average else vjv.sum(0)
+    return s.reshape(k, *x.shape)[0], div

@@ -232,6 +232,10 @@ class _BetaSDE(SDE):
         super().__init__(N)
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
+        # DDPM's discrete β_i = β(i/(N−1))/N and α_i = 1 − β_i, used by the VP discretisation and
+        # by the Langevin corrector's step size for VP and subVP.
+        self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
+        self.alphas = 1.0 - self.discrete_betas
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -260,11 +264,6 @@ class VPSDE(_BetaSDE):
     """dx = −½β(t)x dt + √β(t) dw (Song et al. 2021, eq. 32)."""
 
     kind = "vp"
-
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
-        super().__init__(beta_min, beta_max, N)
-        self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
-        self.alphas = 1.0 - self.discrete_betas
 
     def marginal_std(self, t: Tensor) -> Tensor:
         # −expm1(−u) = 1 − e^{2c} without the cancellation near t = 0 that the originals patch

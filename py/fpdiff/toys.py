@@ -199,7 +199,8 @@ class MixtureScore(ScoreModel):
 
 
 class PerturbedScore(ScoreModel):
-    """s(x,t) + δ(x,t): a deliberately wrong score for negative tests (δ smooth in x and t)."""
+    """s(x,t) + δ(x,t), δ = a·sin(x/std(t) + t)/std(t): a deliberately wrong score for negative
+    tests, smooth in x and t and of relative size a against the typical score scale 1/std(t)."""
 
     def __init__(self, base: ScoreModel, amplitude: float = 0.5):
         self.base = base
@@ -210,7 +211,8 @@ class PerturbedScore(ScoreModel):
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         tt = t.reshape(-1, *([1] * (x.dim() - 1)))
-        return self.base.score(x, t) + self.amplitude * torch.sin(x + tt) * (1 + tt)
+        std = self.sde.marginal_std(tt)
+        return self.base.score(x, t) + self.amplitude * torch.sin(x / std + tt) / std
 
 
 # --- toy data sets -------------------------------------------------------------------------------

@@ -29,13 +29,41 @@ from typing import Any
 
 import torch
 
-from ..derivatives import parse_dt, sample_probes, sample_sqnorm
+from ..derivatives import ScoreDerivatives, parse_dt, sample_probes, sample_sqnorm
+from ..score import ScoreModel
+from ..sde import SDE
 from .common import POINTS, LossBatch, Plan
 
 Tensor = torch.Tensor
 
 MODES = ("scalar", "vector", "both")
 WEIGHTINGS = ("constant", "convention", "ll")
+
+
+def fpe_potential(sde: SDE, der: ScoreDerivatives, div: Tensor) -> Tensor:
+    """φ̃ = (g²/2)(∇·s + ‖s‖²) − ⟨f, s⟩ per sample [B], given ∇·s (exact or estimated)."""
+    s, t = der.s, der.t
+    f_s = sde.log_mean_coef_dt(t) * (der.x * s).reshape(s.shape[0], -1).sum(-1)
+    return 0.5 * sde.g2(t) * (div + sample_sqnorm(s)) - f_s
+
+
+def fpe_residual(
+    model: ScoreModel, x: Tensor, t: Tensor, *, div: str = "exact", dt: Any = "autodiff",
+    probes: Tensor | None = None, create_graph: bool = False, t_min: float = 0.0,
+) -> dict[str, Tensor]:
+    """The score-FPE residual r = ∂t s − ∇x φ̃ at (x, t) and its parts (lhs = ∂t s, rhs = ∇x φ̃,
+    phi = φ̃), each shaped like x (phi [B]). Hutchinson divergence needs `probes` [k, B, ...]."""
+    der = ScoreDerivatives(model, x, t, dt=dt, x_grad=True, create_graph=create_graph, t_min=t_min)
+    if div == "exact":
+        d = der.divergence_exact()
+    elif probes is None:
+        raise ValueError("Hutchinson divergence needs probes")
+    else:
+        d = der.divergence_hutchinson(probes)
+    phi = fpe_potential(model.sde, der, d)
+    rhs = der.grad_x(phi)
+    lhs = der.dt_s
+    return {"residual": lhs - rhs, "lhs": lhs, "rhs": rhs, "phi": phi}
 
 
 class ScoreFPELoss:
@@ -88,12 +116,7 @@ class ScoreFPELoss:
 
     def potential(self, batch: LossBatch) -> Tensor:
         """φ̃ = (g²/2)(∇·s + ‖s‖²) − ⟨f, s⟩ per sample, [B]."""
-        der = batch.at(self.points)
-        s = der.s
-        t = batch.t
-        g2 = batch.sde.g2(t)
-        f_s = batch.sde.log_mean_coef_dt(t) * (der.x * s).reshape(s.shape[0], -1).sum(-1)
-        return 0.5 * g2 * (self._divergence(batch) + sample_sqnorm(s)) - f_s
+        return fpe_potential(batch.sde, batch.at(self.points), self._divergence(batch))
 
     def residual(self, batch: LossBatch, phi: Tensor | None = None) -> Tensor:
         """r = ∂t s − ∇x φ, shaped like x."""
