@@ -5,9 +5,11 @@
 import type { z } from "zod";
 import { coreOps } from "./core.js";
 import type { OpDef } from "./define.js";
+import { modelsOps } from "./models.js";
 
 export const ops = {
   ...coreOps,
+  ...modelsOps,
 } as const;
 
 export type Ops = typeof ops;
