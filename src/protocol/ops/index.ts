@@ -3,12 +3,14 @@
  * from this table (tRPC style): a new op is one entry here and one handler in py/fpdiff/ops/.
  */
 import type { z } from "zod";
+import { configOps } from "./config.js";
 import { coreOps } from "./core.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
 
 export const ops = {
   ...coreOps,
+  ...configOps,
   ...modelsOps,
 } as const;
 
