@@ -12,6 +12,7 @@ A plain state-dict export (keys with or without 'module.') is accepted as format
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections import OrderedDict
@@ -202,6 +203,11 @@ def _load_safetensors(path: str, *, digest: bool = True) -> Checkpoint:
     except Exception as e:  # the library raises its own error types for bad headers
         raise CorruptCheckpointError(f"{path} is not a readable safetensors file: {e}",
                                      path=path) from None
+    if "fpdiff" in meta:   # our exports keep their metadata as one JSON value (deterministic bytes)
+        try:
+            meta = {**meta, **{k: str(v) for k, v in json.loads(meta["fpdiff"]).items()}}
+        except ValueError:
+            pass
     if meta.get("key_order"):
         order = meta["key_order"].split(",")
         if sorted(order) == sorted(tensors):
@@ -659,9 +665,11 @@ def save_state_dict(path: str, sd: Mapping, *, fmt: str = "safetensors",
         tensors = OrderedDict((k, v.detach().cpu().contiguous().clone()) for k, v in sd.items())
         if fmt == "safetensors":
             from safetensors.torch import save_file
-            meta = {"format": "pt", "key_order": ",".join(tensors)}
+            meta = {"key_order": ",".join(tensors)}
             meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-            save_file(tensors, tmp, metadata=meta)
+            # one metadata entry: safetensors writes its metadata map in hash order, so several
+            # entries would make the bytes (and sha256) of identical exports differ
+            save_file(tensors, tmp, metadata={"fpdiff": json.dumps(meta, sort_keys=True)})
         elif fmt == "state_dict":
             torch.save(tensors, tmp)
         else:

@@ -382,3 +382,22 @@ def test_legacy_format_loads(tmp_path):
     assert back.file.format == "legacy"
     _assert_same_tensors(back.model, ck.model)
     assert isinstance(back.optimizer["param_groups"][0]["lr"], np.float64)
+
+
+def test_convert_round_trip_through_safetensors(tmp_path):
+    src = fixture_paths("ve_ncsnpp_small_seed0")[0]
+    orig = C.load_checkpoint(src)
+    a = C.convert(src, str(tmp_path / "a.safetensors"), to="safetensors")
+    b = C.convert(src, str(tmp_path / "b.safetensors"), to="safetensors")
+    assert a.sha256 == b.sha256 and a.step == 123                 # deterministic bytes
+    plain = C.load_checkpoint(a.path)
+    assert plain.file.format == "safetensors" and list(plain.model) == list(orig.model)
+    back = C.convert(a.path, str(tmp_path / "back.pth"), to="score_sde")
+    ck = C.load_checkpoint(back.path)
+    assert ck.format == "score_sde" and ck.step == 123 and ck.ema["decay"] == 0.999
+    # the exported EMA weights are the new raw weights and the new shadows
+    trainable = [k for k in orig.model if k not in ("sigmas", "all_modules.0.W")]
+    for k, s in zip(trainable, orig.ema["shadow_params"]):
+        assert torch.equal(ck.model[k], s)
+    assert all(torch.equal(x, y) for x, y in zip(ck.ema["shadow_params"], orig.ema["shadow_params"]))
+    assert torch.equal(ck.model["all_modules.0.W"], orig.model["all_modules.0.W"])

@@ -112,7 +112,8 @@ def _upfirdn_ref(x: np.ndarray, k2: np.ndarray, up: int, down: int, pad) -> np.n
     return out[:, :, ::down, ::down]
 
 
-@pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (1, 2)), (2, 2, (1, 1))])
+@pytest.mark.parametrize("up,down,pad", [(2, 1, (2, 1)), (2, 1, (0, 0)), (2, 1, (5, 4)), (3, 1, (1, 2)),
+                                         (1, 2, (1, 1)), (1, 1, (1, 2)), (2, 2, (1, 1))])
 def test_upfirdn2d_matches_reference(up, down, pad):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 6, 6))

@@ -99,3 +99,23 @@ def test_fresh_model_and_errors(tmp_path):
         _call("ckpt.save", {"model": "vp-ddpmpp-small-seed0", "workdir": str(tmp_path)}, state)
     with pytest.raises(OpError, match="no model"):
         _call("model.score", {"model": "nope", "x": torch.zeros(1, 3, 32, 32), "t": 0.5}, state)
+
+
+@pytest.mark.parametrize("fmt", ["pt", "npz"])
+def test_ckpt_score_file_to_file(tmp_path, fmt):
+    import numpy as np
+
+    name = "vp_ddpmpp_small_seed0"
+    path, io_path = fixture_paths(name)
+    ref, _ = __import__("fpdiff.safe_load", fromlist=["x"]).safe_torch_load(io_path)
+    inp = tmp_path / f"in.{fmt}"
+    if fmt == "pt":
+        torch.save({"x": ref["x"], "t": ref["t"]}, str(inp))
+    else:
+        np.savez(str(inp), x=ref["x"].numpy(), t=ref["t"].numpy())
+    res = _call("ckpt.score", {"experiment": _experiment(name), "checkpoint": path, "input": str(inp),
+                               "out": str(tmp_path / "scores"), "weights": "ema"}, WorkerState())
+    assert res["out"].endswith("scores.npz") and res["n"] == 4 and res["step"] == 123
+    with np.load(res["out"], allow_pickle=False) as z:
+        assert rel_err(torch.from_numpy(z["output"]), ref["model_out_ema"]) <= 1e-5
+        assert rel_err(torch.from_numpy(z["score"]), ref["score_ema"]) <= 1e-5

@@ -68,12 +68,22 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     """
     n, c, h, w = x.shape
     kh, kw = kernel.shape
+    p0, p1 = pad
+    if up > 1 and down == 1:
+        # zero insertion + padding + filtering is a strided transposed convolution with the
+        # (unflipped) kernel, cropped or padded to the requested window: no multiplications by
+        # the inserted zeros
+        weight = kernel.to(dtype=x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+        y = F.conv_transpose2d(x, weight, stride=up, groups=c)
+        left_h, left_w = p0 - (kh - 1), p0 - (kw - 1)
+        out_h, out_w = h * up + p0 + p1 - kh + 1, w * up + p0 + p1 - kw + 1
+        right_h, right_w = out_h - (y.shape[2] + left_h), out_w - (y.shape[3] + left_w)
+        return F.pad(y, [left_w, right_w, left_h, right_h])
     if up > 1:
         # zero insertion: each pixel followed by (up-1) zeros along both axes
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    p0, p1 = pad
     x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[-2:]

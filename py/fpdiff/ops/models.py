@@ -78,15 +78,10 @@ def _new_handle(state, wanted: str | None, name: str) -> str:
     return handle
 
 
-@op("model.load")
-def model_load(args: Args, ctx: OpContext) -> dict:
-    """Build the experiment's network, fresh or restored strictly from a checkpoint; keep it by handle."""
-    exp = experiment_arg(args)
-    path = _opt(args, "str", "checkpoint")
-    handle = _opt(args, "str", "handle")
-    device = device_arg(args)
-    seed = _opt(args, "int", "seed")
-    args.done()
+def _build_loaded(exp: C.ExperimentConfig, path: str | None, device: torch.device,
+                  seed: int | None, handle: str) -> LoadedModel:
+    from ..sde import make_sde
+
     torch.manual_seed(exp.training.seed if seed is None else seed)
     net = build_network(exp.model, exp.data)
     ema, step, info = None, 0, None
@@ -99,39 +94,48 @@ def model_load(args: Args, ctx: OpContext) -> dict:
         step, info = ck.step or 0, _checkpoint_info(ck)
     else:
         ema = EMA(net.parameters(), decay=float(getattr(exp.model, "ema_rate", 0.9999)))
-    from ..sde import make_sde
-
     net = net.to(device).eval()
     if ema is not None:
         ema.to(device)
-    lm = LoadedModel(handle=_new_handle(ctx.state, handle, exp.name), experiment=exp, network=net,
-                     sde=make_sde(exp.sde), ema=ema, step=step,
-                     source=os.path.abspath(path) if path else None)
+    lm = LoadedModel(handle=handle, experiment=exp, network=net, sde=make_sde(exp.sde), ema=ema,
+                     step=step, source=os.path.abspath(path) if path else None)
+    lm.checkpoint_info = info  # type: ignore[attr-defined]
+    return lm
+
+
+@op("model.load")
+def model_load(args: Args, ctx: OpContext) -> dict:
+    """Build the experiment's network, fresh or restored strictly from a checkpoint; keep it by handle."""
+    exp = experiment_arg(args)
+    path = _opt(args, "str", "checkpoint")
+    handle = _opt(args, "str", "handle")
+    device = device_arg(args)
+    seed = _opt(args, "int", "seed")
+    args.done()
+    lm = _build_loaded(exp, path, device, seed, _new_handle(ctx.state, handle, exp.name))
     models(ctx.state)[lm.handle] = lm
     out = lm.describe()
-    out["checkpoint"] = info
+    out["checkpoint"] = lm.checkpoint_info  # type: ignore[attr-defined]
     return out
 
 
-@op("model.score")
-def model_score(args: Args, ctx: OpContext) -> dict:
-    """The raw network output for the SDE's label and the score, at (x, t), in batches."""
-    lm = get_model(args, ctx.state)
-    weights = args.str("weights", "ema", choices=("ema", "model"))
-    x = args.tensor("x")
-    t_raw = args.any("t")
-    batch = args.int("batchSize", 64, min=1)
-    args.done()
+def _times(t_raw: Any, n: int, field: str = "args.t") -> torch.Tensor:
     if torch.is_tensor(t_raw):
         t = t_raw.reshape(-1)
     elif isinstance(t_raw, (int, float)) and not isinstance(t_raw, bool):
-        t = torch.full((x.shape[0],), float(t_raw))
+        t = torch.full((n,), float(t_raw))
     else:
-        raise OpError(BAD_REQUEST, "args.t: expected a tensor [B] or a number", "args.t")
-    if t.numel() == 1 and x.shape[0] != 1:
-        t = t.expand(x.shape[0])
-    if t.shape[0] != x.shape[0]:
-        raise OpError(BAD_REQUEST, f"args.t: {t.shape[0]} times for {x.shape[0]} inputs", "args.t")
+        raise OpError(BAD_REQUEST, f"{field}: expected a tensor [B] or a number", field)
+    if t.numel() == 1 and n != 1:
+        t = t.expand(n)
+    if t.shape[0] != n:
+        raise OpError(BAD_REQUEST, f"{field}: {t.shape[0]} times for {n} inputs", field)
+    return t
+
+
+def _evaluate(lm: LoadedModel, weights: str, x: torch.Tensor, t: torch.Tensor, batch: int,
+              ctx: OpContext) -> dict:
+    """Network output (through a forward hook), score and labels, batch by batch, on the CPU."""
     sm = lm.score_model(weights)
     net = sm.network
     captured: list = []
@@ -152,6 +156,77 @@ def model_score(args: Args, ctx: OpContext) -> dict:
         hook.remove()
     return {"output": torch.cat(outs), "score": torch.cat(scores), "labels": torch.cat(labels),
             "weights": weights if lm.ema is not None else "model", "step": lm.step}
+
+
+@op("model.score")
+def model_score(args: Args, ctx: OpContext) -> dict:
+    """The raw network output for the SDE's label and the score, at (x, t), in batches."""
+    lm = get_model(args, ctx.state)
+    weights = args.str("weights", "ema", choices=("ema", "model"))
+    x = args.tensor("x")
+    t_raw = args.any("t")
+    batch = args.int("batchSize", 64, min=1)
+    args.done()
+    return _evaluate(lm, weights, x, _times(t_raw, x.shape[0]), batch, ctx)
+
+
+def _read_inputs(path: str) -> tuple:
+    """``x`` and ``t`` from a .pt (safe loading) or .npz (no pickles) file."""
+    import numpy as np
+
+    from ..safe_load import safe_torch_load
+
+    field = "args.input"
+    if not os.path.isfile(path):
+        raise OpError(BAD_REQUEST, f"{field}: no such file: {path}", field)
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                raw = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        except (ValueError, OSError) as e:
+            raise OpError(BAD_REQUEST, f"{field}: cannot read {path} as .npz: {e}", field) from None
+    else:
+        with _checkpoint_errors(field):
+            raw, _ = safe_torch_load(path)
+    if not isinstance(raw, dict) or "x" not in raw or "t" not in raw:
+        raise OpError(BAD_REQUEST, f"{field}: {path} must hold 'x' and 't'", field)
+    x, t = raw["x"], raw["t"]
+    if not torch.is_tensor(x):
+        raise OpError(BAD_REQUEST, f"{field}: 'x' is not an array", field)
+    x = x.float() if not x.is_floating_point() else x
+    t = _times(t if torch.is_tensor(t) else float(t), x.shape[0], field)
+    return x, t
+
+
+@op("ckpt.score")
+def ckpt_score(args: Args, ctx: OpContext) -> dict:
+    """File to file: restore a checkpoint into the experiment's network, score x, t from a .pt/.npz, write .npz."""
+    import numpy as np
+
+    exp = experiment_arg(args)
+    path = args.str("checkpoint")
+    inp = args.str("input")
+    out_path = args.str("out")
+    weights = args.str("weights", "ema", choices=("ema", "model"))
+    device = device_arg(args)
+    batch = args.int("batchSize", 64, min=1)
+    args.done()
+    x, t = _read_inputs(inp)
+    lm = _build_loaded(exp, path, device, None, "ckpt.score")
+    res = _evaluate(lm, weights, x, t, batch, ctx)
+    out_path = os.path.abspath(out_path if out_path.endswith(".npz") else out_path + ".npz")
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    tmp = out_path + f".{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, output=res["output"].numpy(), score=res["score"].numpy(),
+                 labels=res["labels"].numpy(), t=t.numpy())
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"out": out_path, "n": int(x.shape[0]), "shape": list(res["output"].shape),
+            "weights": res["weights"], "step": res["step"],
+            "checkpoint": lm.checkpoint_info}  # type: ignore[attr-defined]
 
 
 @op("ckpt.inspect")

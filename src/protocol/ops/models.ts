@@ -124,6 +124,26 @@ export const modelsOps = {
     }),
     doc: "network output and score of a loaded model at (x, t), in batches",
   }),
+  "ckpt.score": defineOp({
+    args: z.strictObject({
+      experiment: experimentArg,
+      checkpoint: z.string(),
+      input: z.string().describe(".pt or .npz holding x [B,...] and t [B] (or a number)"),
+      out: z.string().describe(".npz to write: output, score, labels, t"),
+      weights: weightsArg.optional(),
+      device: deviceArg.optional(),
+      batchSize: z.number().int().positive().optional(),
+    }),
+    result: z.object({
+      out: z.string(),
+      n: z.number().int(),
+      shape: z.array(z.number().int()),
+      weights: weightsArg,
+      step: z.number().int(),
+      checkpoint: CheckpointInfoSchema.nullable(),
+    }),
+    doc: "file to file: restore a checkpoint into the experiment's network and write output and score for x, t",
+  }),
   "ckpt.inspect": defineOp({
     args: z.strictObject({ path: z.string() }),
     result: InspectResultSchema,
