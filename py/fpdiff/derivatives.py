@@ -82,8 +82,9 @@ def _flat(v: Tensor) -> Tensor:
 
 
 def sample_inner(a: Tensor, b: Tensor, lead: int = 1) -> Tensor:
-    """⟨a, b⟩ summed over all dims after the first `lead` ones."""
-    return (a * b).reshape(*a.shape[:lead], -1).sum(-1)
+    """⟨a, b⟩ summed over all dims after the first `lead` ones (a and b broadcast)."""
+    ab = a * b
+    return ab.reshape(*ab.shape[:lead], -1).sum(-1)
 
 
 def sample_sqnorm(a: Tensor, lead: int = 1) -> Tensor:
@@ -157,6 +158,7 @@ class ScoreDerivatives:
         self._dts: Tensor | None = None
         self._jac: Tensor | None = None
         self._vjp: dict[int, Tensor] = {}
+        self._xr: Tensor | None = None  # the replicated points when several tangents share a pass
 
     # --- the shared forward pass ---------------------------------------------------------------
     def _forward(self) -> None:
@@ -183,6 +185,7 @@ class ScoreDerivatives:
                 if want_dt:
                     vt[k * b:] = 1
                 out, tan = compat.dual_jvp(lambda xx, tt: model.score(xx, tt), (xr, tr), (vx, vt if want_dt else None))
+                self._xr = xr
                 out = out.reshape(reps, *x.shape)
                 tan = tan.reshape(reps, *x.shape)
                 self._s = out[0]
@@ -285,6 +288,20 @@ class ScoreDerivatives:
         with torch.enable_grad():
             (g,) = torch.autograd.grad(scalar.sum(), self.x, create_graph=self.create_graph, retain_graph=True)
         return g
+
+    def grad_x_probes(self, scalar: Tensor) -> Tensor:
+        """Per-probe ∇x of a [k, B] scalar whose row k depends on the points only through the
+        replica that carried probe k (e.g. ⟨v_k, J v_k⟩): one reverse pass, [k, B, ...]."""
+        if self._s is None:
+            self._forward()
+        if self._xr is None:
+            if scalar.shape[0] != 1:
+                raise ValueError("per-probe gradients need the probes given at construction")
+            return self.grad_x(scalar[0]).unsqueeze(0)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(scalar.sum(), self._xr, create_graph=self.create_graph, retain_graph=True)
+        k = scalar.shape[0]
+        return g.reshape(-1, *self.x.shape)[:k]
 
     def grad_div(self) -> Tensor:
         """∇x(∇·s) exactly (small D)."""

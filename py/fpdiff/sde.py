@@ -189,10 +189,10 @@ class VESDE(SDE):
         return self.sigma_min * torch.exp(t * self._log_ratio)
 
     def log_mean_coef(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+        return 0.0 * t  # keeps t's graph, so derivatives in t are 0 rather than missing
 
     def log_mean_coef_dt(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+        return 0.0 * t
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         return torch.zeros_like(x)

@@ -131,10 +131,7 @@ class HighOrderLoss:
             tr = (sig**2 * vjv + vv - cv**2) / d
             out["high_order.trace"] = tr.pow(2).mean()
         if self.order == 3:
-            if v.shape[0] != 1:
-                gvjv = torch.stack([der.grad_x(vjv[i, :, 0]).reshape(b, d) for i in range(v.shape[0])], 0)
-            else:
-                gvjv = der.grad_x(vjv[0, :, 0]).reshape(1, b, d)
+            gvjv = der.grad_x_probes(vjv[..., 0]).reshape(-1, b, d)
             r3 = (sig**3 * gvjv + cv**2 * c - (sig**2 * vjv.detach() + vv) * c
                   - 2 * cv * (sig**2 * jv.detach() + v))
             out["high_order.third"] = (r3 / d).pow(2).mean(-1).mean()
