@@ -132,11 +132,10 @@ def _allowed_globals() -> Dict[str, Any]:
         "torch.Size": torch.Size,
         "torch.nn.parameter.Parameter": torch.nn.Parameter,
     }
-    for fname in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_parameter",
-                  "_rebuild_parameter_with_state"):
-        fn = getattr(torch._utils, fname, None)
-        if fn is not None:
-            rc[f"torch._utils.{fname}"] = fn
+    for fname in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
+                  "_rebuild_parameter", "_rebuild_parameter_with_state"):
+        # resolved by the loader to fpdiff's own rebuild functions (see _loader_globals)
+        rc[f"torch._utils.{fname}"] = getattr(torch._utils, fname, fname)
     for name in dir(torch):
         obj = getattr(torch, name, None)
         if isinstance(obj, torch.dtype):
@@ -390,6 +389,16 @@ def _rebuild_tensor(storage: torch.Tensor, offset: int, size: Any, stride: Any,
     return t
 
 
+def _rebuild_tensor_v3(storage: torch.Tensor, offset: int, size: Any, stride: Any,
+                       requires_grad: bool, backward_hooks: Any, dtype: Any,
+                       metadata: Any = None) -> torch.Tensor:
+    """torch ≥ 2.1 writes dtypes without a typed storage (uint16, float8 …) this way."""
+    if not isinstance(dtype, torch.dtype) or not torch.is_tensor(storage):
+        raise pickle.UnpicklingError("malformed tensor record")
+    flat = storage.view(torch.uint8).view(dtype) if storage.dtype != dtype else storage
+    return _rebuild_tensor(flat, offset, size, stride, requires_grad)
+
+
 def _rebuild_tensor_v1(storage: torch.Tensor, offset: int, size: Any, stride: Any) -> torch.Tensor:
     return _rebuild_tensor(storage, offset, size, stride)
 
@@ -407,6 +416,7 @@ def _loader_globals() -> Dict[str, Any]:
     rc = dict(_allowed_globals())
     rc["torch._utils._rebuild_tensor_v2"] = _rebuild_tensor
     rc["torch._utils._rebuild_tensor"] = _rebuild_tensor_v1
+    rc["torch._utils._rebuild_tensor_v3"] = _rebuild_tensor_v3
     rc["torch._utils._rebuild_parameter"] = _rebuild_parameter
     rc["torch._utils._rebuild_parameter_with_state"] = _rebuild_parameter
     rc["torch.nn.parameter.Parameter"] = torch.nn.Parameter

@@ -277,6 +277,25 @@ def test_forward_ad_through_ncsnpp_matches_finite_differences():
     assert float((dt - fd_t).norm() / fd_t.norm()) < 1e-5
 
 
+def test_forward_ad_through_ddpmpp_in_time_label():
+    import torch.autograd.forward_ad as fwAD
+
+    p = preset("vp/cifar10_ddpmpp_continuous")
+    torch.manual_seed(3)
+    net = build_network(dict(p["model"], nf=8, ch_mult=(1, 2), num_res_blocks=1, init_scale=1.0),
+                        dict(p["data"], image_size=16)).double().eval()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    lab = torch.tensor([30.0, 700.0], dtype=torch.float64)
+    with fwAD.dual_level():
+        dt = fwAD.unpack_dual(net(x, fwAD.make_dual(lab, torch.ones_like(lab)))).tangent
+    h = 1e-4
+    with torch.no_grad():
+        fd = (net(x, lab + h) - net(x, lab - h)) / (2 * h)
+    assert float((dt - fd).norm() / fd.norm()) < 1e-6
+    # float32 labels into a float64 network are promoted, not rejected
+    assert net(x, lab.float()).dtype == torch.float64
+
+
 def test_functorch_jvp_and_reverse_over_forward_to_parameters():
     import torch.autograd.forward_ad as fwAD
 
@@ -312,3 +331,31 @@ def test_functorch_jvp_and_reverse_over_forward_to_parameters():
     num = sum(float((a - b).norm() ** 2) for a, b in pairs) ** 0.5
     den = sum(float(b.norm() ** 2) for _, b in pairs) ** 0.5
     assert den > 0 and num / den < 1e-8
+
+
+def test_channels_last_and_cpu_bf16_autocast():
+    import torch.autograd.forward_ad as fwAD
+
+    p = preset("ve/cifar10_ncsnpp_continuous")
+    torch.manual_seed(0)
+    net = build_network(dict(p["model"], nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                             init_scale=1.0), dict(p["data"], image_size=16)).eval()
+    x, sig = torch.rand(2, 3, 16, 16), torch.tensor([0.5, 3.0])
+    v = torch.randn_like(x)
+    with fwAD.dual_level():
+        ref = fwAD.unpack_dual(net(fwAD.make_dual(x, v), sig)).tangent
+    cl = torch.channels_last
+    net = net.to(memory_format=cl)
+    with fwAD.dual_level():       # torch 1.13's GroupNorm tangent needs contiguous input
+        jv = fwAD.unpack_dual(net(fwAD.make_dual(x.contiguous(memory_format=cl),
+                                                 v.contiguous(memory_format=cl)), sig)).tangent
+    assert rel(jv, ref) < 1e-4
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x.contiguous(memory_format=cl), sig)
+    with torch.no_grad():
+        full = net(x, sig)
+    assert torch.isfinite(out).all() and rel(out.float(), full) < 0.1
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())

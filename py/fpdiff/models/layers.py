@@ -113,9 +113,32 @@ def dense(in_dim: int, out_dim: int) -> nn.Linear:
     return lin
 
 
+def _forward_ad_active() -> bool:
+    level = getattr(torch.autograd.forward_ad, "_current_level", None)
+    return True if level is None else level >= 0
+
+
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` with two guards, neither of which changes its state dict:
+
+    - half-precision input is normalised in float32 (as CUDA autocast does); torch's CPU autocast
+      would otherwise pass bf16 input next to float32 weights and fail;
+    - under forward-mode AD a channels-last input is made contiguous: torch 1.13's GroupNorm
+      tangent formula calls ``view`` and fails on channels-last tangents.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16) and self.weight is not None \
+                and self.weight.dtype != x.dtype:
+            x = x.float()
+        if not x.is_contiguous() and _forward_ad_active():
+            x = x.contiguous()
+        return super().forward(x)
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm as NCSN++ uses it: min(C/4, 32) groups, eps 1e-6."""
-    return nn.GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6,
+    return GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6,
                         device=_INIT_DEVICE)
 
 
@@ -143,8 +166,10 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_positions: int = 1
         raise ValueError(f"timesteps must be 1-D, got shape {tuple(timesteps.shape)}")
     half = dim // 2
     rate = math.log(max_positions) / (half - 1)
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=timesteps.device) * -rate)
-    args = timesteps.float()[:, None] * freqs[None, :]
+    # float32 as in the original, or float64 for a float64 network (derivative checks)
+    dtype = torch.float64 if timesteps.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(torch.arange(half, dtype=dtype, device=timesteps.device) * -rate)
+    args = timesteps.to(dtype)[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if dim % 2 == 1:
         emb = F.pad(emb, (0, 1))

@@ -202,6 +202,8 @@ class NCSNpp(nn.Module):
 
         if labels.dim() == 0:
             labels = labels.expand(x.shape[0])
+        if x.is_floating_point() and labels.dtype != x.dtype:
+            labels = labels.to(x.dtype)
         if self.embedding_type == "fourier":
             used_sigmas = labels
             temb = take()(torch.log(labels))
