@@ -88,6 +88,12 @@ def test_hutchinson_form_equals_image_formulas():
     torch.testing.assert_close(res.terms["high_order.frobenius"], frob)
     torch.testing.assert_close(res.terms["high_order.trace"], tr)
     torch.testing.assert_close(res.terms["high_order.third"], third)
+    params = list(model.parameters())
+    ga = torch.autograd.grad(res.total, params, allow_unused=True)
+    gb = torch.autograd.grad(frob + tr + third, params, allow_unused=True)
+    for p, a, b in zip(params, ga, gb):
+        zero = torch.zeros_like(p)
+        torch.testing.assert_close(zero if a is None else a, zero if b is None else b)
 
 
 def test_hutchinson_averages_to_exact_form():
