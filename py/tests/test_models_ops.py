@@ -12,13 +12,13 @@ pytest.importorskip("fpdiff.ops.state")
 
 from fpdiff import checkpoints as CK  # noqa: E402
 from fpdiff import config as C  # noqa: E402
-from fpdiff.ops import REGISTRY, Args, OpContext, OpError, WorkerState, load_all  # noqa: E402
+from fpdiff.ops import REGISTRY, Args, OpContext, OpError, WorkerState  # noqa: E402
+import fpdiff.ops.models  # noqa: E402,F401  (registers this area's ops only)
 
 from _ckpt_helpers import FIXTURES, fixture_meta, fixture_paths, rel_err  # noqa: E402
 
 
 def _call(name, args, state):
-    load_all()
     ctx = OpContext(request_id=1, op=name, state=state, emit_fn=lambda _e: None)
     return REGISTRY[name].handler(Args(args), ctx)
 
