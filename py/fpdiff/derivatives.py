@@ -285,9 +285,12 @@ class ScoreDerivatives:
     def grad_x(self, scalar: Tensor) -> Tensor:
         """∇x of a per-sample scalar [B] (or [k, B], summed over k) built from this cache."""
         self._need_x()
+        if not scalar.requires_grad:  # e.g. ∇·s of a score that is linear in x
+            return torch.zeros_like(self.x)
         with torch.enable_grad():
-            (g,) = torch.autograd.grad(scalar.sum(), self.x, create_graph=self.create_graph, retain_graph=True)
-        return g
+            (g,) = torch.autograd.grad(scalar.sum(), self.x, create_graph=self.create_graph, retain_graph=True,
+                                       allow_unused=True)
+        return torch.zeros_like(self.x) if g is None else g
 
     def grad_x_probes(self, scalar: Tensor) -> Tensor:
         """Per-probe ∇x of a [k, B] scalar whose row k depends on the points only through the
