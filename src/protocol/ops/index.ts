@@ -7,11 +7,15 @@ import { configOps } from "./config.js";
 import { coreOps } from "./core.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
+import { toyOps } from "./toy.js";
+import { trainOps } from "./train.js";
 
 export const ops = {
   ...coreOps,
   ...configOps,
   ...modelsOps,
+  ...trainOps,
+  ...toyOps,
 } as const;
 
 export type Ops = typeof ops;

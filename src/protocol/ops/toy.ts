@@ -1,0 +1,198 @@
+/**
+ * Ops of the toy main job (py/fpdiff/ops/toy.py): toy data, a model's ODE log-density on a grid
+ * and its NLL against the entropy floor, samples, and the report's PNG pictures.
+ */
+import { z } from "zod";
+import { defineOp, tensorSchema } from "./define.js";
+
+const toyDataset = z.enum(["checkerboard", "mog1d", "mog2d", "rings", "moons", "swissroll", "gaussian"]);
+const weightsArg = z.enum(["ema", "model"]);
+const solver = z.enum(["dopri5", "rk4", "euler"]);
+/** A tensor, or plain numbers (1-D or 2-D). */
+const arrayLike = z.union([tensorSchema, z.array(z.number()), z.array(z.array(z.number()))]);
+const bound = z.union([z.number(), z.array(z.number())]);
+
+/** ODE settings; absent ones come from the model's experiment (eval.bpd). `steps` is for rk4/euler. */
+const odeArgs = {
+  rtol: z.number().positive().optional(),
+  atol: z.number().positive().optional(),
+  eps: z.number().min(0).max(1).optional(),
+  method: solver.optional(),
+  steps: z.number().int().positive().optional(),
+};
+
+export const ToyProgressSchema = z.object({
+  type: z.literal("progress"),
+  /** Points finished / all points. */
+  done: z.number().int(),
+  total: z.number().int(),
+  /** ODE function evaluations (sampling: steps) so far. */
+  nfe: z.number().int(),
+  elapsedSeconds: z.number(),
+});
+
+export const ToyNllResultSchema = z.object({
+  dataset: toyDataset,
+  /** Mean negative log-likelihood in nats of fresh test samples, by the probability-flow ODE. */
+  nll: z.number(),
+  stderr: z.number(),
+  /** The data law's entropy (the floor of any NLL): log 32 = 3.466 for the checkerboard. */
+  floor: z.number().nullable(),
+  floorMethod: z.enum(["exact", "monte-carlo"]).nullable(),
+  gap: z.number().nullable(),
+  n: z.number().int(),
+  nfe: z.number().int(),
+  seconds: z.number(),
+  /** The model's training step. */
+  step: z.number().int(),
+});
+export type ToyNllResult = z.infer<typeof ToyNllResultSchema>;
+
+export const DensityPanelSchema = z.strictObject({
+  kind: z.literal("density"),
+  title: z.string().optional(),
+  /** [x, y] grid axes; `logp` [ny, nx] with logp[i][j] at (x[j], y[i]) (as toy.density returns). */
+  axes: z.array(arrayLike).length(2),
+  logp: arrayLike,
+  logScale: z.boolean().optional(),
+  vmax: z.number().positive().optional(),
+});
+export const SamplesPanelSchema = z.strictObject({
+  kind: z.literal("samples"),
+  title: z.string().optional(),
+  /** Points [n, 2]. */
+  x: arrayLike,
+  xlim: z.tuple([z.number(), z.number()]).optional(),
+  ylim: z.tuple([z.number(), z.number()]).optional(),
+  /** 2-D histogram instead of a scatter (default: above 20 000 points). */
+  histogram: z.boolean().optional(),
+});
+export const CurvesPanelSchema = z.strictObject({
+  kind: z.literal("curves"),
+  title: z.string().optional(),
+  /** 1-D grid; each curve is exp(logp) over it. */
+  x: arrayLike,
+  curves: z.array(z.strictObject({ label: z.string(), logp: arrayLike })),
+  /** Optional samples, drawn as a normalised histogram. */
+  samples: arrayLike.optional(),
+});
+export const PanelSchema = z.discriminatedUnion("kind", [DensityPanelSchema, SamplesPanelSchema, CurvesPanelSchema]);
+export type Panel = z.input<typeof PanelSchema>;
+
+export const SavedPngSchema = z.object({ path: z.string(), bytes: z.number().int() });
+
+export const toyOps = {
+  "toy.data": defineOp({
+    args: z.strictObject({
+      dataset: toyDataset,
+      n: z.number().int().positive(),
+      dim: z.number().int().positive().optional(),
+      scale: z.number().positive().optional(),
+      seed: z.number().int().nonnegative().optional(),
+    }),
+    result: z.object({ x: tensorSchema, entropy: z.number().nullable() }),
+    doc: "n seeded samples [n, D] of a toy data set, with its entropy (nats) where known",
+  }),
+  "toy.density": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      /** Points per axis (default 100). */
+      n: z.number().int().min(2).max(2000).optional(),
+      /** Grid bounds, one number for every axis or one per axis (default: the data's range ± 5 %). */
+      gridLo: bound.optional(),
+      gridHi: bound.optional(),
+      /** Also return the true log-density where known (default true). */
+      truth: z.boolean().optional(),
+      /** Points per ODE solve (default: the whole grid in one solve). */
+      batchSize: z.number().int().positive().optional(),
+      ...odeArgs,
+    }),
+    result: z.object({
+      /** [x] (1-D) or [x, y] (2-D), float32. */
+      axes: z.array(tensorSchema),
+      /** log p_eps by the ODE: [n] or [n(y), n(x)]. */
+      logp: tensorSchema,
+      /** The data law's log-density on the same grid (−inf off the checkerboard), or null. */
+      trueLogp: tensorSchema.nullable(),
+      nfe: z.number().int(),
+      seconds: z.number(),
+    }),
+    event: ToyProgressSchema,
+    doc: "a toy model's ODE log-density (exact divergence) on a 1-D / 2-D grid, and the true one",
+  }),
+  "toy.nll": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      /** Fresh test samples (default 2000), drawn from `seed` independently of training. */
+      n: z.number().int().positive().optional(),
+      seed: z.number().int().nonnegative().optional(),
+      batchSize: z.number().int().positive().optional(),
+      ...odeArgs,
+    }),
+    result: ToyNllResultSchema,
+    event: ToyProgressSchema,
+    doc: "mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor",
+  }),
+  "toy.samples": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      n: z.number().int().positive().optional(),
+      seed: z.number().int().nonnegative().optional(),
+      /** Default: the experiment's sampling.method. ODE keys and PC keys are exclusive. */
+      method: z.enum(["ode", "pc"]).optional(),
+      eps: z.number().min(0).max(1).optional(),
+      noiseRemoval: z.boolean().optional(),
+      solver: solver.optional(),
+      rtol: z.number().positive().optional(),
+      atol: z.number().positive().optional(),
+      steps: z.number().int().positive().optional(),
+      predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).optional(),
+      corrector: z.enum(["langevin", "none"]).optional(),
+      snr: z.number().nonnegative().optional(),
+      nStepsEach: z.number().int().positive().optional(),
+      N: z.number().int().positive().optional(),
+    }),
+    result: z.object({ x: tensorSchema, nfe: z.number().int(), method: z.enum(["ode", "pc"]), seconds: z.number() }),
+    event: ToyProgressSchema,
+    doc: "samples [n, D] of a toy model by the probability-flow ODE or the PC sampler",
+  }),
+  "plot.toy": defineOp({
+    args: z.strictObject({
+      path: z.string().min(1),
+      title: z.string().optional(),
+      panels: z.array(PanelSchema).min(1),
+      columns: z.number().int().positive().optional(),
+      /** One colour scale for every density panel (default true). */
+      sharedScale: z.boolean().optional(),
+    }),
+    result: SavedPngSchema,
+    doc: "a PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves",
+  }),
+  "plot.lines": defineOp({
+    args: z.strictObject({
+      path: z.string().min(1),
+      series: z
+        .array(
+          z.strictObject({
+            label: z.string().optional(),
+            x: z.array(z.number()),
+            y: z.array(z.number()),
+            yerr: z.array(z.number()).optional(),
+          }),
+        )
+        .min(1),
+      title: z.string().optional(),
+      xlabel: z.string().optional(),
+      ylabel: z.string().optional(),
+      logx: z.boolean().optional(),
+      logy: z.boolean().optional(),
+      /** A dashed reference line, e.g. the entropy floor. */
+      hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
+    }),
+    result: SavedPngSchema,
+    doc: "a PNG line plot (ablations) with optional error bars and a reference line",
+  }),
+} as const;

@@ -1,0 +1,90 @@
+/** Ops of the train area (py/fpdiff/ops/train.py): the training loop in the worker. */
+import { z } from "zod";
+import type { ExperimentInput } from "../../dsl/experiment.js";
+import { defineOp } from "./define.js";
+
+const experimentArg = z.custom<ExperimentInput>((v) => typeof v === "object" && v !== null, {
+  message: "expected an experiment object",
+});
+
+/** Per-term loss values, unweighted ("dsm", "high_order.frobenius", "score_fpe.vector", …). */
+export const LossTermsSchema = z.record(z.string(), z.number());
+
+/** Training metrics of loop step `step` (the loss before update `step`; every training.logFreq). */
+export const TrainMetricsSchema = z.object({
+  step: z.number().int(),
+  loss: z.number(),
+  terms: LossTermsSchema,
+  gradNorm: z.number(),
+  lr: z.number(),
+});
+export type TrainMetrics = z.infer<typeof TrainMetricsSchema>;
+
+/** A checkpoint the worker wrote (atomically), in the original layout; `step` = updates made. */
+export const TrainCheckpointSchema = z.object({
+  kind: z.enum(["snapshot", "meta"]),
+  path: z.string(),
+  step: z.number().int(),
+  sha256: z.string(),
+  bytes: z.number().int(),
+});
+export type TrainCheckpoint = z.infer<typeof TrainCheckpointSchema>;
+
+export const TrainEventSchema = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("progress"),
+    /** Updates made so far (the state's step). */
+    step: z.number().int(),
+    /** The step this call ends at: min(training.nIters, start + maxSteps). */
+    total: z.number().int(),
+    itPerSec: z.number(),
+    etaSeconds: z.number().nullable(),
+    elapsedSeconds: z.number(),
+  }),
+  TrainMetricsSchema.extend({ type: z.literal("metrics") }),
+  TrainCheckpointSchema.extend({ type: z.literal("checkpoint") }),
+  z.object({ type: z.literal("warning"), message: z.string() }),
+]);
+export type TrainEvent = z.infer<typeof TrainEventSchema>;
+
+export const TrainRunArgsSchema = z.strictObject({
+  experiment: experimentArg,
+  /** The run directory; checkpoints/ and checkpoints-meta/ are written under it. */
+  workdir: z.string().min(1),
+  /** The handle the trained model is registered under (default: experiment.name). */
+  handle: z.string().optional(),
+  /** Continue from <workdir>/checkpoints-meta/checkpoint.pth when it exists. */
+  resume: z.boolean().optional(),
+  /** Fine-tune: start from an original checkpoint's model, EMA, Adam state and step. */
+  init: z.strictObject({ checkpoint: z.string().min(1) }).optional(),
+  device: z.string().describe("auto | cpu | cuda | cuda:N").optional(),
+  /** Stop (status "stopped", meta checkpoint written) after this many updates. */
+  maxSteps: z.number().int().nonnegative().optional(),
+  /** Wall-clock interval between progress events (default 1 s). */
+  eventIntervalSeconds: z.number().nonnegative().optional(),
+});
+
+export const TrainRunResultSchema = z.object({
+  handle: z.string(),
+  status: z.enum(["completed", "stopped"]),
+  /** Updates made in total. */
+  step: z.number().int(),
+  /** Updates made by this call. */
+  steps: z.number().int(),
+  seconds: z.number(),
+  /** Metrics of the last step this call made (null if it made none). */
+  lastMetrics: TrainMetricsSchema.nullable(),
+  checkpoints: z.array(TrainCheckpointSchema),
+});
+export type TrainRunResult = z.infer<typeof TrainRunResultSchema>;
+
+export const trainOps = {
+  "train.run": defineOp({
+    args: TrainRunArgsSchema,
+    result: TrainRunResultSchema,
+    event: TrainEventSchema,
+    doc:
+      "train, fine-tune (init) or resume an experiment; CANCELLED after writing the meta checkpoint, " +
+      "DIVERGED on a NaN/Inf loss (the last good checkpoint is kept); registers the model under `handle`",
+  }),
+} as const;
