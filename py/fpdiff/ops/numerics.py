@@ -329,6 +329,11 @@ def sample(args: Args, ctx: OpContext) -> dict[str, Any]:
         shape_one: tuple[int, ...] = (int(data.dim or 2),)
     else:
         shape_one = (int(data.num_channels), int(data.image_size), int(data.image_size))
+    other = ("solver", "rtol", "atol", "steps") if method == "pc" else ("predictor", "corrector", "snr", "nStepsEach", "N")
+    for key in other:
+        if args.raw.get(key) is not None:
+            raise OpError(BAD_REQUEST, f"args.{key}: applies to method {'ode' if method == 'pc' else 'pc'!r}; "
+                                       f"this request samples with {method!r}", f"args.{key}")
     if method == "pc":
         pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig()
         kw: dict[str, Any] = dict(

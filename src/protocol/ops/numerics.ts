@@ -1,0 +1,198 @@
+/**
+ * Ops of the numerics area (py/fpdiff/ops/numerics.py): per-term losses of a model on a batch,
+ * the score-FPE residual and the ScoreODE Fisher divergence along t, ODE log-likelihood and
+ * bits/dim, and sampling. Points come from `x` (model space) or from the model's own data (toy sets
+ * sampled with `seed`; image sets read from the experiment's data path, the first `n` of `split`).
+ */
+import { z } from "zod";
+import { LossSchema } from "../../dsl/loss.js";
+import { defineOp, tensorSchema } from "./define.js";
+
+const weightsArg = z.enum(["ema", "model"]);
+const solver = z.enum(["dopri5", "rk4", "euler"]);
+const probe = z.enum(["rademacher", "gaussian"]);
+const times = z.array(z.number().gt(0).max(1)).min(1);
+
+/** Where the points come from: `x`, or n points of the model's data (`split` for image sets). */
+const pointsArgs = {
+  x: tensorSchema.optional(),
+  n: z.number().int().positive().optional(),
+  split: z.enum(["test", "train"]).optional(),
+  seed: z.number().int().nonnegative().optional(),
+};
+
+export const NumericsProgressSchema = z.object({
+  type: z.literal("progress"),
+  /** Points (or times, for the diagnostics) finished / all of them. */
+  done: z.number().int(),
+  total: z.number().int(),
+  /** Function evaluations (ODE) or steps (PC) so far. */
+  nfe: z.number().int(),
+  elapsedSeconds: z.number(),
+});
+
+export const LossEvalResultSchema = z.object({
+  /** The expression's total, averaged over the points. */
+  loss: z.number(),
+  /** Every part unweighted: dsm, high_order.frobenius|trace|third, score_fpe.vector|scalar. */
+  terms: z.record(z.string(), z.number()),
+  /** Each term's weighted contribution to the total: dsm, high_order, score_fpe. */
+  weighted: z.record(z.string(), z.number()),
+  n: z.number().int(),
+  seconds: z.number(),
+});
+
+export const FpeResidualResultSchema = z.object({
+  t: z.array(z.number()),
+  /** Mean ‖∂t s − ∇x φ‖ per t. */
+  residual: z.array(z.number()),
+  /** Mean ‖∂t s‖ and mean ‖∇x φ‖ per t. */
+  lhs: z.array(z.number()),
+  rhs: z.array(z.number()),
+  /** residual / rhs. */
+  relative: z.array(z.number()),
+  /** Mean ‖r‖²/D², the regulariser's per-dimension scale. */
+  perDimSq: z.array(z.number()),
+  n: z.number().int(),
+  seconds: z.number(),
+});
+
+export const FisherResultSchema = z.object({
+  t: z.array(z.number()),
+  /** E[g² ‖∇log p_t^ODE − ∇log q_t‖²]: the ScoreODE's own score against the data score. */
+  fisherOde: z.array(z.number()),
+  /** E[g² ‖s_θ − ∇log q_t‖²]: the score model's error. */
+  fisherModel: z.array(z.number()),
+  /** E[g² ‖∇log p_t^ODE − s_θ‖²]. */
+  odeVsModel: z.array(z.number()),
+  n: z.number().int(),
+  seconds: z.number(),
+});
+
+export const NllResultSchema = z.object({
+  /** Mean negative log-likelihood (nats) of the (dequantised) points in model space. */
+  nll: z.number(),
+  nllStderr: z.number(),
+  /** Bits/dim with the data's offset (images only; null for toy data). */
+  bpd: z.number().nullable(),
+  bpdStderr: z.number().nullable(),
+  offset: z.number().nullable(),
+  /** Per-point NLL (nats), averaged over repeats. */
+  perSample: tensorSchema,
+  n: z.number().int(),
+  dim: z.number().int(),
+  repeats: z.number().int(),
+  nfe: z.number().int(),
+  seconds: z.number(),
+  step: z.number().int(),
+});
+
+export const SampleResultSchema = z.object({
+  /** Samples: [n, D] for toys, [n, C, H, W] in data space ([0, 1], not clipped) for images. */
+  x: tensorSchema,
+  nfe: z.number().int(),
+  method: z.enum(["pc", "ode"]),
+  seconds: z.number(),
+});
+
+export const numericsOps = {
+  "loss.eval": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      /** Default: the model's experiment loss. */
+      loss: LossSchema.optional(),
+      /** Evaluate every point at this time instead of the loss's own draw of t. */
+      t: z.number().min(0).max(1).optional(),
+      batchSize: z.number().int().positive().optional(),
+      ...pointsArgs,
+    }),
+    result: LossEvalResultSchema,
+    event: NumericsProgressSchema,
+    doc: "per-term losses of a model on a batch (one shared draw of t, z, x_t per batch)",
+  }),
+  "diagnostics.fpe_residual": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      t: times,
+      /** Default: exact for toys, Hutchinson for images. */
+      div: z.enum(["exact", "hutchinson"]).optional(),
+      dt: z
+        .union([
+          z.literal("autodiff"),
+          z.strictObject({ finiteDifference: z.strictObject({ hs: z.number().positive().optional(), hd: z.number().positive().optional() }) }),
+        ])
+        .optional(),
+      /** Perturbed points x_t (default) or the clean points at every t. */
+      points: z.enum(["pert", "x"]).optional(),
+      probe: probe.optional(),
+      nProbes: z.number().int().positive().optional(),
+      ...pointsArgs,
+    }),
+    result: FpeResidualResultSchema,
+    event: NumericsProgressSchema,
+    doc: "the score-FPE residual of a model as a function of t (FP-Diffusion's central plot)",
+  }),
+  "diagnostics.fisher": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      t: times,
+      rtol: z.number().positive().optional(),
+      atol: z.number().positive().optional(),
+      method: solver.optional(),
+      ...pointsArgs,
+    }),
+    result: FisherResultSchema,
+    event: NumericsProgressSchema,
+    doc: "toy mixtures: weighted Fisher divergence of the ScoreODE's own score to the data score along t",
+  }),
+  "likelihood.nll": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      /** Absent ODE settings come from the experiment's eval.bpd. `steps` is for rk4 / euler. */
+      method: solver.optional(),
+      rtol: z.number().positive().optional(),
+      atol: z.number().positive().optional(),
+      eps: z.number().min(0).max(1).optional(),
+      steps: z.number().int().positive().optional(),
+      divergence: z.enum(["exact", "hutchinson"]).optional(),
+      probe: probe.optional(),
+      /** Uniform dequantisation (images only). */
+      dequantize: z.boolean().optional(),
+      repeats: z.number().int().positive().max(100).optional(),
+      batchSize: z.number().int().positive().optional(),
+      ...pointsArgs,
+    }),
+    result: NllResultSchema,
+    event: NumericsProgressSchema,
+    doc: "NLL (nats) and bits/dim by the probability-flow ODE, batched on the model's device",
+  }),
+  sample: defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      n: z.number().int().positive(),
+      seed: z.number().int().nonnegative().optional(),
+      batchSize: z.number().int().positive().optional(),
+      /** Default: the experiment's sampling.method. */
+      method: z.enum(["pc", "ode"]).optional(),
+      eps: z.number().min(0).max(1).optional(),
+      noiseRemoval: z.boolean().optional(),
+      predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).optional(),
+      corrector: z.enum(["langevin", "none"]).optional(),
+      snr: z.number().nonnegative().optional(),
+      nStepsEach: z.number().int().positive().optional(),
+      N: z.number().int().positive().optional(),
+      solver: solver.optional(),
+      rtol: z.number().positive().optional(),
+      atol: z.number().positive().optional(),
+      steps: z.number().int().positive().optional(),
+    }),
+    result: SampleResultSchema,
+    event: NumericsProgressSchema,
+    doc: "n samples of a model by the PC sampler or the probability-flow ODE",
+  }),
+} as const;
