@@ -61,13 +61,15 @@ if sys.byteorder != "little":  # pragma: no cover
 
 
 class ProtocolError(Exception):
-    """A message that cannot be accepted; ``code`` is one of ERROR_CODES, ``field`` the path."""
+    """A message that cannot be accepted; ``code`` is one of ERROR_CODES, ``field`` the path,
+    ``details`` a JSON-able map the client receives as the error's ``details``."""
 
-    def __init__(self, code: str, message: str, field: str | None = None):
+    def __init__(self, code: str, message: str, field: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.details = details
 
 
 @dataclass(frozen=True)

@@ -122,9 +122,10 @@ class Server:
 
     def send_error(self, identity: bytes, req_id: Any, exc: BaseException) -> None:
         if isinstance(exc, P.ProtocolError):
-            data = P.error_data(exc.code, exc.message, field=exc.field)
-            if isinstance(exc, OpError) and exc.code == P.WORKER_ERROR:
-                data["details"] = {"traceback": traceback.format_exc()}
+            details = dict(exc.details or {})
+            if exc.code == P.WORKER_ERROR:
+                details["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            data = P.error_data(exc.code, exc.message, field=exc.field, details=details or None)
         else:
             data = P.error_data(
                 P.WORKER_ERROR,

@@ -307,7 +307,17 @@ export class Worker {
         p.cleanup();
         const err = ErrorData.safeParse(doc.data);
         if (!err.success) p.reject(new BadReplyError(p.op, "malformed error reply"));
-        else p.reject(new RequestError(err.data.code, err.data.message, { op: p.op, field: err.data.field, traceback: err.data.details?.traceback }));
+        else {
+          const { traceback, ...details } = err.data.details ?? {};
+          p.reject(
+            new RequestError(err.data.code, err.data.message, {
+              op: p.op,
+              field: err.data.field,
+              traceback,
+              details: Object.keys(details).length ? details : undefined,
+            }),
+          );
+        }
         return;
       }
       default:

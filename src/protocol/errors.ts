@@ -20,11 +20,18 @@ export class RequestError extends FpdError {
   readonly field: string | undefined;
   /** The Python traceback for WORKER_ERROR, when the worker sent one. */
   readonly traceback: string | undefined;
-  constructor(code: ErrorCode, message: string, opts: { op: string; field?: string | undefined; traceback?: string | undefined }) {
+  /** Structured details the op attached (e.g. a checkpoint's missing keys and matching presets). */
+  readonly details: Record<string, unknown> | undefined;
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { op: string; field?: string | undefined; traceback?: string | undefined; details?: Record<string, unknown> | undefined },
+  ) {
     super(code, `${opts.op}: ${message}`);
     this.op = opts.op;
     this.field = opts.field;
     this.traceback = opts.traceback;
+    this.details = opts.details;
   }
 }
 
