@@ -1,0 +1,157 @@
+"""Data loading (fpdiff.data): CIFAR-10 / ImageNet32 pickles written here in the real formats,
+the restricted unpickler, Score SDE preprocessing and batches that are functions of (seed, k)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from fpdiff import data as D
+
+
+def cifar_doc(n, offset=0, seed=0):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    img[:, 0] = np.arange(offset, offset + n) % 256  # R plane, pixel (0, 0): the image's index
+    return {b"batch_label": b"synthetic", b"labels": [(offset + i) % 10 for i in range(n)], b"data": img,
+            b"filenames": [b"x.png"] * n}
+
+
+def write_cifar_dir(root, n=6):
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    docs = {}
+    for i in range(1, 6):
+        docs[f"data_batch_{i}"] = cifar_doc(n, offset=(i - 1) * n, seed=i)
+    docs["test_batch"] = cifar_doc(n, offset=100, seed=9)
+    for name, doc in docs.items():
+        with open(d / name, "wb") as fh:
+            pickle.dump(doc, fh, protocol=2)  # as the original files (Python 2 era, byte keys)
+    return d, docs
+
+
+def test_cifar10_from_directory_parent_and_tarball(tmp_path):
+    d, docs = write_cifar_dir(tmp_path / "raw", n=6)
+    train = D.load_cifar10(str(d), "train")
+    assert train.images.shape == (30, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert train.labels.tolist() == [i % 10 for i in range(30)]
+    # channel planes: R is the first 1024 bytes, G the next, B the last
+    raw = docs["data_batch_2"][b"data"][1]
+    img = train.images[6 + 1]
+    assert torch.equal(img[0].reshape(-1), torch.from_numpy(raw[:1024].copy()))
+    assert torch.equal(img[2].reshape(-1), torch.from_numpy(raw[2048:].copy()))
+    assert int(img[0, 0, 0]) == 7
+    test = D.load_cifar10(str(tmp_path / "raw"), "test")  # the parent directory works too
+    assert len(test) == 6 and int(test.images[0, 0, 0, 0]) == 100
+    tgz = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(d, arcname="cifar-10-batches-py")
+    from_tar = D.load_cifar10(str(tgz), "train")
+    assert torch.equal(from_tar.images, train.images) and torch.equal(from_tar.labels, train.labels)
+
+
+def test_imagenet32_directory_and_zip(tmp_path):
+    root = tmp_path / "in32"
+    root.mkdir()
+    for i in range(1, 11):
+        with open(root / f"train_data_batch_{i}", "wb") as fh:
+            doc = {"data": np.full((2, 3072), i, dtype=np.uint8), "labels": [i, i], "mean": np.zeros(3072)}
+            pickle.dump(doc, fh, protocol=4)  # str keys, as the downsampled ImageNet files
+    with open(root / "val_data", "wb") as fh:
+        pickle.dump({"data": np.zeros((3, 3072), np.uint8), "labels": [1, 2, 3]}, fh)
+    train = D.load_imagenet32(str(root), "train")
+    assert train.images.shape == (20, 3, 32, 32) and train.labels.tolist() == [i for i in range(1, 11) for _ in (0, 1)]
+    zpath = tmp_path / "Imagenet32_val.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.write(root / "val_data", "Imagenet32_val/val_data")
+    assert len(D.load_imagenet32(str(zpath), "test")) == 3
+
+
+def test_restricted_unpickler_refuses_code_and_object_arrays(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(D.DataError, match="refused global"):
+        D.restricted_load(io.BytesIO(pickle.dumps({b"data": Evil()})))
+    with pytest.raises(D.DataError, match="refused"):
+        D.restricted_load(io.BytesIO(pickle.dumps({b"data": np.array([{"a": 1}], dtype=object)})))
+    # a CIFAR-shaped file whose data is not uint8 [N, 3072] is refused with its path
+    d, _ = write_cifar_dir(tmp_path, n=2)
+    with open(d / "test_batch", "wb") as fh:
+        pickle.dump({b"data": np.zeros((2, 10), np.float32), b"labels": [0, 1]}, fh, protocol=2)
+    with pytest.raises(D.DataError, match="test_batch.*uint8"):
+        D.load_cifar10(str(d), "test")
+    # protocol 5 arrays (out-of-band capable) are fine
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(D.restricted_load(io.BytesIO(pickle.dumps({"x": arr}, protocol=5)))["x"], arr)
+
+
+def test_missing_files_are_named(tmp_path, monkeypatch):
+    d, _ = write_cifar_dir(tmp_path, n=2)
+    os.remove(d / "data_batch_3")
+    with pytest.raises(D.DataError, match="missing data_batch_3"):
+        D.load_cifar10(str(d), "train")
+    with pytest.raises(D.DataError, match="no such file"):
+        D.load_cifar10(str(tmp_path / "nope"), "train")
+    monkeypatch.delenv("FPD_DATA_DIR", raising=False)
+    with pytest.raises(D.DataError, match="data.path is not set"):
+        D.load_images({"kind": "cifar10", "path": None})
+    monkeypatch.setenv("FPD_DATA_DIR", str(d))
+    assert len(D.load_images({"kind": "cifar10", "path": None}, "test")) == 2
+
+
+def test_preprocessing_follows_score_sde():
+    imgs = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(2, 3, 32, 32)
+    plain = D.preprocess(imgs, {"centered": False, "random_flip": False, "uniform_dequantization": False})
+    assert plain.dtype == torch.float32 and torch.allclose(plain, imgs.float() / 255.0)
+    centered = D.preprocess(imgs, {"centered": True})
+    assert torch.allclose(centered, 2 * imgs.float() / 255.0 - 1) and centered.min() >= -1 and centered.max() <= 1
+    g = torch.Generator().manual_seed(0)
+    deq = D.preprocess(imgs, {"uniformDequantization": True}, generator=g)  # camelCase keys work too
+    u = deq * 256 - imgs.float()  # x = (255·(k/255) + u)/256 → u = 256x − k
+    assert (u >= -1e-4).all() and (u < 1 + 1e-4).all() and u.std() > 0.2
+    many = imgs[:1].expand(64, -1, -1, -1)
+    flipped = D.preprocess(many, {"random_flip": True}, generator=torch.Generator().manual_seed(1))
+    same = [torch.equal(f, many[0].float() / 255) for f in flipped]
+    mirrored = [torch.equal(f, many[0].flip(-1).float() / 255) for f in flipped]
+    assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+    assert torch.equal(D.preprocess(many, {"random_flip": True}, train=False), many.float() / 255)
+    assert torch.allclose(D.inverse_scaler({"centered": True})(D.scaler({"centered": True})(plain)), plain)
+
+
+def test_image_batches_are_functions_of_seed_and_step(tmp_path):
+    d, _ = write_cifar_dir(tmp_path, n=6)
+    cfg = {"kind": "cifar10", "path": str(d), "random_flip": True, "uniform_dequantization": True}
+    a = D.make_batches(cfg, batch_size=4, seed=11)
+    b = D.make_batches(cfg, batch_size=4, seed=11)
+    # b asked out of order (as after a resume) gives the same batches
+    later = [b.batch(k) for k in (9, 3, 0)]
+    first = [a.batch(k) for k in range(10)]
+    assert torch.equal(later[0], first[9]) and torch.equal(later[1], first[3]) and torch.equal(later[2], first[0])
+    assert not torch.equal(first[0], first[1])
+    # one epoch = 30 // 4 = 7 batches of distinct images (the R value at (0, 0) is the index)
+    idx = torch.cat([a.indices(k) for k in range(7)])
+    assert idx.unique().numel() == 28
+    assert not torch.equal(a.indices(0), a.indices(7))  # a new permutation per epoch
+    c = D.make_batches(cfg, batch_size=4, seed=12)
+    assert not torch.equal(c.batch(0), first[0])
+    with pytest.raises(D.DataError, match="exceeds"):
+        D.make_batches(cfg, batch_size=31, seed=0)
+
+
+def test_toy_batches_are_functions_of_seed_and_step():
+    cfg = {"kind": "toy", "dataset": "checkerboard", "dim": 2}
+    a, b = D.make_batches(cfg, 500, seed=1), D.make_batches(cfg, 500, seed=1)
+    x = a.batch(5)
+    assert x.shape == (500, 2) and x.dtype == torch.float32
+    assert torch.equal(b.batch(5), x) and not torch.equal(a.batch(6), x)
+    assert (x.abs() <= 4).all()
+    assert D.step_seed(1, 5, 0) != D.step_seed(1, 5, 1) != D.step_seed(2, 5, 1)
