@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (torch 2.x + CUDA): the torch-2 compatibility run of the Python
+# tests, then every benchmark's CUDA variant. Results land in bench/results/ and, when $OUT is
+# set (the device tool), are copied there. Usage: bash bench/gpu_run.sh [steps...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export FPD_ORIGINAL_SCORE_SDE="${FPD_ORIGINAL_SCORE_SDE:-$PWD/.orig/score_sde_pytorch}"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(env compat models)
+OUTDIR="${OUT:-bench/results}"
+for step in "${steps[@]}"; do
+  echo "=== $step ==="
+  case "$step" in
+    env)
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+      python3 -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__, torch.cuda.get_device_name(0))"
+      ;;
+    compat)
+      # every Python test that needs no worker socket (pyzmq is not on the GPU image)
+      timeout 300 python3 -m pytest py/tests -q -p no:cacheprovider \
+        --ignore=py/tests/test_protocol.py --ignore=py/tests/test_models_ops.py \
+        --ignore=py/tests/test_ops_numerics.py --ignore=py/tests/test_ops_train.py \
+        -k "not worker" 2>&1 | tail -25
+      ;;
+    models)
+      for opts in "" "--tf32" "--amp bf16" "--tf32 --channels-last"; do
+        timeout 240 python3 bench/models/bench_networks.py --device cuda --batch 48 $opts 2>&1 | tail -12
+      done
+      ;;
+    *) [ -x "bench/gpu/$step.sh" ] && timeout 500 bash "bench/gpu/$step.sh" || echo "unknown step $step" ;;
+  esac
+done
+if [ -n "${OUT:-}" ]; then cp bench/results/*cuda*.json "$OUT"/ 2>/dev/null || true; fi
