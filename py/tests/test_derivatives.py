@@ -127,6 +127,12 @@ def test_hutchinson_divergence_averages_to_exact(probe):
     torch.testing.assert_close(div, exact)
     _, div_h = dv.divergence_forward(m, x, t, v)
     torch.testing.assert_close(div_h, est_fwd)
+    s_r, div_r = dv.divergence_reverse(m, x, t)
+    torch.testing.assert_close(div_r, exact)
+    torch.testing.assert_close(s_r, s)
+    torch.testing.assert_close(dv.divergence_reverse(m, x, t, v)[1], est_fwd)
+    for mode in ("auto", "forward", "reverse"):
+        torch.testing.assert_close(dv.divergence_eval(m, x, t, mode=mode)[1], exact)
 
 
 def test_grad_of_probe_contracted_jvp_is_unbiased_for_grad_div():
@@ -165,6 +171,7 @@ def test_image_shaped_inputs():
     exact = jac.diagonal(dim1=1, dim2=2).sum(-1)
     torch.testing.assert_close(ScoreDerivatives(m, x, t, x_grad=True).divergence_exact(), exact)
     torch.testing.assert_close(dv.divergence_forward(m, x, t)[1], exact)
+    torch.testing.assert_close(dv.divergence_reverse(m, x, t)[1], exact)
     assert c.dt_s.shape == x.shape and c.grad_vjv().shape == x.shape
 
 
