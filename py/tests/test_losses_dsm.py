@@ -110,3 +110,24 @@ def test_build_term_accepts_contract_shapes():
     assert d.importance_sampling
     with pytest.raises(ValueError):
         build_term({"kind": "nope"})
+
+
+def test_build_loss_from_the_config_dataclasses():
+    from fpdiff import config as C
+
+    cfg = C.LossConfig(terms=(
+        C.DSMTerm(weighting="likelihood", reduce="mean"),
+        C.HighOrderTerm(order=3, parts=("frobenius", "trace"), lambdas=C.HighOrderLambdas(0.5, 0.1),
+                        estimator="hutchinson"),
+        C.ScoreFPETerm(mode="vector", dt=C.FiniteDifference(C.FiniteDifferenceSteps(2e-3, 1e-3)), div="exact",
+                       probe="rademacher"),
+    ))
+    expr = build_loss(cfg)
+    dsm, ho, fpe = expr.terms
+    assert dsm.weighting == "likelihood" and ho.second == 0.5 and ho.third == 0.1
+    assert fpe.dt.hs == 2e-3 and fpe.dt.hd == 1e-3 and fpe.probe == "rademacher"
+    sde, model, x0, _, _ = _setup("subvp", b=8)
+    res = expr(model, x0, generator=gen(3))
+    assert set(res.terms) == {"dsm", "high_order.frobenius", "high_order.trace", "high_order.third",
+                              "score_fpe.vector"}
+    res.total.backward()
