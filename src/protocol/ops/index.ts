@@ -7,6 +7,7 @@ import { configOps } from "./config.js";
 import { coreOps } from "./core.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
+import { numericsOps } from "./numerics.js";
 import { toyOps } from "./toy.js";
 import { trainOps } from "./train.js";
 
@@ -14,6 +15,7 @@ export const ops = {
   ...coreOps,
   ...configOps,
   ...modelsOps,
+  ...numericsOps,
   ...trainOps,
   ...toyOps,
 } as const;
