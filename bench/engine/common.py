@@ -1,0 +1,101 @@
+"""Shared by the engine benchmarks: the machine record, thread set-up, the toy experiments."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "py"))
+
+import torch  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+# The toy losses of configs/toy.ts (high-order paper's toy.py weights; FP-Diffusion defaults).
+DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean", "eps": 1e-5}
+
+
+def high_order(order: int) -> dict:
+    return {"kind": "highOrder", "order": order, "parts": ["frobenius"], "lambdas": {"second": 0.5, "third": 0.1},
+            "estimator": "exact"}
+
+
+FPE = {"kind": "scoreFpe", "mode": "both", "alpha": 0.15, "beta": 0.01, "m": 2, "weighting": "ll", "points": "pert",
+       "dt": "autodiff", "div": "exact"}
+LOSSES = {"dsm": [DSM], "order2": [DSM, high_order(2)], "order3": [DSM, high_order(3)], "dsm_fpe": [DSM, FPE]}
+
+
+def toy_experiment(loss: str, *, batch: int = 5000, n_iters: int = 100, dataset: str = "checkerboard",
+                   sde: str = "ve", seed: int = 0, log_freq: int = 100, snapshot_freq: int = 10**9) -> dict:
+    """configs/toy.ts's preset (wire form): MLP of the high-order paper, Adam 1e-3, no warm-up, clip 1."""
+    return {
+        "name": f"toy/{dataset}_{sde}_{loss}",
+        "sde": {"kind": "ve", "sigmaMin": 0.01, "sigmaMax": 50} if sde == "ve" else {"kind": "vp", "betaMin": 0.1, "betaMax": 20},
+        "model": {"kind": "mlp", "embedDim": 64, "timeHidden": [128, 128], "xHidden": [128, 128], "width": 128,
+                  "hidden": [512, 512], "emaRate": 0.999, "param": "eps"},
+        "data": {"kind": "toy", "dataset": dataset},
+        "loss": {"terms": LOSSES[loss]},
+        "optim": {"kind": "adam", "lr": 1e-3, "warmup": 0, "gradClip": 1},
+        "training": {"batchSize": batch, "nIters": n_iters, "logFreq": log_freq, "evalFreq": 10**9,
+                     "snapshotFreq": snapshot_freq, "snapshotFreqForPreemption": snapshot_freq, "seed": seed},
+    }
+
+
+def set_threads(n: int | None) -> int:
+    """As the worker does: FPD_THREADS, else every core we may run on."""
+    if not n:
+        env = os.environ.get("FPD_THREADS")
+        n = int(env) if env else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(device: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "loadAverage": [round(x, 2) for x in os.getloadavg()],
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(torch.device(device))
+        out["gpu"] = {"name": p.name, "memoryGiB": round(p.total_memory / 2**30, 1), "capability": f"{p.major}.{p.minor}"}
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write(name: str, doc: dict) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name)
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    return path

@@ -1,0 +1,90 @@
+"""Toy quality after a fixed budget, directly in Python: train each loss on the checkerboard (VE)
+for the same number of steps, then the ODE NLL (nats) of fresh test samples beside the entropy
+floor log 32 — the demo's numbers without the worker, to size its budget.
+
+    python bench/engine/toy_quality.py --losses dsm,order3,dsm_fpe --batch 1000 --steps 2000
+
+Writes bench/results/engine.toy_quality.<device>[.<tag>].json (and, with --pictures DIR, one
+density/samples PNG per loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+
+import common  # noqa: F401
+import torch
+
+from fpdiff import config as C
+from fpdiff import plots as PL
+from fpdiff import toys
+from fpdiff import train as T
+from fpdiff.likelihood import ode_likelihood
+from fpdiff.ops.toy import checkerboard_log_prob
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--losses", default="dsm,order3,dsm_fpe")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--n", type=int, default=1000, help="test samples for the NLL")
+    ap.add_argument("--tol", type=float, default=1e-5, help="ODE rtol = atol")
+    ap.add_argument("--grid", type=int, default=0, help="density grid points per axis for pictures (0: none)")
+    ap.add_argument("--pictures", default="", help="directory for PNGs")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--no-write", action="store_true")
+    ns = ap.parse_args()
+    threads = common.set_threads(ns.threads)
+    device = torch.device(ns.device)
+    before = common.machine(ns.device)
+    x_test = toys.sample_toy("checkerboard", ns.n, generator=torch.Generator().manual_seed(10**6 + ns.seed)).to(device)
+    rows = []
+    for loss in ns.losses.split(","):
+        exp = C.experiment_from_wire(common.toy_experiment(loss, batch=ns.batch, n_iters=ns.steps, seed=ns.seed,
+                                                           log_freq=max(1, ns.steps // 10)))
+        events: list = []
+        with tempfile.TemporaryDirectory(prefix="fpd-quality-") as workdir:
+            state, res = T.train(exp, workdir, device=device, callback=events.append)
+        losses = [(e["step"], e["loss"]) for e in events if e["type"] == "metrics"]
+        ema = state.score.network
+        state.ema.copy_to(ema.parameters())  # evaluate the EMA weights (the training state is done with)
+        ema.eval()
+        t0 = time.perf_counter()
+        lik = ode_likelihood(state.score, x_test, rtol=ns.tol, atol=ns.tol, divergence="exact")
+        eval_s = time.perf_counter() - t0
+        nll = -lik.logp.double()
+        row = {"loss": loss, "steps": res.steps, "batch": ns.batch, "trainSeconds": res.seconds,
+               "itPerSec": res.steps / res.seconds, "nll": float(nll.mean()),
+               "stderr": float(nll.std() / math.sqrt(ns.n)), "floor": math.log(32), "gap": float(nll.mean()) - math.log(32),
+               "evalSeconds": eval_s, "nfe": lik.nfe, "trainLoss": losses}
+        if ns.grid and ns.pictures:
+            g = torch.linspace(-4.4, 4.4, ns.grid)
+            yy, xx = torch.meshgrid(g, g, indexing="ij")
+            pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+            t0 = time.perf_counter()
+            dens = ode_likelihood(state.score, pts.to(device), rtol=ns.tol, atol=ns.tol, divergence="exact").logp.cpu()
+            row["gridSeconds"] = time.perf_counter() - t0
+            PL.panels_figure(os.path.join(ns.pictures, f"{loss}.png"), [
+                PL.DensityPanel(g, g, dens.reshape(ns.grid, ns.grid), title=f"{loss}: NLL {row['nll']:.3f}"),
+                PL.DensityPanel(g, g, checkerboard_log_prob(pts).reshape(ns.grid, ns.grid), title="truth (log 32 = 3.466)"),
+            ])
+        rows.append(row)
+        print(f"{loss:8s} {res.steps} steps × {ns.batch}: train {res.seconds:7.1f} s ({row['itPerSec']:.2f} it/s), "
+              f"NLL {row['nll']:.4f} ± {row['stderr']:.4f} (floor 3.4657), eval {eval_s:.1f} s / {lik.nfe} nfe", flush=True)
+    doc = {"benchmark": "engine.toy_quality", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
+           "threads": threads, "testSamples": ns.n, "odeTol": ns.tol, "results": rows}
+    if not ns.no_write:
+        tag = f".{ns.tag}" if ns.tag else ""
+        print(common.write(f"engine.toy_quality.{device.type}{tag}.json", doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Toy training throughput of the engine (fpdiff.train's step: seeded batch and draws, loss,
+backward, clip, Adam, EMA) for each toy loss and batch size, without the worker.
+
+    python bench/engine/toy_throughput.py                       # batch 5000, all losses, CPU
+    python bench/engine/toy_throughput.py --batch 500,1000,2000,5000 --steps 10
+    python bench/engine/toy_throughput.py --device cuda --steps 50
+
+Writes bench/results/engine.toy_throughput.<device>[.<tag>].json with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import common  # noqa: F401  (sys.path, torch)
+import torch
+
+from fpdiff import config as C
+from fpdiff import train as T
+from fpdiff.data import STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed
+
+
+def measure(exp_wire: dict, device: torch.device, steps: int, warmup: int, budget: float) -> dict:
+    exp = C.experiment_from_wire(exp_wire)
+    state = T.build_state(exp, device)
+    batches = make_batches(exp.data, exp.training.batch_size, exp.training.seed)
+    gen = torch.Generator(device=device)
+    times = []
+    t_start = time.perf_counter()
+    for k in range(warmup + steps):
+        common.sync(device)
+        t0 = time.perf_counter()
+        x0 = batches.batch(k, device=device)
+        step_generator(exp.training.seed, k, STREAM_LOSS, generator=gen)
+        torch.manual_seed(step_seed(exp.training.seed, k, STREAM_DROPOUT))
+        res = T.train_step(state, x0, gen)
+        common.sync(device)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+        if not res.ok:
+            raise RuntimeError(f"non-finite loss at step {k}")
+        if k >= warmup and time.perf_counter() - t_start > budget and len(times) >= 3:
+            break
+    med = statistics.median(times)
+    return {"steps": len(times), "medianStepSeconds": med, "meanStepSeconds": statistics.fmean(times),
+            "minStepSeconds": min(times), "itPerSec": 1.0 / med, "lastLoss": float(res.result.total)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", default="5000", help="comma-separated batch sizes")
+    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per case (fewer if --budget runs out)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds per case, at most")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as the worker)")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--no-write", action="store_true")
+    ns = ap.parse_args()
+    threads = common.set_threads(ns.threads)
+    device = torch.device(ns.device)
+    before = common.machine(ns.device)
+    rows = []
+    for b in [int(x) for x in ns.batch.split(",")]:
+        for loss in ns.losses.split(","):
+            r = measure(common.toy_experiment(loss, batch=b), device, ns.steps, ns.warmup, ns.budget)
+            r.update({"loss": loss, "batch": b})
+            rows.append(r)
+            print(f"batch {b:5d} {loss:8s} median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  {r['itPerSec']:7.2f} it/s  ({r['steps']} steps)", flush=True)
+    doc = {"benchmark": "engine.toy_throughput", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
+           "threads": threads, "experiment": "configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
+           "losses: dsm = ℓ₁; order2 = ℓ₁ + 0.5 ℓ₂(frobenius, exact); order3 = + 0.1 ℓ₃; dsm_fpe = ℓ₁ + score FPE "
+           "(both, ll, α 0.15, β 0.01, m 2, exact div, autodiff ∂t)", "results": rows}
+    if not ns.no_write:
+        tag = f".{ns.tag}" if ns.tag else ""
+        print(common.write(f"engine.toy_throughput.{device.type}{tag}.json", doc))
+
+
+if __name__ == "__main__":
+    main()
