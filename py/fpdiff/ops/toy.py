@@ -1,16 +1,15 @@
 """Ops of the toy main job: toy data, a model's ODE log-density on a grid and its NLL against the
 entropy floor, samples, and the report's pictures (``plot.toy``, ``plot.lines``).
 
-Likelihoods use ``fpdiff.likelihood.ode_likelihood`` (probability-flow ODE, exact divergence for
-D ≤ 2; FACTS §5) and samples ``fpdiff.sampling``. Long computations emit throttled
-``progress {done, total, nfe, elapsedSeconds}`` events and honour cancellation between function
-evaluations.
+The ODE solves and the samplers are the numerics area's ops (``likelihood.nll`` with the exact
+divergence, ``sample``; ops/numerics.py), called with these ops' arguments restricted to toy
+models; their throttled ``progress {done, total, nfe, elapsedSeconds}`` events and cancellation
+come with them. What is added here: the grid, the true density, the entropy floor, the pictures.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Optional
 
 import torch
@@ -24,8 +23,7 @@ from .state import LoadedModel, get_model
 
 Tensor = torch.Tensor
 
-STREAM_TEST = 101  # test samples of toy.nll / toy.data: independent of every training stream
-SOLVERS = ("dopri5", "rk4", "euler")
+STREAM_TEST = 101  # toy.data samples: independent of every training stream
 ODE_KEYS = ("solver", "rtol", "atol", "steps")
 PC_KEYS = ("predictor", "corrector", "snr", "nStepsEach", "N")
 
@@ -91,55 +89,6 @@ def opt(a: Args, kind: str, key: str, **kw: Any) -> Any:
     return getattr(a, kind)(key, **kw)
 
 
-def _weights(args: Args) -> str:
-    return args.str("weights", "ema", choices=("ema", "model"))
-
-
-class _Ticker:
-    """Throttled progress events + cancellation, called at every ODE function evaluation."""
-
-    def __init__(self, ctx: OpContext, total: int, interval: float = 1.0):
-        self.ctx, self.total, self.interval = ctx, total, interval
-        self.done = 0
-        self.nfe = 0
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, nfe: int, _total: Any = None) -> None:
-        self.ctx.check_cancelled()
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.ctx.emit({"type": "progress", "done": self.done, "total": self.total,
-                           "nfe": self.nfe + nfe, "elapsedSeconds": now - self.t0})
-
-
-def _ode_options(args: Args, bpd: Any) -> dict[str, Any]:
-    method = args.str("method", bpd.solver, choices=SOLVERS)
-    eps = args.float("eps", bpd.eps, min=0, max=1)
-    out: dict[str, Any] = {"rtol": args.float("rtol", bpd.rtol, min=0), "atol": args.float("atol", bpd.atol, min=0),
-                           "eps": eps, "method": method}
-    steps = args.int("steps", 100, min=1)
-    if method != "dopri5":
-        out["options"] = {"step_size": (1.0 - eps) / steps}
-    return out
-
-
-def _log_density(lm: LoadedModel, weights: str, x: Tensor, ode: dict, batch: int, ticker: _Ticker) -> Tensor:
-    from ..likelihood import ode_likelihood
-
-    score = lm.score_model(weights)
-    dev = lm.device
-    out = []
-    for i in range(0, x.shape[0], batch):
-        xb = x[i:i + batch].to(dev, torch.float32)
-        res = ode_likelihood(score, xb, divergence="exact", callback=ticker, **ode)
-        ticker.nfe += res.nfe
-        ticker.done += xb.shape[0]
-        out.append(res.logp.detach().cpu())
-    return torch.cat(out)
-
-
 def _bounds(args: Args, dataset: str, dim: int, scale: Optional[float], key: str) -> tuple[list[float], list[float]]:
     """Grid bounds: given (a number for every axis, or one per axis) or the data's range ±5 %."""
     lo_raw, hi_raw = args.any(key + "Lo", None), args.any(key + "Hi", None)
@@ -194,120 +143,89 @@ def toy_data(args: Args, ctx: OpContext) -> dict[str, Any]:
     return {"x": x, "entropy": h}
 
 
+def _delegate(args: Args, allowed: tuple[str, ...], defaults: dict[str, Any]) -> Args:
+    """The request's args for a numerics op (only this op's keys; defaults where absent)."""
+    extra = sorted(set(args.raw) - set(allowed))
+    if extra:
+        raise OpError(BAD_REQUEST, f"{args.path}.{extra[0]}: unknown field", f"{args.path}.{extra[0]}")
+    raw = {k: v for k, v in args.raw.items() if v is not None}
+    for k, v in defaults.items():
+        raw.setdefault(k, v)
+    return Args(raw, args.path)
+
+
+ODE_ARGS = ("rtol", "atol", "eps", "method", "steps")
+
+
 @op("toy.density")
 def toy_density(args: Args, ctx: OpContext) -> dict[str, Any]:
     """A toy model's ODE log-density on a 1-D / 2-D grid (exact divergence), and the true one."""
+    from .numerics import likelihood_nll
+
     lm, data = _toy_model(args, ctx)
-    weights = _weights(args)
     n = args.int("n", 100, min=2, max=2000)
     truth = args.bool("truth", True)
-    ode = _ode_options(args, lm.experiment.eval.bpd)
     dim = int(data.dim)
     if dim > 2:
         raise OpError(BAD_REQUEST, f"args.model: the grid density needs 1-D or 2-D data, this model's is {dim}-D", "args.model")
     lo, hi = _bounds(args, data.dataset, dim, data.scale, "grid")
-    batch = args.int("batchSize", n ** dim, min=1)
-    args.done()
     axes = [torch.linspace(lo[i], hi[i], n, dtype=torch.float64) for i in range(dim)]
     if dim == 1:
         pts = axes[0][:, None]
     else:
         yy, xx = torch.meshgrid(axes[1], axes[0], indexing="ij")  # rows follow y
         pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
-    ticker = _Ticker(ctx, pts.shape[0])
-    t0 = time.perf_counter()
-    logp = _log_density(lm, weights, pts.float(), ode, batch, ticker)
+    # The ODE solve is likelihood.nll's (numerics area) on the grid points.
+    sub = _delegate(args, ("model", "weights", "n", "truth", "gridLo", "gridHi", "batchSize") + ODE_ARGS,
+                    {"batchSize": pts.shape[0]})
+    raw = {k: v for k, v in sub.raw.items() if k not in ("n", "truth", "gridLo", "gridHi")}
+    raw.update({"x": pts.float(), "divergence": "exact", "dequantize": False, "repeats": 1})
+    res = likelihood_nll(Args(raw, args.path), ctx)
     shape = (n,) if dim == 1 else (n, n)
     true = true_log_prob(data.dataset, pts, dim, data.scale) if truth else None
     return {
         "axes": [a.float() for a in axes],
-        "logp": logp.reshape(shape).float(),
+        "logp": (-res["perSample"]).reshape(shape).float(),
         "trueLogp": true.reshape(shape).float() if true is not None else None,
-        "nfe": ticker.nfe,
-        "seconds": time.perf_counter() - t0,
+        "nfe": int(res["nfe"]),
+        "seconds": float(res["seconds"]),
     }
 
 
 @op("toy.nll")
 def toy_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
     """Mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor."""
+    from .numerics import likelihood_nll
+
     lm, data = _toy_model(args, ctx)
-    weights = _weights(args)
-    n = args.int("n", 2000, min=1, max=1_000_000)
-    seed = args.int("seed", 0, min=0)
-    ode = _ode_options(args, lm.experiment.eval.bpd)
-    batch = args.int("batchSize", n, min=1)
-    args.done()
-    g = torch.Generator().manual_seed(step_seed(seed, 0, STREAM_TEST))
-    x = toys.sample_toy(data.dataset, n, dim=data.dim, scale=data.scale, generator=g, dtype=torch.float32)
-    ticker = _Ticker(ctx, n)
-    t0 = time.perf_counter()
-    logp = _log_density(lm, weights, x, ode, batch, ticker).double()
-    nll = -logp
+    sub = _delegate(args, ("model", "weights", "n", "seed", "batchSize") + ODE_ARGS, {"n": 2000})
+    sub.raw.update({"divergence": "exact", "dequantize": False, "repeats": 1})
+    res = likelihood_nll(sub, ctx)
     floor, how = entropy_floor(data.dataset, data.dim, data.scale)
-    mean = float(nll.mean())
-    stderr = float(nll.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
     return {
         "dataset": data.dataset,
-        "nll": mean,
-        "stderr": stderr,
+        "nll": float(res["nll"]),
+        "stderr": float(res["nllStderr"]),
         "floor": floor,
         "floorMethod": how,
-        "gap": mean - floor if floor is not None else None,
-        "n": n,
-        "nfe": ticker.nfe,
-        "seconds": time.perf_counter() - t0,
-        "step": lm.step,
+        "gap": float(res["nll"]) - floor if floor is not None else None,
+        "n": int(res["n"]),
+        "nfe": int(res["nfe"]),
+        "seconds": float(res["seconds"]),
+        "step": int(res["step"]),
     }
 
 
 @op("toy.samples")
 def toy_samples(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """Samples of a toy model by the probability-flow ODE or the PC sampler."""
-    from .. import sampling as S
+    """Samples of a toy model by the probability-flow ODE or the PC sampler (the numerics area's
+    ``sample`` op, restricted to toy models)."""
+    from .numerics import sample
 
-    lm, data = _toy_model(args, ctx)
-    weights = _weights(args)
-    n = args.int("n", 2000, min=1, max=10_000_000)
-    seed = args.int("seed", 0, min=0)
-    cfg = lm.experiment.sampling
-    method = args.str("method", cfg.method, choices=("ode", "pc"))
-    default_eps = cfg.eps if cfg.eps is not None else C.default_sampling_eps(lm.experiment.sde)
-    eps = args.float("eps", default_eps, min=0, max=1)
-    score = lm.score_model(weights)
-    dev = lm.device
-    gen = torch.Generator(device=dev).manual_seed(step_seed(seed, 0, STREAM_TEST + 3))
-    shape = (n, int(data.dim))
-    other = PC_KEYS if method == "ode" else ODE_KEYS
-    for key in other:
-        if args.raw.get(key) is not None:
-            raise OpError(BAD_REQUEST, f"args.{key}: applies to method {'pc' if method == 'ode' else 'ode'!r}; this request samples with {method!r}", f"args.{key}")
-    progress = _Ticker(ctx, n)
-    t0 = time.perf_counter()
-    if method == "ode":
-        ode_cfg = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig()
-        solver = args.str("solver", ode_cfg.solver, choices=SOLVERS)
-        rtol = args.float("rtol", ode_cfg.rtol, min=0)
-        atol = args.float("atol", ode_cfg.atol, min=0)
-        noise_removal = args.bool("noiseRemoval", ode_cfg.noise_removal)
-        steps = args.int("steps", 100, min=1)
-        args.done()
-        res = S.ode_sample(score, shape, rtol=rtol, atol=atol, method=solver, eps=eps, noise_removal=noise_removal,
-                           generator=gen, device=dev, dtype=torch.float32, callback=progress,
-                           options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / steps})
-    else:
-        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig()
-        predictor = args.str("predictor", pc.predictor, choices=S.PREDICTORS)
-        corrector = args.str("corrector", pc.corrector, choices=S.CORRECTORS)
-        snr = args.float("snr", pc.snr, min=0)
-        n_steps = args.int("nStepsEach", pc.n_steps_each, min=1)
-        noise_removal = args.bool("noiseRemoval", pc.noise_removal)
-        N = args.int("N", pc.N if pc.N is not None else lm.sde.N, min=1)
-        args.done()
-        res = S.pc_sample(score, shape, predictor=predictor, corrector=corrector, snr=snr, n_steps_each=n_steps,
-                          noise_removal=noise_removal, N=N, eps=eps, generator=gen, device=dev, dtype=torch.float32,
-                          callback=progress)
-    return {"x": res.x.detach().cpu().float(), "nfe": int(res.nfe), "method": method, "seconds": time.perf_counter() - t0}
+    _toy_model(args, ctx)
+    sub = _delegate(args, ("model", "weights", "n", "seed", "method", "eps", "noiseRemoval") + ODE_KEYS + PC_KEYS,
+                    {"n": 2000})
+    return sample(sub, ctx)
 
 
 # ---------------------------------------------------------------------------------------------
