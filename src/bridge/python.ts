@@ -20,14 +20,17 @@ export function resolvePython(explicit?: string, env: NodeJS.ProcessEnv = proces
 
 /**
  * The environment the worker runs in: fpdiff's Python package on PYTHONPATH, unbuffered output,
- * and glibc told to keep freed memory, because page-faulting a fresh mapping for every large
- * message costs more than the copy itself (64 MB echo: 1.2 s → 0.1 s on the reference machine).
+ * glibc told to keep freed memory, because page-faulting a fresh mapping for every large message
+ * costs more than the copy itself (64 MB echo: 1.2 s → 0.1 s on the reference machine), and
+ * OpenMP threads that sleep rather than spin when idle: with spinning threads a toy training step
+ * ran 10× slower whenever anything else wanted the CPU (measured on 2 cores, batch 1000).
  */
 export function workerEnv(extra: NodeJS.ProcessEnv = {}, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     MALLOC_MMAP_THRESHOLD_: "4294967296",
     MALLOC_TRIM_THRESHOLD_: "8589934592",
     MALLOC_TOP_PAD_: "268435456",
+    OMP_WAIT_POLICY: "PASSIVE",
     ...base,
     ...extra,
     PYTHONUNBUFFERED: "1",

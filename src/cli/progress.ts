@@ -14,25 +14,30 @@ export interface ProgressState {
 export class ProgressLine {
   private readonly tty: boolean;
   private readonly label: string;
+  private readonly unit: string;
   private readonly everyMs: number;
   private lastPrint = 0;
   private terms: Record<string, number> = {};
   private state: ProgressState = { step: 0, total: 0 };
   private drawn = false;
+  private started = false;
 
-  constructor(label: string, opts: { tty?: boolean; everyMs?: number; quiet?: boolean } = {}) {
+  constructor(label: string, opts: { tty?: boolean; everyMs?: number; quiet?: boolean; unit?: string } = {}) {
     this.label = label;
+    this.unit = opts.unit ?? "step";
     this.tty = opts.quiet ? false : (opts.tty ?? Boolean(process.stderr.isTTY));
     this.everyMs = opts.quiet ? Infinity : (opts.everyMs ?? (this.tty ? 100 : 10_000));
   }
 
   progress(s: ProgressState): void {
     this.state = s;
+    this.started = true;
     this.draw();
   }
 
   metrics(terms: Record<string, number>): void {
     this.terms = terms;
+    this.started = true;
     this.draw();
   }
 
@@ -53,6 +58,7 @@ export class ProgressLine {
   }
 
   private draw(): void {
+    if (!this.started) return;
     const now = Date.now();
     if (now - this.lastPrint < this.everyMs) return;
     this.lastPrint = now;
@@ -72,7 +78,7 @@ export class ProgressLine {
       process.stderr.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
       this.drawn = true;
     } else {
-      process.stderr.write(`${this.label} step ${step}/${total} (${(frac * 100).toFixed(0)}%) ${rate} ${eta}  ${terms}\n`);
+      process.stderr.write(`${this.label} ${this.unit} ${step}/${total} (${(frac * 100).toFixed(0)}%) ${rate} ${eta}  ${terms}\n`);
     }
   }
 }
