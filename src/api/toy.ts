@@ -74,20 +74,67 @@ export interface ToyJobResult {
   seconds: number;
 }
 
-async function toyExperiment(opts: ToyJobOptions, method: ToyMethod): Promise<Experiment> {
+/**
+ * A toy preset (`toy/<data>_<sde>_<method>`) sized to a budget: `steps` updates at `batchSize`,
+ * one snapshot at the end, meta checkpoints every quarter, ~50 metrics lines; then `set`.
+ */
+export async function toyExperiment(
+  spec: { data: string; sde?: string | undefined; method: ToyMethod; steps: number; batchSize: number },
+  set: string[] = [],
+): Promise<Experiment> {
   const { getPreset } = await import("../../configs/index.js");
-  const name = `toy/${opts.data}_${opts.sde ?? "ve"}_${TOY_METHODS[method].preset}`;
+  const name = `toy/${spec.data}_${spec.sde ?? "ve"}_${TOY_METHODS[spec.method].preset}`;
   const preset = getPreset(name);
   if (!preset) throw new Error(`no toy preset ${name}; \`fpd config list toy/\` shows them`);
-  const every = Math.max(1, Math.floor(opts.steps / 4));
+  const every = Math.max(1, Math.floor(spec.steps / 4));
   return applyOverrides(preset.experiment, [
-    `training.nIters=${opts.steps}`,
-    `training.batchSize=${opts.batchSize}`,
-    `training.snapshotFreq=${opts.steps}`,
+    `training.nIters=${spec.steps}`,
+    `training.batchSize=${spec.batchSize}`,
+    `training.snapshotFreq=${spec.steps}`,
     `training.snapshotFreqForPreemption=${every}`,
-    `training.logFreq=${Math.max(1, Math.min(100, Math.floor(opts.steps / 50)))}`,
-    ...(opts.set ?? []),
+    `training.logFreq=${Math.max(1, Math.min(100, Math.floor(spec.steps / 50)))}`,
+    ...set,
   ]);
+}
+
+export interface ToyScore {
+  handle: string;
+  run: RunDir;
+  train: OpResult<"train.run">;
+  nll: OpResult<"toy.nll">;
+  /** Wall-clock seconds of the training updates (or of the call, when it resumed a finished run). */
+  trainSeconds: number;
+}
+
+/** Train (or resume) a toy experiment in `runDir`, then measure its ScoreODE NLL on fresh points. */
+export async function trainToy(
+  session: Session,
+  experiment: Experiment,
+  opts: {
+    runDir: string;
+    handle?: string;
+    nllPoints: number;
+    signal?: AbortSignal;
+    onEvent?: (e: TrainEvent) => void;
+    /** Called when the NLL measurement starts, then with its progress. */
+    onNllStart?: () => void;
+    onNll?: (e: { done: number; total: number; nfe: number }) => void;
+  },
+): Promise<ToyScore> {
+  const started = Date.now();
+  const { run, handle, result } = await session.train(experiment, {
+    runDir: opts.runDir,
+    ...(opts.handle ? { handle: opts.handle } : {}),
+    ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const trainSeconds = result.steps > 0 ? result.seconds : (Date.now() - started) / 1000;
+  opts.onNllStart?.();
+  const nll = await session.request("toy.nll", { model: handle, n: opts.nllPoints, seed: 1 }, {
+    ...(opts.signal ? { signal: opts.signal } : {}),
+    ...(opts.onNll ? { onEvent: opts.onNll } : {}),
+  });
+  return { handle, run, train: result, nll, trainSeconds };
 }
 
 const f = (t: Tensor) => Array.from(t.data as Float32Array);
@@ -107,19 +154,20 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
   });
 
   for (const method of opts.methods) {
-    const experiment = await toyExperiment(opts, method);
+    const experiment = await toyExperiment({ ...opts, method }, opts.set);
     phase(method, "train");
-    const started = Date.now();
-    const { run, handle, result } = await session.train(experiment, {
+    const nllProgress = evalOpts(method, "nll").onEvent;
+    const scored = await trainToy(session, experiment, {
       runDir: join(outDir, method),
       handle: `toy-${method}`,
+      nllPoints: opts.nllPoints,
       onEvent: (e) => opts.onEvent?.(method, e),
+      onNllStart: () => phase(method, "nll"),
+      onNll: nllProgress,
       ...signal,
     });
+    const { run, handle, nll } = scored;
     runs.push(run);
-    const trainSeconds = result.steps > 0 ? result.seconds : (Date.now() - started) / 1000;
-    phase(method, "nll");
-    const nll = await session.request("toy.nll", { model: handle, n: opts.nllPoints, seed: 1 }, evalOpts(method, "nll"));
     phase(method, "density");
     const density = await session.request("toy.density", { model: handle, n: opts.gridPoints }, evalOpts(method, "density"));
     densities.push({ method, density });
@@ -131,8 +179,8 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
       method,
       label: TOY_METHODS[method].label,
       experiment: experiment.name,
-      steps: result.step,
-      trainSeconds,
+      steps: scored.train.step,
+      trainSeconds: scored.trainSeconds,
       lastLoss: typeof lastLoss === "number" ? lastLoss : null,
       nll: nll.nll,
       nllStderr: nll.stderr,

@@ -46,9 +46,12 @@ export class ProgressLine {
     if (this.everyMs === Infinity) return;
     if (this.tty && this.drawn) process.stderr.write("\r\x1b[2K");
     process.stderr.write(`${text}\n`);
-    this.drawn = false;
-    this.lastPrint = 0;
-    this.draw();
+    if (this.tty && this.drawn) {
+      // put the live bar back under the note
+      this.drawn = false;
+      this.lastPrint = 0;
+      this.draw();
+    }
   }
 
   done(text?: string): void {

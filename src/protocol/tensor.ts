@@ -76,6 +76,11 @@ export class Tensor<D extends DType = DType> {
     return Array.from(this.data as ArrayLike<number>);
   }
 
+  /** JSON form (for `--json` output and logs): dtype, shape and the values as numbers. */
+  toJSON(): { dtype: D; shape: readonly number[]; data: number[] } {
+    return { dtype: this.dtype, shape: this.shape, data: this.toArray() };
+  }
+
   /** The scalar of a one-element tensor. */
   item(): number {
     if (this.numel !== 1) throw new RangeError(`item() needs one element, this tensor has ${this.numel}`);

@@ -5,6 +5,7 @@
 import type { z } from "zod";
 import { configOps } from "./config.js";
 import { coreOps } from "./core.js";
+import { dataOps } from "./data.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
 import { numericsOps } from "./numerics.js";
@@ -18,6 +19,7 @@ export const ops = {
   ...numericsOps,
   ...trainOps,
   ...toyOps,
+  ...dataOps,
 } as const;
 
 export type Ops = typeof ops;

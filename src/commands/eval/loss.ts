@@ -1,0 +1,50 @@
+import { Args, Command, Flags } from "@oclif/core";
+import { deviceFlag, setFlag, withSession } from "../../cli/common.js";
+import { chooseModel, loadChosen, modelFlags } from "../../cli/model.js";
+import { table } from "../../cli/render.js";
+import type { EvalResult } from "../../api/session.js";
+
+export default class EvalLoss extends Command {
+  static override summary = "Each term of the experiment's loss for a model, on fresh points.";
+  static override description =
+    "Evaluates the loss expression of the experiment (DSM, high-order terms, score-FPE terms) term by term, every term on one " +
+    "shared draw of (t, z, x_t) per batch, unweighted and as weighted into the total.";
+  static override examples = [
+    "<%= config.bin %> eval loss --run runs/toy_checkerboard_ve_dsm_fpe",
+    "<%= config.bin %> eval loss fp/ve_cifar10 --checkpoint small.pth --set model.nf=8 --set data.path=/data/cifar10 --n 64 --t 0.5",
+  ];
+  static override enableJsonFlag = true;
+  static override args = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+  static override flags = {
+    ...modelFlags,
+    set: setFlag,
+    device: deviceFlag,
+    n: Flags.integer({ description: "points", default: 1000, min: 1 }),
+    split: Flags.string({ description: "image split", options: ["test", "train"], default: "test" }),
+    seed: Flags.integer({ description: "seed of the points and draws", default: 0 }),
+    t: Flags.string({ description: "evaluate every point at this time instead of drawing t" }),
+    "batch-size": Flags.integer({ description: "points per batch", min: 1 }),
+  };
+
+  async run(): Promise<EvalResult<"loss">> {
+    const { args, flags } = await this.parse(EvalLoss);
+    const choice = await chooseModel(this, args.config, flags);
+    const res = await withSession(this, flags.device, async (session) => {
+      const handle = await loadChosen(session, choice);
+      return session.evaluate(handle, {
+        kind: "loss",
+        weights: flags.weights as "ema" | "model",
+        n: flags.n,
+        split: flags.split as "test" | "train",
+        seed: flags.seed,
+        ...(flags.t !== undefined ? { t: Number(flags.t) } : {}),
+        ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
+      });
+    });
+    if (!this.jsonEnabled()) {
+      this.log(table(Object.entries(res.terms).map(([term, value]) => ({ term, value }))));
+      this.log(`total ${res.loss} over ${res.n} points (${res.seconds.toFixed(1)} s)`);
+    }
+    return res;
+  }
+}
