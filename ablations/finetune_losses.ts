@@ -19,6 +19,8 @@ import { PROJECT_ROOT } from "../src/paths.js";
 
 const FIXTURE = join(PROJECT_ROOT, "test", "fixtures", "reference", "ve_ncsnpp_small_seed0.pth");
 
+const TIMES = [0.01, 0.1, 0.5];
+
 const LOSSES = {
   dsm: { preset: "highorder/ve_cifar10_order1", set: [] as string[] },
   dsm_fpe: { preset: "fp/ve_cifar10", set: [] as string[] },
@@ -30,10 +32,10 @@ export default defineAblation({
   name: "fine-tuning losses",
   description:
     "One VE NCSN++ checkpoint fine-tuned for the same few steps with each loss (presets highorder/ve_cifar10_order1..3 " +
-    "and fp/ve_cifar10). Every model is then evaluated on the same 64 held-out images and the same draws: the " +
-    "first-order DSM loss (conventional weighting), the score-FPE vector and scalar terms, and the relative score-FPE " +
-    "residual at t ∈ {0.01, 0.1, 0.5}. `before` rows are the checkpoint itself.",
-  params: { checkpoint: FIXTURE, nf: 8, data: "", steps: 2, batch: 4, evalPoints: 64 },
+    "and fp/ve_cifar10). Every model is then evaluated (raw weights by default: a few steps barely move the EMA) on the " +
+    "same held-out images and the same draws: the first-order DSM loss (conventional weighting), the score-FPE vector " +
+    "and scalar terms, and the relative score-FPE residual at t ∈ {0.01, 0.1, 0.5}. `before` is the checkpoint itself.",
+  params: { checkpoint: FIXTURE, nf: 8, data: "", steps: 5, batch: 4, evalPoints: 64, weights: "model" },
   grid: { loss: ["before", "dsm", "dsm_fpe", "order2", "order3"] },
   async run(point, ctx) {
     let data = ctx.params.data;
@@ -69,15 +71,25 @@ export default defineAblation({
         { kind: "scoreFpe" as const, mode: "both" as const, alpha: 0.15, beta: 0.01, m: 2, weighting: "ll" as const, points: "pert" as const, dt: "autodiff" as const, div: "hutchinson" as const, probe: "gaussian" as const },
       ],
     };
-    const loss = await ctx.session.evaluate(handle, { kind: "loss", loss: yardstick, n: ctx.params.evalPoints, seed: 7, batchSize: 16 }, { signal: ctx.signal });
-    const fpe = await ctx.session.evaluate(handle, { kind: "fpeResidual", t: [0.01, 0.1, 0.5], n: 16, seed: 7 }, { signal: ctx.signal });
+    const weights = ctx.params.weights === "ema" ? "ema" : "model";
+    const loss = await ctx.session.evaluate(handle, { kind: "loss", weights, loss: yardstick, n: ctx.params.evalPoints, seed: 7, batchSize: 16 }, { signal: ctx.signal });
+    const fpe = await ctx.session.evaluate(handle, { kind: "fpeResidual", weights, t: TIMES, n: 16, seed: 7 }, { signal: ctx.signal });
     return {
       dsm: loss.terms.dsm ?? NaN,
       fpeVector: loss.terms["score_fpe.vector"] ?? NaN,
       fpeScalar: loss.terms["score_fpe.scalar"] ?? NaN,
-      residual: fpe.relative.reduce((a, b) => a + b, 0) / fpe.relative.length,
+      ...Object.fromEntries(TIMES.map((t, i) => [`residual@${t}`, fpe.relative[i]!])),
       fineTuneSeconds: seconds,
     };
   },
-  columns: ["loss", "dsm", "fpeVector", "fpeScalar", "residual", "fineTuneSeconds"],
+  async plot(rows, { session, path }) {
+    await session.request("plot.lines", {
+      path,
+      title: "relative score-FPE residual after fine-tuning",
+      xlabel: "t",
+      ylabel: "‖∂t s − RHS‖ / ‖RHS‖",
+      logx: true,
+      series: rows.map((r) => ({ label: String(r.loss), x: TIMES, y: TIMES.map((t) => Number((r as Record<string, unknown>)[`residual@${t}`])) })),
+    });
+  },
 });

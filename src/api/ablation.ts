@@ -53,7 +53,8 @@ export interface Ablation<G extends Grid, R extends Row, P extends Params> {
   params: P;
   grid: G | ((params: P) => G);
   run: (point: Point<G>, ctx: AblationContext<P>) => Promise<R>;
-  plot?: AblationPlot<G, R>;
+  /** A line plot of one result column against one grid key, or a function that draws its own PNG. */
+  plot?: AblationPlot<G, R> | ((rows: (Point<G> & R)[], ctx: { session: Session; path: string; params: P }) => Promise<void>);
   /** Columns of the table, in order (default: grid keys then result keys). */
   columns?: string[];
 }
@@ -127,7 +128,7 @@ export async function runAblation<G extends Grid, R extends Row, P extends Param
   const csv = join(outDir, "results.csv");
   atomicWrite(csv, toCsv(table, columns));
   let plot: string | null = null;
-  if (ablation.plot) plot = await drawPlot(ablation, grid, rows, outDir, opts.session);
+  if (ablation.plot) plot = await drawPlot(ablation, grid, rows, outDir, params, opts.session);
   return { name: ablation.name, rows: table, markdown: md, csv, plot, outDir };
 }
 
@@ -136,9 +137,23 @@ async function drawPlot<G extends Grid, R extends Row, P extends Params>(
   grid: G,
   rows: (Point<G> & R)[],
   outDir: string,
+  params: P,
   session: Session | undefined,
 ): Promise<string> {
-  const spec = ablation.plot!;
+  const path = join(outDir, "results.png");
+  const { Session } = await import("./session.js");
+  const s = session ?? (await Session.open());
+  try {
+    const spec = ablation.plot!;
+    if (typeof spec === "function") await spec(rows, { session: s, path, params });
+    else await s.request("plot.lines", lineSpec(ablation.name, spec, grid, rows, path));
+  } finally {
+    if (!session) await s.close();
+  }
+  return path;
+}
+
+function lineSpec<G extends Grid, R extends Row>(name: string, spec: AblationPlot<G, R>, grid: G, rows: (Point<G> & R)[], path: string) {
   const seriesKeys = spec.series ?? Object.keys(grid).filter((k) => k !== spec.x);
   const groups = new Map<string, (Point<G> & R)[]>();
   for (const r of rows) {
@@ -156,22 +171,14 @@ async function drawPlot<G extends Grid, R extends Row, P extends Params>(
     };
   });
   const hline = typeof spec.hline === "function" ? spec.hline(rows) : spec.hline;
-  const path = join(outDir, "results.png");
-  const { Session } = await import("./session.js");
-  const s = session ?? (await Session.open());
-  try {
-    await s.request("plot.lines", {
-      path,
-      series,
-      title: spec.title ?? ablation.name,
-      xlabel: spec.x,
-      ylabel: spec.y,
-      ...(spec.logx ? { logx: true } : {}),
-      ...(spec.logy ? { logy: true } : {}),
-      ...(hline ? { hline } : {}),
-    });
-  } finally {
-    if (!session) await s.close();
-  }
-  return path;
+  return {
+    path,
+    series,
+    title: spec.title ?? name,
+    xlabel: spec.x,
+    ylabel: spec.y,
+    ...(spec.logx ? { logx: true } : {}),
+    ...(spec.logy ? { logy: true } : {}),
+    ...(hline ? { hline } : {}),
+  };
 }
