@@ -14,6 +14,7 @@ build + run. Compare with the TypeScript side's wall time of ``session.train`` (
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 import statistics
@@ -61,7 +62,7 @@ def main() -> None:
         print(f"run {i}: loop {res.seconds:.3f} s, wall {wall:.3f} s, {res.steps / res.seconds:.2f} it/s", flush=True)
     loop = statistics.median(r["loopSeconds"] for r in runs)
     doc = {"benchmark": "engine.direct_loop", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "experiment": wire, "steps": ns.steps, "runs": runs,
+           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": wire, "steps": ns.steps, "runs": runs,
            "medianLoopSeconds": loop, "medianWallSeconds": statistics.median(r["wallSeconds"] for r in runs),
            "itPerSec": ns.steps / loop,
            "note": "loop seconds include the final snapshot + meta checkpoint writes, as train.run's do"}

@@ -80,7 +80,7 @@ def main() -> None:
         print(f"{loss:8s} {res.steps} steps × {ns.batch}: train {res.seconds:7.1f} s ({row['itPerSec']:.2f} it/s), "
               f"NLL {row['nll']:.4f} ± {row['stderr']:.4f} (floor 3.4657), eval {eval_s:.1f} s / {lik.nfe} nfe", flush=True)
     doc = {"benchmark": "engine.toy_quality", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "testSamples": ns.n, "odeTol": ns.tol, "results": rows}
+           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "testSamples": ns.n, "odeTol": ns.tol, "results": rows}
     if not ns.no_write:
         tag = f".{ns.tag}" if ns.tag else ""
         print(common.write(f"engine.toy_quality.{device.type}{tag}.json", doc))

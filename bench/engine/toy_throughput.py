@@ -11,6 +11,7 @@ Writes bench/results/engine.toy_throughput.<device>[.<tag>].json with the machin
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -71,7 +72,7 @@ def main() -> None:
             rows.append(r)
             print(f"batch {b:5d} {loss:8s} median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  {r['itPerSec']:7.2f} it/s  ({r['steps']} steps)", flush=True)
     doc = {"benchmark": "engine.toy_throughput", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "experiment": "configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
+           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": "configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
            "losses: dsm = ℓ₁; order2 = ℓ₁ + 0.5 ℓ₂(frobenius, exact); order3 = + 0.1 ℓ₃; dsm_fpe = ℓ₁ + score FPE "
            "(both, ll, α 0.15, β 0.01, m 2, exact div, autodiff ∂t)", "results": rows}
     if not ns.no_write:

@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--tag", default="")
     ap.add_argument("--no-write", action="store_true")
     ns = ap.parse_args()
     threads = common.set_threads(ns.threads)
@@ -86,7 +87,7 @@ def main() -> None:
     med = {m: {k: statistics.median(r[k] for r in rows if r["mode"] == m) for k in ("loopSeconds", "wallSeconds", "cpuSeconds")}
            for m in ("direct", "worker")}
     doc = {"benchmark": "engine.worker_vs_direct", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "experiment": wire, "eventIntervalSeconds": ns.interval, "rows": rows, "median": med,
+           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": wire, "eventIntervalSeconds": ns.interval, "rows": rows, "median": med,
            "ratioLoop": med["worker"]["loopSeconds"] / med["direct"]["loopSeconds"],
            "ratioWall": med["worker"]["wallSeconds"] / med["direct"]["wallSeconds"],
            "ratioCpu": med["worker"]["cpuSeconds"] / med["direct"]["cpuSeconds"],
@@ -94,7 +95,8 @@ def main() -> None:
                    "less sensitive than wall time to other load on a shared machine"}
     print(f"ratio (loop) {doc['ratioLoop']:.4f}   ratio (wall) {doc['ratioWall']:.4f}   ratio (cpu) {doc['ratioCpu']:.4f}")
     if not ns.no_write:
-        print(common.write(f"engine.worker_vs_direct.{torch.device(ns.device).type}.json", doc))
+        tag = f".{ns.tag}" if ns.tag else ""
+        print(common.write(f"engine.worker_vs_direct.{torch.device(ns.device).type}{tag}.json", doc))
 
 
 if __name__ == "__main__":

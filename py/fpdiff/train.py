@@ -173,7 +173,7 @@ def _restore(state: TrainState, path: str, *, what: str, warn: Callback) -> ck.C
         warn({"type": "warning", "message": f"{path} has no optimiser state: Adam starts afresh"})
     # The experiment is the truth for the hyper-parameters; say so where the file disagrees.
     cfg = state.experiment
-    if has_ema and abs(state.ema.decay - float(cfg.model.ema_rate)) > 0:
+    if has_ema and state.ema.decay != float(cfg.model.ema_rate):
         warn({"type": "warning", "message": f"{path}: its EMA decay {state.ema.decay:g} is replaced by model.emaRate {cfg.model.ema_rate:g}"})
         state.ema.decay = float(cfg.model.ema_rate)
     want = {"betas": (float(cfg.optim.beta1), 0.999), "eps": float(cfg.optim.eps), "weight_decay": float(cfg.optim.weight_decay)}
@@ -185,8 +185,9 @@ def _restore(state: TrainState, path: str, *, what: str, warn: Callback) -> ck.C
                     warn({"type": "warning", "message": f"{path}: Adam {key} {have} is replaced by the experiment's {value}"})
                 group[key] = value
     state.step = int(loaded.step or 0)
-    if loaded.format != "score_sde" or loaded.step is None:
-        warn({"type": "warning", "message": f"{path} is a plain state dict: training starts at step 0"})
+    if loaded.step is None:
+        kind = "is a plain state dict" if loaded.format != "score_sde" else "records no step"
+        warn({"type": "warning", "message": f"{path} {kind}: training starts at step 0"})
     state.source = os.path.abspath(path)
     return loaded
 
