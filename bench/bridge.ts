@@ -100,6 +100,8 @@ const start = await startup(quick ? 2 : 5);
 const result = {
   benchmark: "bridge",
   machine: machine({ python: info.versions.python, torch: info.versions.torch, pyzmq: info.versions.pyzmq, libzmq: info.versions.libzmq }),
+  // glibc settings of the Node process (the worker always gets them, see src/bridge/python.ts)
+  nodeMalloc: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("MALLOC_"))),
   targets: { pingP50Us: 150, echo64MbGbPerSecond: 1.0 },
   ping,
   echo,

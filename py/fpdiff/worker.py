@@ -24,12 +24,16 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import zmq
 
 from . import protocol as P
 from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
+
+
+ZERO_COPY_BYTES = 1 << 16
 
 
 @dataclass
@@ -106,19 +110,21 @@ class Server:
             self._local.push = sock
         return sock
 
-    def _encode(self, req_id: Any, kind: str, data: Any) -> bytes:
+    def _encode(self, req_id: Any, kind: str, data: Any) -> bytes | memoryview:
         try:
-            return P.pack(P.reply(req_id, kind, data))
+            return P.pack_view(P.reply(req_id, kind, data))
         except Exception as exc:  # an op returned something the wire cannot carry
             return P.pack(P.reply(req_id, "error", P.error_data(P.WORKER_ERROR, f"reply could not be encoded: {exc}")))
 
     def send(self, identity: bytes, req_id: Any, kind: str, data: Any) -> None:
         """Send a reply from any thread."""
-        frames = [identity, self._encode(req_id, kind, data)]
+        payload = self._encode(req_id, kind, data)
+        frames = [identity, payload]
+        copy = len(payload) < ZERO_COPY_BYTES  # zero-copy costs more than a memcpy for small messages
         if threading.current_thread() is threading.main_thread():
-            self.router.send_multipart(frames, copy=False)
+            self.router.send_multipart(frames, copy=copy)
         else:
-            self._push().send_multipart(frames, copy=False)
+            self._push().send_multipart(frames, copy=copy)
 
     def send_error(self, identity: bytes, req_id: Any, exc: BaseException) -> None:
         if isinstance(exc, P.ProtocolError):
@@ -202,7 +208,7 @@ class Server:
             self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
             return
         spec = REGISTRY[op_name]
-        ctx = OpContext(req_id, op_name, self.state, lambda data, i=identity, r=req_id: self.send(i, r, "event", data), server=self)
+        ctx = OpContext(req_id, op_name, self.state, partial(self.send, identity, req_id, "event"), server=self)
         if spec.control:
             try:
                 self.send(identity, req_id, "result", spec.handler(Args(args), ctx))
@@ -216,6 +222,7 @@ class Server:
             if len(self.queue) >= self.max_queue:
                 self.send(identity, req_id, "error", P.error_data(P.BUSY, f"{len(self.queue)} requests already wait; retry later"))
                 return
+            ctx.cancel_event  # created here, before another thread can race to make its own
             self.queue.append(Job(identity, req_id, op_name, args, ctx))
             self.cond.notify()
 
@@ -267,7 +274,8 @@ class Server:
                         # msgpack reads the frame's buffer in place: no copy of the message
                         self.handle(frames[0].bytes, frames[1].buffer)
                     else:
-                        self.router.send_multipart(self.pull.recv_multipart(copy=False), copy=False)
+                        frames = self.pull.recv_multipart(copy=False)
+                        self.router.send_multipart(frames, copy=len(frames[-1].buffer) < ZERO_COPY_BYTES)
                 if self.stopping:
                     deadline = deadline or time.monotonic() + shutdown_grace
                     if not compute.is_alive() or time.monotonic() > deadline:

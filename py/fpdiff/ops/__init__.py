@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..protocol import BAD_REQUEST, CANCELLED, ProtocolError
 
@@ -85,8 +85,15 @@ class OpContext:
     op: str
     state: WorkerState
     emit_fn: Callable[[Any], None]
-    cancel_event: threading.Event = field(default_factory=threading.Event)
     server: Any = None  # the serving loop, for the few control ops that steer it (cancel, shutdown)
+    # made on first use: control ops (ping at every heartbeat) never need one
+    _cancel_event: Optional[threading.Event] = field(default=None, repr=False)
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        if self._cancel_event is None:
+            self._cancel_event = threading.Event()
+        return self._cancel_event
 
     def emit(self, data: Any) -> None:
         """Stream an ``event`` reply to the caller (progress, metrics, checkpoints...)."""
