@@ -28,7 +28,7 @@ for step in "${steps[@]}"; do
         timeout 240 python3 bench/models/bench_networks.py --device cuda --batch 48 $opts 2>&1 | tail -12
       done
       ;;
-    *) [ -x "bench/gpu/$step.sh" ] && timeout 500 bash "bench/gpu/$step.sh" || echo "unknown step $step" ;;
+    *) if [ -f "bench/gpu/$step.sh" ]; then timeout 560 bash "bench/gpu/$step.sh"; else echo "unknown step $step"; fi ;;
   esac
 done
 if [ -n "${OUT:-}" ]; then cp bench/results/*cuda*.json "$OUT"/ 2>/dev/null || true; fi
