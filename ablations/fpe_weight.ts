@@ -11,9 +11,9 @@ import { defineAblation, toyExperiment, trainToy } from "../src/api/index.js";
 export default defineAblation({
   name: "score-FPE weight × norm power",
   description:
-    "DSM + score-FPE regulariser on the 2-D checkerboard (VE). α weighs the vector residual ‖r‖^m / D^m (FP-Diffusion's " +
-    "'ll' weighting, β = 0.01 on the scalar term); α = 0 leaves only the scalar term. NLL in nats by the probability-flow " +
-    "ODE on fresh points; the floor is log 32 = 3.466. `residual` is the mean relative score-FPE residual over t ∈ {0.01, 0.1, 0.5}.",
+    "DSM + score-FPE regulariser on the 2-D checkerboard (VE), the toy preset's setting: α weighs the vector residual " +
+    "g(t)·‖r‖^m / D^m (α = 0 is plain DSM). NLL in nats by the probability-flow ODE on fresh points; the floor is " +
+    "log 32 = 3.466. `residual` is the mean relative score-FPE residual over t ∈ {0.01, 0.1, 0.5}.",
   params: { data: "checkerboard", steps: 600, batch: 1000, nllPoints: 1000 },
   grid: { alpha: [0, 0.05, 0.15, 0.5], m: [1, 2] },
   async run(point, ctx) {
