@@ -26,8 +26,8 @@ def high_order(order: int) -> dict:
             "estimator": "exact"}
 
 
-FPE = {"kind": "scoreFpe", "mode": "both", "alpha": 0.15, "beta": 0.01, "m": 2, "weighting": "ll", "points": "pert",
-       "dt": "autodiff", "div": "exact"}
+FPE = {"kind": "scoreFpe", "mode": "vector", "alpha": 0.15, "beta": 0.01, "m": 2, "weighting": "convention",
+       "points": "pert", "dt": "autodiff", "div": "exact"}
 LOSSES = {"dsm": [DSM], "order2": [DSM, high_order(2)], "order3": [DSM, high_order(3)], "dsm_fpe": [DSM, FPE]}
 
 

@@ -30,7 +30,7 @@ export default class Toy extends Command {
       default: "dsm,order3,dsm_fpe",
     }),
     steps: Flags.integer({ description: "training updates per method (the shared budget)", default: 1500, min: 1 }),
-    batch: Flags.integer({ description: "batch size", default: 1000, min: 1 }),
+    batch: Flags.integer({ description: "batch size", default: 500, min: 1 }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL", default: 1000, min: 1 }),
     grid: Flags.integer({ description: "grid points per axis for the density pictures", default: 60, min: 2 }),
     samples: Flags.integer({ description: "samples drawn per model for the pictures", default: 2000, min: 1 }),
