@@ -18,8 +18,8 @@ data (= 7 − inverse_scaler(−1)); uniform dequantisation x ← (255·x + u)/2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 
@@ -38,6 +38,30 @@ class LikelihoodResult:
     delta_logp: Tensor  # [B] ∫ ∇·h dt
     z: Tensor  # x_T
     nfe: int
+    solver: str = "dopri5"  # what produced the answer (a fallback names itself)
+
+
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+FALLBACK_STEPS = 1000
+
+
+def solve_ode(func: Callable, y0: Any, ts: Tensor, *, rtol: float, atol: float, method: str,
+              options: dict | None = None) -> tuple[Any, str]:
+    """torchdiffeq's ``odeint``, and the name of the solver that produced the answer.
+
+    An adaptive solver's step collapses ("underflow in dt") when a badly trained score makes the
+    flow stiff somewhere in the batch; a fine fixed-step RK4 still gives an answer, and the
+    returned name says so (callers report it)."""
+    from torchdiffeq import odeint
+
+    try:
+        return odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=options), method
+    except AssertionError as exc:
+        if "underflow" not in str(exc) or method not in ADAPTIVE:
+            raise
+    step = float(abs(ts[-1] - ts[0])) / FALLBACK_STEPS
+    sol = odeint(func, y0, ts, method="rk4", options={"step_size": step})
+    return sol, f"rk4 ({FALLBACK_STEPS} steps, after {method} underflowed)"
 
 
 def _divergence_mode(divergence: str, d: int) -> str:
@@ -72,8 +96,6 @@ def ode_likelihood(
     None)` is called at every function evaluation and may raise to cancel; `div_mode` picks how
     ∇·s is differentiated (`derivatives.divergence_eval`).
     """
-    from torchdiffeq import odeint  # local: only the likelihood / ODE sampler need it
-
     sde = model.sde
     b = x.shape[0]
     d = x[0].numel()
@@ -97,10 +119,10 @@ def ode_likelihood(
     ts = torch.tensor([eps, sde.T], dtype=x.dtype, device=x.device)
     y0 = (x, torch.zeros(b, dtype=x.dtype, device=x.device))
     with torch.no_grad():
-        xs, deltas = odeint(func, y0, ts, rtol=rtol, atol=atol, method=method, options=options)
+        (xs, deltas), solver = solve_ode(func, y0, ts, rtol=rtol, atol=atol, method=method, options=options)
     z, delta = xs[-1], deltas[-1]
     prior = (prior_logp or sde.prior_logp)(z)
-    return LikelihoodResult(logp=prior + delta, prior_logp=prior, delta_logp=delta, z=z, nfe=nfe)
+    return LikelihoodResult(logp=prior + delta, prior_logp=prior, delta_logp=delta, z=z, nfe=nfe, solver=solver)
 
 
 @dataclass
@@ -109,6 +131,7 @@ class BpdResult:
     per_sample: Tensor  # [repeats, B] bits/dim
     nll: Tensor  # [repeats, B] nats of the (dequantised) data in model space
     nfe: list[int]
+    solvers: list = field(default_factory=list)  # per repeat: the solver that answered
 
 
 def bpd_offset(centered: bool) -> float:
@@ -133,7 +156,7 @@ def bits_per_dim(
     """
     d = x[0].numel()
     offset = bpd_offset(centered)
-    per, nll, nfes = [], [], []
+    per, nll, nfes, solvers = [], [], [], []
     for _ in range(int(repeats)):
         xi = x
         if dequantize:
@@ -145,5 +168,6 @@ def bits_per_dim(
         per.append(-res.logp / (d * math.log(2.0)) + offset)
         nll.append(-res.logp)
         nfes.append(res.nfe)
+        solvers.append(res.solver)
     per_t = torch.stack(per, 0)
-    return BpdResult(bpd=float(per_t.mean()), per_sample=per_t, nll=torch.stack(nll, 0), nfe=nfes)
+    return BpdResult(bpd=float(per_t.mean()), per_sample=per_t, nll=torch.stack(nll, 0), nfe=nfes, solvers=solvers)

@@ -149,7 +149,7 @@ def ode_sample(
     callback: Callback | None = None,
 ) -> SampleResult:
     """Probability-flow ODE sampling from T to eps (Song et al. 2021, §4.3)."""
-    from torchdiffeq import odeint
+    from .likelihood import solve_ode
 
     sde = model.sde
     nfe = 0
@@ -165,7 +165,8 @@ def ode_sample(
     with torch.no_grad():
         x = z if z is not None else sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
         ts = torch.tensor([sde.T, eps], dtype=x.dtype, device=x.device)
-        x = odeint(func, x, ts, rtol=rtol, atol=atol, method=method, options=options)[-1]
+        sol, _solver = solve_ode(func, x, ts, rtol=rtol, atol=atol, method=method, options=options)
+        x = sol[-1]
         if noise_removal:
             _, x = reverse_diffusion_step(model, sde, x, torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device),
                                           generator)

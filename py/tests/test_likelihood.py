@@ -96,3 +96,18 @@ def test_image_batches_run_with_hutchinson_and_callback_can_cancel():
 
     with pytest.raises(Stop):
         ode_likelihood(model, x, divergence="hutchinson", generator=gen(1), callback=cb)
+
+
+def test_solve_ode_falls_back_to_fixed_step_rk4_when_the_adaptive_step_underflows():
+    from fpdiff.likelihood import solve_ode
+
+    # a pole just off the grid of the fallback: dopri5's step collapses there, RK4 steps over it
+    f = lambda t, y: torch.ones_like(y) / (t - 0.50005) ** 2  # noqa: E731
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    sol, solver = solve_ode(f, torch.zeros(3, dtype=torch.float64), ts, rtol=1e-5, atol=1e-5, method="dopri5")
+    assert solver.startswith("rk4") and "dopri5 underflowed" in solver
+    assert torch.isfinite(sol[-1]).all()
+    # a well-behaved problem keeps the adaptive solver
+    sol, solver = solve_ode(lambda t, y: -y, torch.ones(2, dtype=torch.float64), ts, rtol=1e-8, atol=1e-8, method="dopri5")
+    assert solver == "dopri5"
+    torch.testing.assert_close(sol[-1], torch.full((2,), math.exp(-1.0), dtype=torch.float64))

@@ -123,7 +123,8 @@ export class Session {
           experiment,
           workdir: dir,
           handle,
-          resume: opts.resume ?? true,
+          // the worker warns when asked to resume from nothing; only ask when there is something
+          resume: opts.resume !== false && run.hasMetaCheckpoint,
           device: this.device,
           ...(opts.init ? { init: { checkpoint: resolve(opts.init) } } : {}),
           ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),

@@ -62,6 +62,8 @@ export interface ToyMethodResult {
   floor: number | null;
   gap: number | null;
   nfe: number;
+  /** The ODE solver of the NLL: dopri5, or the fixed-step fallback after it failed. */
+  solver: string;
   runDir: string;
 }
 
@@ -187,6 +189,7 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
       floor: nll.floor,
       gap: nll.gap,
       nfe: nll.nfe,
+      solver: nll.solver,
       runDir: run.path,
     });
   }
@@ -252,6 +255,7 @@ function writeReport(opts: ToyJobOptions, outDir: string, results: ToyMethodResu
     steps: r.steps,
     "train time (s)": r.trainSeconds,
     "ODE NFE": r.nfe,
+    ...(results.some((x) => x.solver !== "dopri5") ? { "ODE solver": r.solver } : {}),
   }));
   const best = [...results].sort((a, b) => a.nll - b.nll)[0];
   const lines = [

@@ -31,13 +31,12 @@ export class ProgressLine {
 
   progress(s: ProgressState): void {
     this.state = s;
-    this.started = true;
+    this.started = s.total > 0;
     this.draw();
   }
 
   metrics(terms: Record<string, number>): void {
     this.terms = terms;
-    this.started = true;
     this.draw();
   }
 

@@ -273,7 +273,7 @@ def likelihood_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
     gen = torch.Generator(device=lm.device).manual_seed(_seed(seed, STREAM_NOISE))
     options = None if method == "dopri5" else {"step_size": (1.0 - eps) / steps}
     progress = _Progress(ctx, x.shape[0])
-    nll, bpd, nfe = [], [], 0
+    nll, bpd, nfe, solvers = [], [], 0, set()
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch]
         res = bits_per_dim(model, xb, centered=centered, dequantize=dequantize, repeats=repeats, generator=gen,
@@ -282,6 +282,7 @@ def likelihood_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
         nll.append(res.nll.mean(0).detach().cpu())  # mean over repeats, per sample
         bpd.append(res.per_sample.mean(0).detach().cpu())
         nfe += sum(res.nfe)
+        solvers.update(res.solvers)
         progress.nfe = nfe
         progress.done += xb.shape[0]
     nll_t = torch.cat(nll).double()
@@ -300,6 +301,8 @@ def likelihood_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
         "dim": d,
         "repeats": repeats,
         "nfe": nfe,
+        # "dopri5", or the fallback that had to take over (see likelihood.solve_ode)
+        "solver": ", ".join(sorted(solvers)),
         "seconds": progress.seconds,
         "step": lm.step,
     }

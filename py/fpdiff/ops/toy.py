@@ -211,6 +211,7 @@ def toy_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
         "gap": float(res["nll"]) - floor if floor is not None else None,
         "n": int(res["n"]),
         "nfe": int(res["nfe"]),
+        "solver": res["solver"],
         "seconds": float(res["seconds"]),
         "step": int(res["step"]),
     }

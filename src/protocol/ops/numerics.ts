@@ -83,6 +83,8 @@ export const NllResultSchema = z.object({
   dim: z.number().int(),
   repeats: z.number().int(),
   nfe: z.number().int(),
+  /** The ODE solver that answered: the one asked for, or the fixed-step fallback after it failed. */
+  solver: z.string(),
   seconds: z.number(),
   step: z.number().int(),
 });

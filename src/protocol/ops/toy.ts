@@ -42,6 +42,8 @@ export const ToyNllResultSchema = z.object({
   gap: z.number().nullable(),
   n: z.number().int(),
   nfe: z.number().int(),
+  /** The ODE solver that answered (see likelihood.nll). */
+  solver: z.string(),
   seconds: z.number(),
   /** The model's training step. */
   step: z.number().int(),
