@@ -21,7 +21,7 @@ function runner(title, cmd, argv, env = process.env) {
 const strip = (s) => s.replace(/\x1b\[[0-9;]*m/g, "");
 const vitest = runner("vitest (TypeScript)", process.execPath, [join(ROOT, "node_modules", "vitest", "vitest.mjs"), "run", "--reporter=default"], { ...process.env, FORCE_COLOR: "0" });
 const pyEnv = { ...process.env, PYTHONPATH: [join(ROOT, "py"), process.env.PYTHONPATH].filter(Boolean).join(delimiter) };
-const pytest = runner("pytest (Python)", projectPython(), ["-m", "pytest", "py/tests", "-q", "-p", "no:cacheprovider"], pyEnv);
+const pytest = runner("pytest (Python)", projectPython(), ["-m", "pytest", "py/tests", "-p", "no:cacheprovider"], pyEnv);
 
 console.log("\n=== summary ===");
 const vSummary = vitest.lines.map(strip).filter((l) => /^\s*(Test Files|Tests)\s/.test(l));

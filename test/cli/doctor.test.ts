@@ -1,13 +1,10 @@
 // `fpd doctor` through the real CLI binary.
-import { execFileSync, spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-
-const bin = fileURLToPath(new URL("../../bin/run.js", import.meta.url));
+import { fpdJson, runCli } from "../helpers/cli.js";
 
 describe("fpd doctor", () => {
-  it("--json reports a ready environment with a worker round trip", () => {
-    const out = JSON.parse(execFileSync(process.execPath, [bin, "doctor", "--json"], { encoding: "utf8" }));
+  it("--json reports a ready environment with a worker round trip", async () => {
+    const out = await fpdJson(["doctor"]);
     expect(out.ok).toBe(true);
     expect(out.packages.torch).toMatch(/^\d+\.\d+/);
     expect(out.packages.pyzmq).toMatch(/^\d+\./);
@@ -16,17 +13,17 @@ describe("fpd doctor", () => {
     expect(out.checks.map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(["node", "python", "torch", "cuda", "worker"]));
   });
 
-  it("names the missing package of a bare interpreter and exits non-zero", () => {
+  it("names the missing package of a bare interpreter and exits non-zero", async () => {
     // Debian's python3 outside the venv has torch but none of the pip-installed packages.
-    const r = spawnSync(process.execPath, [bin, "doctor"], { encoding: "utf8", env: { ...process.env, FPD_PYTHON: "/usr/bin/python3" } });
+    const r = await runCli(["doctor"], { ...process.env, FPD_PYTHON: "/usr/bin/python3" });
     expect(r.status).toBe(1);
     expect(r.stdout).toMatch(/FAIL\s+pyzmq\s+cannot import zmq/);
     expect(r.stdout).toMatch(/\/usr\/bin\/python3 -m pip install pyzmq/);
     expect(r.stdout).toMatch(/NOT ready/);
   });
 
-  it("explains an interpreter that does not exist", () => {
-    const r = spawnSync(process.execPath, [bin, "doctor", "--json"], { encoding: "utf8", env: { ...process.env, FPD_PYTHON: "/no/such/python" } });
+  it("explains an interpreter that does not exist", async () => {
+    const r = await runCli(["doctor", "--json"], { ...process.env, FPD_PYTHON: "/no/such/python" });
     expect(r.status).toBe(1);
     const out = JSON.parse(r.stdout);
     expect(out.ok).toBe(false);

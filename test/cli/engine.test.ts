@@ -1,19 +1,16 @@
 // The training and evaluation commands through the real `fpd` binary and worker.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-
-const bin = fileURLToPath(new URL("../../bin/run.js", import.meta.url));
-const fpd = (args: string[]) => JSON.parse(execFileSync(process.execPath, [bin, ...args, "--json"], { encoding: "utf8", maxBuffer: 64 << 20 }));
+import { BIN as bin, fpdJson as fpd, runCli } from "../helpers/cli.js";
 const isPng = (p: string) => readFileSync(p).subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
 
 describe("fpd toy (the main job, tiny budget)", () => {
-  it("trains every method, measures the ODE NLL against the floor, writes report.md and pictures", () => {
+  it("trains every method, measures the ODE NLL against the floor, writes report.md and pictures", { timeout: 240_000 }, async () => {
     const out = mkdtempSync(join(tmpdir(), "fpd-toy-"));
-    const r = fpd(["toy", "--steps", "30", "--batch", "128", "--nll-points", "100", "--grid", "12", "--samples", "200", "--out", out, "--device", "cpu"]);
+    const r = await fpd(["toy", "--steps", "30", "--batch", "128", "--nll-points", "100", "--grid", "12", "--samples", "200", "--out", out, "--device", "cpu"]);
     expect(r.methods.map((m: { method: string }) => m.method)).toEqual(["dsm", "order3", "dsm_fpe"]);
     expect(r.floor).toBeCloseTo(Math.log(32), 4);
     for (const m of r.methods) {
@@ -36,26 +33,26 @@ describe("train, evaluate, sample from the CLI", () => {
   const runDir = join(dir, "run");
   const sets = ["--set", "training.nIters=20", "--set", "training.batchSize=128", "--set", "training.snapshotFreq=10", "--set", "training.logFreq=5"];
 
-  it("fpd train writes a run and reports it", () => {
-    const r = fpd(["train", "toy/checkerboard_ve_order2", ...sets, "--run-dir", runDir, "--device", "cpu"]);
+  it("fpd train writes a run and reports it", async () => {
+    const r = await fpd(["train", "toy/checkerboard_ve_order2", ...sets, "--run-dir", runDir, "--device", "cpu"]);
     expect(r.status).toBe("completed");
     expect(r.step).toBe(20);
     expect(r.lastMetrics.terms).toHaveProperty("dsm");
     expect(r.checkpoints.some((c: { path: string }) => c.path.endsWith("checkpoint_2.pth"))).toBe(true);
   });
 
-  it("fpd eval bpd / loss / fpe and fpd sample work on that run", () => {
-    const bpd = fpd(["eval", "bpd", "--run", runDir, "--n", "50", "--device", "cpu"]);
+  it("fpd eval bpd / loss / fpe and fpd sample work on that run", { timeout: 180_000 }, async () => {
+    const bpd = await fpd(["eval", "bpd", "--run", runDir, "--n", "50", "--device", "cpu"]);
     expect(bpd.n).toBe(50);
     expect(Number.isFinite(bpd.nll)).toBe(true);
     expect(bpd.bpd).toBeNull(); // toy data: nats only
-    const loss = fpd(["eval", "loss", "--run", runDir, "--n", "64", "--device", "cpu"]);
+    const loss = await fpd(["eval", "loss", "--run", runDir, "--n", "64", "--device", "cpu"]);
     expect(Object.keys(loss.terms)).toEqual(expect.arrayContaining(["dsm"]));
-    const fpe = fpd(["eval", "fpe", "--run", runDir, "--t", "0.1,0.5", "--n", "32", "--plot", join(dir, "fpe.png"), "--device", "cpu"]);
+    const fpe = await fpd(["eval", "fpe", "--run", runDir, "--t", "0.1,0.5", "--n", "32", "--plot", join(dir, "fpe.png"), "--device", "cpu"]);
     expect(fpe.t).toEqual([0.1, 0.5]);
     expect(fpe.residual.every((v: number) => v >= 0)).toBe(true);
     expect(isPng(join(dir, "fpe.png"))).toBe(true);
-    const s = fpd(["sample", "--run", runDir, "--n", "40", "--method", "ode", "--out", join(dir, "x.npy"), "--plot", join(dir, "x.png"), "--device", "cpu"]);
+    const s = await fpd(["sample", "--run", runDir, "--n", "40", "--method", "ode", "--out", join(dir, "x.npy"), "--plot", join(dir, "x.png"), "--device", "cpu"]);
     expect(s.shape).toEqual([40, 2]);
     const npy = readFileSync(join(dir, "x.npy"));
     expect(npy.subarray(0, 6).toString("latin1")).toBe("\x93NUMPY");
@@ -77,22 +74,15 @@ describe("train, evaluate, sample from the CLI", () => {
     expect(JSON.parse(readFileSync(join(d, "run.json"), "utf8")).status).toBe("cancelled");
   });
 
-  it("bad configs and flags are refused with the field named", () => {
-    const bad = (args: string[]) => {
-      try {
-        execFileSync(process.execPath, [bin, ...args], { encoding: "utf8", stdio: "pipe" });
-        return { status: 0, stderr: "" };
-      } catch (e) {
-        return e as { status: number; stderr: string };
-      }
-    };
-    const r1 = bad(["train", "toy/checkerboard_ve_dsm", "--set", "optim.lr=fast"]);
+  it("bad configs and flags are refused with the field named", async () => {
+    const bad = runCli;
+    const r1 = await bad(["train", "toy/checkerboard_ve_dsm", "--set", "optim.lr=fast"]);
     expect(r1.status).toBe(2);
     expect(r1.stderr).toMatch(/optim\.lr/);
-    const r2 = bad(["eval", "bpd"]);
+    const r2 = await bad(["eval", "bpd"]);
     expect(r2.status).toBe(2);
     expect(r2.stderr).toMatch(/--run/);
-    const r3 = bad(["finetune", "fp/ve_cifar10", "--from", "/no/such.pth", "--set", "model.nf=8"]);
+    const r3 = await bad(["finetune", "fp/ve_cifar10", "--from", "/no/such.pth", "--set", "model.nf=8"]);
     expect(r3.status).toBe(2);
     expect(r3.stderr).toMatch(/no such|not found|No such/i);
   });

@@ -1,0 +1,27 @@
+// Running the real `fpd` binary from tests without blocking vitest's event loop.
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+export const BIN = fileURLToPath(new URL("../../bin/run.js", import.meta.url));
+
+export interface CliResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { encoding: "utf8", env, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const status = err ? ((err as { code?: number | string }).code as number) ?? 1 : 0;
+      resolve({ status: typeof status === "number" ? status : 1, stdout, stderr });
+    });
+  });
+}
+
+/** `fpd <args> --json`, parsed; a non-zero exit fails with the command's stderr. */
+export async function fpdJson<T = any>(args: string[], env?: NodeJS.ProcessEnv): Promise<T> {
+  const r = await runCli([...args, "--json"], env);
+  if (r.status !== 0) throw new Error(`fpd ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
