@@ -206,7 +206,7 @@ describe("fpd config show --json equals the original configurations", () => {
 });
 
 describe("the shared checkpoint manifests (configs the original checkpoints were made with)", () => {
-  const dir = join(ROOT, "..", "shared", "reference", "checkpoints");
+  const dir = join(ROOT, "test", "fixtures", "reference"); // copies of the steering repo's shared/reference/checkpoints
   const names = ["ve/cifar10_ncsnpp_continuous", "ve/cifar10_ncsnpp_deep_continuous", "vp/cifar10_ddpmpp_continuous", "subvp/cifar10_ddpmpp_deep_continuous"];
   it("exist", () => expect(existsSync(dir)).toBe(true));
   for (const name of names) {
