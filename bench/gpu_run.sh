@@ -8,7 +8,7 @@ export PYTHONPATH="$PWD/py${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export FPD_ORIGINAL_SCORE_SDE="${FPD_ORIGINAL_SCORE_SDE:-$PWD/.orig/score_sde_pytorch}"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(env compat models)
-OUTDIR="${OUT:-bench/results}"
+STAMP="$(mktemp)"  # results newer than this are the ones this call made
 for step in "${steps[@]}"; do
   echo "=== $step ==="
   case "$step" in
@@ -31,4 +31,4 @@ for step in "${steps[@]}"; do
     *) if [ -f "bench/gpu/$step.sh" ]; then timeout 560 bash "bench/gpu/$step.sh"; else echo "unknown step $step"; fi ;;
   esac
 done
-if [ -n "${OUT:-}" ]; then cp bench/results/*cuda*.json "$OUT"/ 2>/dev/null || true; fi
+if [ -n "${OUT:-}" ]; then find bench/results -maxdepth 1 -name '*cuda*.json' -newer "$STAMP" -exec cp {} "$OUT"/ \; ; fi
