@@ -114,7 +114,10 @@ def test_ckpt_score_file_to_file(tmp_path, fmt):
     else:
         np.savez(str(inp), x=ref["x"].numpy(), t=ref["t"].numpy())
     res = _call("ckpt.score", {"experiment": _experiment(name), "checkpoint": path, "input": str(inp),
-                               "out": str(tmp_path / "scores"), "weights": "ema"}, WorkerState())
+                               "out": str(tmp_path / "scores"), "weights": "ema",
+                               # in-process: the worker's TF32-off default is not applied here, and
+                               # the expected values are CPU float32 results of the original code
+                               "device": "cpu"}, WorkerState())
     assert res["out"].endswith("scores.npz") and res["n"] == 4 and res["step"] == 123
     with np.load(res["out"], allow_pickle=False) as z:
         assert rel_err(torch.from_numpy(z["output"]), ref["model_out_ema"]) <= 1e-5
