@@ -1,17 +1,29 @@
 /** Which model a command evaluates: `--run DIR` (its config and latest checkpoint) or a config + `--checkpoint`. */
-import { Flags, type Command } from "@oclif/core";
+import { Args, Flags, type Command } from "@oclif/core";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { RunRecord } from "../api/runs.js";
 import type { Session } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
-import { experimentOrExit, runExperiment } from "./common.js";
+import { deviceFlag, experimentOrExit, runExperiment, setFlag } from "./common.js";
 
+/** What every command that evaluates a model takes: which model, which weights, overrides, device. */
 export const modelFlags = {
   checkpoint: Flags.string({ description: "checkpoint file (original Score SDE format or an fpdiff export)" }),
   run: Flags.string({ description: "run directory: its config.json and its latest checkpoint" }),
   weights: Flags.string({ description: "EMA weights (evaluation) or raw training weights", options: ["ema", "model"], default: "ema" }),
+  set: setFlag,
+  device: deviceFlag,
 };
+
+/** The points an evaluation runs on: fresh toy samples, or the first n images of a split. */
+export const pointsFlags = (n: number) => ({
+  n: Flags.integer({ description: "points: fresh toy samples, or the first n images of --split", default: n, min: 1 }),
+  split: Flags.string({ description: "image split", options: ["test", "train"], default: "test" }),
+  seed: Flags.integer({ description: "seed of the points and of the random draws", default: 0 }),
+});
+
+export const configArg = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
 
 export interface ModelChoice {
   experiment: Experiment;

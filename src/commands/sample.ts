@@ -1,8 +1,8 @@
-import { Args, Command, Flags } from "@oclif/core";
+import { Command, Flags } from "@oclif/core";
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { deviceFlag, setFlag, withSession } from "../cli/common.js";
-import { chooseModel, loadChosen, modelFlags } from "../cli/model.js";
+import { withSession } from "../cli/common.js";
+import { chooseModel, configArg, loadChosen, modelFlags } from "../cli/model.js";
 import { ProgressLine } from "../cli/progress.js";
 import { toNpy } from "../cli/npy.js";
 
@@ -17,11 +17,9 @@ export default class Sample extends Command {
     "<%= config.bin %> sample ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --n 64 --method pc --device cuda --out x.npy",
   ];
   static override enableJsonFlag = true;
-  static override args = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+  static override args = configArg;
   static override flags = {
     ...modelFlags,
-    set: setFlag,
-    device: deviceFlag,
     n: Flags.integer({ description: "number of samples", default: 1000, min: 1 }),
     seed: Flags.integer({ description: "sampling seed", default: 0 }),
     method: Flags.string({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] }),

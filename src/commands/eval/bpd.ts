@@ -1,6 +1,6 @@
-import { Args, Command, Flags } from "@oclif/core";
-import { deviceFlag, setFlag, withSession } from "../../cli/common.js";
-import { chooseModel, loadChosen, modelFlags } from "../../cli/model.js";
+import { Command, Flags } from "@oclif/core";
+import { withSession } from "../../cli/common.js";
+import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
@@ -16,14 +16,10 @@ export default class EvalBpd extends Command {
     "<%= config.bin %> eval bpd vp/cifar10_ddpmpp_continuous --checkpoint checkpoint_26.pth --set data.path=/data/cifar10 --n 1000 --repeats 5 --device cuda",
   ];
   static override enableJsonFlag = true;
-  static override args = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+  static override args = configArg;
   static override flags = {
     ...modelFlags,
-    set: setFlag,
-    device: deviceFlag,
-    n: Flags.integer({ description: "points: fresh toy samples, or the first n images of --split", default: 1000, min: 1 }),
-    split: Flags.string({ description: "image split", options: ["test", "train"], default: "test" }),
-    seed: Flags.integer({ description: "seed of the toy samples / probes", default: 0 }),
+    ...pointsFlags(1000),
     repeats: Flags.integer({ description: "repeats (fresh dequantisation and probes)", min: 1 }),
     rtol: Flags.string({ description: "ODE relative tolerance" }),
     atol: Flags.string({ description: "ODE absolute tolerance" }),

@@ -1,6 +1,6 @@
-import { Args, Command, Flags } from "@oclif/core";
-import { deviceFlag, setFlag, withSession } from "../../cli/common.js";
-import { chooseModel, loadChosen, modelFlags } from "../../cli/model.js";
+import { Command, Flags } from "@oclif/core";
+import { withSession } from "../../cli/common.js";
+import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
@@ -16,15 +16,11 @@ export default class EvalFpe extends Command {
     "<%= config.bin %> eval fpe ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --set data.path=/data/cifar10 --n 16 --plot fpe.png",
   ];
   static override enableJsonFlag = true;
-  static override args = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+  static override args = configArg;
   static override flags = {
     ...modelFlags,
-    set: setFlag,
-    device: deviceFlag,
+    ...pointsFlags(500),
     t: Flags.string({ description: "comma-separated times in (0, 1]", default: "0.001,0.01,0.05,0.1,0.25,0.5,0.75,1" }),
-    n: Flags.integer({ description: "points", default: 500, min: 1 }),
-    split: Flags.string({ description: "image split", options: ["test", "train"], default: "test" }),
-    seed: Flags.integer({ description: "seed of the points", default: 0 }),
     div: Flags.string({ description: "divergence (default exact for toys, Hutchinson for images)", options: ["exact", "hutchinson"] }),
     plot: Flags.string({ description: "write a PNG of the residual against t" }),
   };

@@ -1,6 +1,6 @@
-import { Args, Command, Flags } from "@oclif/core";
-import { deviceFlag, setFlag, withSession } from "../../cli/common.js";
-import { chooseModel, loadChosen, modelFlags } from "../../cli/model.js";
+import { Command, Flags } from "@oclif/core";
+import { withSession } from "../../cli/common.js";
+import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
 
@@ -14,14 +14,10 @@ export default class EvalLoss extends Command {
     "<%= config.bin %> eval loss fp/ve_cifar10 --checkpoint small.pth --set model.nf=8 --set data.path=/data/cifar10 --n 64 --t 0.5",
   ];
   static override enableJsonFlag = true;
-  static override args = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+  static override args = configArg;
   static override flags = {
     ...modelFlags,
-    set: setFlag,
-    device: deviceFlag,
-    n: Flags.integer({ description: "points", default: 1000, min: 1 }),
-    split: Flags.string({ description: "image split", options: ["test", "train"], default: "test" }),
-    seed: Flags.integer({ description: "seed of the points and draws", default: 0 }),
+    ...pointsFlags(1000),
     t: Flags.string({ description: "evaluate every point at this time instead of drawing t" }),
     "batch-size": Flags.integer({ description: "points per batch", min: 1 }),
   };
