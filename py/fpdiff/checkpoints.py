@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .files import atomic_path
 from .models import EMA, build_network, cfg_get
 from .models.layers import meta_init
 from .models.presets import PRESETS
@@ -563,43 +563,17 @@ def checkpoint_state(model: nn.Module, optimizer: Any = None, ema: Any = None,
     return {"optimizer": opt_state, "model": sd, "ema": ema_state, "step": int(step)}
 
 
-def _fsync_dir(dirname: str) -> None:
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: str, state: Mapping) -> SavedCheckpoint:
     """Write ``state`` (see ``checkpoint_state``) atomically: temp file, fsync, rename.
 
     A crash or kill at any point leaves either the previous file or the complete new one.
     """
     path = os.path.abspath(os.fspath(path))
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        digest = sha256_file(tmp)
-        size = os.path.getsize(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(d)
+    # through a file object: given a path, torch.save names the archive's root after the
+    # (random) temporary file, and identical states would no longer give identical bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(state), fh)
+    digest, size = sha256_file(path), os.path.getsize(path)
     step = state.get("step")
     return SavedCheckpoint(path, int(step) if step is not None else None, digest, size)
 
@@ -656,13 +630,11 @@ def exported_state_dict(ck: Checkpoint, *, weights: str = "ema", model_cfg: Any 
 def save_state_dict(path: str, sd: Mapping, *, fmt: str = "safetensors",
                     metadata: Optional[Mapping[str, str]] = None) -> SavedCheckpoint:
     """Write a plain state dict atomically as safetensors or a torch.save file."""
+    if fmt not in ("safetensors", "state_dict"):
+        raise ValueError("fmt must be 'safetensors' or 'state_dict'")
     path = os.path.abspath(os.fspath(path))
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    os.close(fd)
-    try:
-        tensors = OrderedDict((k, v.detach().cpu().contiguous().clone()) for k, v in sd.items())
+    tensors = OrderedDict((k, v.detach().cpu().contiguous().clone()) for k, v in sd.items())
+    with atomic_path(path) as tmp:
         if fmt == "safetensors":
             from safetensors.torch import save_file
             meta = {"key_order": ",".join(tensors)}
@@ -670,21 +642,10 @@ def save_state_dict(path: str, sd: Mapping, *, fmt: str = "safetensors",
             # one metadata entry: safetensors writes its metadata map in hash order, so several
             # entries would make the bytes (and sha256) of identical exports differ
             save_file(tensors, tmp, metadata={"fpdiff": json.dumps(meta, sort_keys=True)})
-        elif fmt == "state_dict":
-            torch.save(tensors, tmp)
         else:
-            raise ValueError("fmt must be 'safetensors' or 'state_dict'")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        digest, size = sha256_file(tmp), os.path.getsize(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(d)
+            with open(tmp, "wb") as fh:  # a file object keeps the bytes independent of tmp's name
+                torch.save(tensors, fh)
+    digest, size = sha256_file(path), os.path.getsize(path)
     step = (metadata or {}).get("step")
     return SavedCheckpoint(path, int(step) if str(step).isdigit() else None, digest, size)
 

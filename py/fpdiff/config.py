@@ -147,8 +147,10 @@ class VESDEConfig:
 
 
 @dataclass(frozen=True)
-class VPSDEConfig:
-    kind: Literal["vp"] = "vp"
+class _BetaSDEConfig:
+    """VP and subVP share their schedule β(t) = β_min + t(β_max − β_min); only `kind` differs."""
+
+    kind: str = ""
     beta_min: float = f(0.1, POS)
     beta_max: float = f(20.0, POS)
     N: int = f(1000, POS)
@@ -160,16 +162,13 @@ class VPSDEConfig:
 
 
 @dataclass(frozen=True)
-class SubVPSDEConfig:
-    kind: Literal["subvp"] = "subvp"
-    beta_min: float = f(0.1, POS)
-    beta_max: float = f(20.0, POS)
-    N: int = f(1000, POS)
+class VPSDEConfig(_BetaSDEConfig):
+    kind: Literal["vp"] = "vp"
 
-    def _checks(self) -> list[tuple[str, str]]:
-        if self.beta_min > self.beta_max:
-            return [("betaMax", "betaMin must not exceed betaMax")]
-        return []
+
+@dataclass(frozen=True)
+class SubVPSDEConfig(_BetaSDEConfig):
+    kind: Literal["subvp"] = "subvp"
 
 
 SDEConfig = Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from .files import atomic_path
 
 __all__ = ["DensityPanel", "SamplesPanel", "CurvesPanel", "panels_figure", "line_plot", "to_numpy"]
 
@@ -77,19 +78,8 @@ def _figure(width: float, height: float):
 
 def _save(fig: Any, path: str) -> dict:
     path = os.path.abspath(os.fspath(path))
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".png", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
     return {"path": path, "bytes": os.path.getsize(path)}
 
 

@@ -17,6 +17,8 @@ Parameterisations of the original networks (FACTS §1, §4):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Callable
 
 import torch
@@ -29,13 +31,14 @@ Tensor = torch.Tensor
 PARAMS = ("score", "noise", "eps")
 
 
-class ScoreModel:
+class ScoreModel(ABC):
     """Base class: a time-dependent score s(x, t) for an SDE. Subclasses implement `score`."""
 
     sde: SDE
 
+    @abstractmethod
     def score(self, x: Tensor, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        ...
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.score(x, t)

@@ -12,6 +12,8 @@ Every function of t is made of differentiable elementary operations, so forward-
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -37,7 +39,7 @@ def _as_t(t: Tensor | float, like: Tensor | None = None) -> Tensor:
     return torch.as_tensor(t, dtype=torch.get_default_dtype())
 
 
-class SDE:
+class SDE(ABC):
     """Common interface (docs/contracts.md §2). Subclasses define c(t), ċ(t), std(t), g²(t)."""
 
     kind: str = ""
@@ -47,27 +49,29 @@ class SDE:
         self.N = int(N)
 
     # --- per-SDE primitives -------------------------------------------------------------------
+    @abstractmethod
     def log_mean_coef(self, t: Tensor) -> Tensor:
         """c(t), so that mean(x0, t) = e^{c(t)} x0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def log_mean_coef_dt(self, t: Tensor) -> Tensor:
         """ċ(t); the drift is f(x,t) = ċ(t)·x."""
-        raise NotImplementedError
 
+    @abstractmethod
     def marginal_std(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def g2(self, t: Tensor) -> Tensor:
         """g(t)², the squared diffusion coefficient."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prior_std(self) -> float:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def label(self, t: Tensor) -> Tensor:
         """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (FACTS §1)."""
-        raise NotImplementedError
 
     # --- derived quantities -------------------------------------------------------------------
     def mean_coef(self, t: Tensor) -> Tensor:
@@ -133,9 +137,9 @@ class SDE:
         return self.drift(x, t) - 0.5 * bcast(self.g2(t), x) * score
 
     # --- importance sampling of t for likelihood weighting --------------------------------------
+    @abstractmethod
     def _cum_weight(self, t: Tensor) -> Tensor:
         """An antiderivative W(t) of the proposal density's unnormalised form g²(t)/std(t)²."""
-        raise NotImplementedError
 
     def importance_norm(self, eps: float = 1e-5) -> float:
         """Z = ∫_eps^T g²/std² dt, the normaliser of the importance density."""
@@ -167,8 +171,9 @@ class SDE:
             hi = torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
+    @abstractmethod
     def config(self) -> dict[str, Any]:
-        raise NotImplementedError
+        ...
 
 
 class VESDE(SDE):

@@ -33,6 +33,8 @@ export class RunDir {
   readonly dir: string;
   private record: RunRecord;
   private lastMetrics: Record<string, number> | undefined;
+  /** The step of the last metrics line written by this process (−1 before any). */
+  lastLoggedStep = -1;
 
   private constructor(dir: string, record: RunRecord) {
     this.dir = dir;
@@ -73,6 +75,7 @@ export class RunDir {
     for (const [k, v] of Object.entries(entry)) if (typeof v === "number") flat[k] = v;
     for (const [k, v] of Object.entries((entry.terms as Record<string, number> | undefined) ?? {})) flat[k] = v;
     this.lastMetrics = flat;
+    this.lastLoggedStep = Math.max(this.lastLoggedStep, entry.step);
     this.record.step = Math.max(this.record.step, entry.step);
   }
 

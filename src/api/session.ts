@@ -131,7 +131,8 @@ export class Session {
         },
         { onEvent, ...(opts.signal ? { signal: opts.signal } : {}) },
       );
-      if (result.lastMetrics) run.metrics({ ...result.lastMetrics });
+      // the last step's metrics, unless the logFreq schedule already recorded them
+      if (result.lastMetrics && result.lastMetrics.step > run.lastLoggedStep) run.metrics({ ...result.lastMetrics });
       run.status(result.status);
       return { run, handle: result.handle, result };
     } catch (err) {

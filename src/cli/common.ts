@@ -1,5 +1,5 @@
 /** What several commands share: the `--set` / `--device` flags, loading experiments, sessions. */
-import { Flags, type Command } from "@oclif/core";
+import type { Command } from "@oclif/core";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Session } from "../api/session.js";
@@ -7,8 +7,7 @@ import { applyOverrides, ConfigError, experiment as buildExperiment, type Experi
 import { loadExperiment } from "../dsl/load.js";
 import { FpdError } from "../protocol/errors.js";
 
-export const setFlag = Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] });
-export const deviceFlag = Flags.string({ description: "auto (CUDA when present) | cpu | cuda | cuda:N", default: "auto" });
+export { deviceFlag, setFlag } from "./flags.js";
 
 /** Load a preset or file with overrides; a ConfigError ends the command with its message (exit 2). */
 export async function experimentOrExit(cmd: Command, ref: string, set: string[]): Promise<Experiment> {

@@ -5,6 +5,7 @@ import { pathToFileURL } from "node:url";
 import { runAblation, type Ablation, type AblationOutcome } from "../api/ablation.js";
 import { withInterrupt } from "../cli/interrupt.js";
 import { table } from "../cli/render.js";
+import { deviceFlag } from "../cli/common.js";
 
 export default class Ablate extends Command {
   static override summary = "Run an ablation script written in TypeScript.";
@@ -23,7 +24,7 @@ export default class Ablate extends Command {
     param: Flags.string({ description: "set one of the script's params: key=value (repeatable)", multiple: true, default: [] }),
     out: Flags.string({ description: "output directory (default runs/ablate-<script name>)" }),
     parallel: Flags.integer({ description: "workers running points at once", default: 1, min: 1 }),
-    device: Flags.string({ description: "auto | cpu | cuda | cuda:N", default: "auto" }),
+    device: deviceFlag,
   };
 
   async run(): Promise<AblationOutcome> {

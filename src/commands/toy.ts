@@ -4,6 +4,7 @@ import { runToyJob, TOY_METHODS, type ToyJobResult, type ToyMethod } from "../ap
 import { withInterrupt } from "../cli/interrupt.js";
 import { ProgressLine } from "../cli/progress.js";
 import { table } from "../cli/render.js";
+import { deviceFlag } from "../cli/common.js";
 
 const PHASES = { train: "training", nll: "NLL by the ODE", density: "ODE density on a grid", samples: "ODE samples" } as const;
 
@@ -36,7 +37,7 @@ export default class Toy extends Command {
     samples: Flags.integer({ description: "samples drawn per model for the pictures", default: 2000, min: 1 }),
     out: Flags.string({ description: "output directory (runs and report.md)" }),
     set: Flags.string({ description: "override a field of every method's experiment: path=value (repeatable)", multiple: true, default: [] }),
-    device: Flags.string({ description: "auto | cpu | cuda | cuda:N", default: "auto" }),
+    device: deviceFlag,
   };
 
   async run(): Promise<ToyJobResult> {

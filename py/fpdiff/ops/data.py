@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..data import CIFAR10_TEST, CIFAR10_TRAIN
+from ..files import atomic_path
 from . import Args, OpContext, op
 
 
@@ -30,10 +31,8 @@ def write_synthetic_cifar10(path: str, per_batch: int, seed: int) -> dict[str, A
         data = np.clip(img, 0, 255).astype(np.uint8).reshape(per_batch, 3 * 32 * 32)
         labels = rng.integers(0, 10, size=per_batch).tolist()
         target = os.path.join(path, name)
-        tmp = target + ".tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
             pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, fh, protocol=2)
-        os.replace(tmp, target)
         files.append(target)
     return {"path": os.path.abspath(path), "files": files, "imagesPerFile": per_batch}
 

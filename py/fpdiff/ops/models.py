@@ -18,6 +18,7 @@ import torch
 
 from .. import checkpoints as CK
 from .. import config as C
+from ..files import atomic_path
 from ..models import EMA, build_network
 from ..protocol import BAD_REQUEST
 from . import Args, OpContext, OpError, op
@@ -215,15 +216,9 @@ def ckpt_score(args: Args, ctx: OpContext) -> dict:
     lm = _build_loaded(exp, path, device, None, "ckpt.score")
     res = _evaluate(lm, weights, x, t, batch, ctx)
     out_path = os.path.abspath(out_path if out_path.endswith(".npz") else out_path + ".npz")
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    tmp = out_path + f".{os.getpid()}.tmp.npz"
-    try:
+    with atomic_path(out_path, suffix=".npz") as tmp:
         np.savez(tmp, output=res["output"].numpy(), score=res["score"].numpy(),
                  labels=res["labels"].numpy(), t=t.numpy())
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"out": out_path, "n": int(x.shape[0]), "shape": list(res["output"].shape),
             "weights": res["weights"], "step": res["step"],
             "checkpoint": lm.checkpoint_info}  # type: ignore[attr-defined]

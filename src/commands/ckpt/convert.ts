@@ -4,6 +4,7 @@ import { Session } from "../../api/session.js";
 import { ConfigError, type Experiment } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
 import { FpdError } from "../../protocol/errors.js";
+import { setFlag } from "../../cli/common.js";
 
 export default class CkptConvert extends Command {
   static override summary = "Convert between the original Score SDE format and plain state-dict exports.";
@@ -22,7 +23,7 @@ export default class CkptConvert extends Command {
     out: Flags.string({ description: "file to write", required: true }),
     weights: Flags.string({ description: "which weights to export", options: ["ema", "model"], default: "ema" }),
     preset: Flags.string({ description: "preset or experiment file, when the layout matches no preset" }),
-    set: Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] }),
+    set: setFlag,
   };
 
   async run(): Promise<ConvertedCheckpoint> {

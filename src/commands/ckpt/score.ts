@@ -4,6 +4,7 @@ import { Session } from "../../api/session.js";
 import { ConfigError } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
 import { FpdError } from "../../protocol/errors.js";
+import { setFlag, deviceFlag } from "../../cli/common.js";
 
 export default class CkptScore extends Command {
   static override summary = "Evaluate a checkpoint's network and score at given inputs.";
@@ -19,11 +20,11 @@ export default class CkptScore extends Command {
   static override args = { file: Args.string({ description: "checkpoint file", required: true }) };
   static override flags = {
     preset: Flags.string({ description: "preset name, or a .ts / .json experiment file", required: true }),
-    set: Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] }),
+    set: setFlag,
     input: Flags.string({ description: ".pt or .npz with x and t", required: true }),
     out: Flags.string({ description: ".npz to write", required: true }),
     weights: Flags.string({ description: "EMA (evaluation) or raw training weights", options: ["ema", "model"], default: "ema" }),
-    device: Flags.string({ description: "auto, cpu, cuda or cuda:N", default: "auto" }),
+    device: deviceFlag,
     "batch-size": Flags.integer({ description: "inputs per forward pass", default: 64 }),
   };
 

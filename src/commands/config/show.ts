@@ -1,6 +1,7 @@
 import { Args, Command, Flags } from "@oclif/core";
 import { ConfigError, originalLayout } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
+import { setFlag } from "../../cli/flags.js";
 
 function render(value: unknown, indent = ""): string[] {
   if (value === null || typeof value !== "object") return [`${JSON.stringify(value)}`];
@@ -33,7 +34,7 @@ export default class ConfigShow extends Command {
     config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
   };
   static override flags = {
-    set: Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] }),
+    set: setFlag,
     wire: Flags.boolean({ description: "the camelCase experiment as sent to the worker", default: false }),
   };
 

@@ -1,6 +1,7 @@
-import { Args, Command, Flags } from "@oclif/core";
+import { Args, Command } from "@oclif/core";
 import { ConfigError, type ConfigIssue } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
+import { setFlag } from "../../cli/flags.js";
 
 export interface ValidateResult {
   config: string;
@@ -21,7 +22,7 @@ export default class ConfigValidate extends Command {
     config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
   };
   static override flags = {
-    set: Flags.string({ description: "override a field: path=value (repeatable)", multiple: true, default: [] }),
+    set: setFlag,
   };
 
   async run(): Promise<ValidateResult> {
