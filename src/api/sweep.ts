@@ -88,9 +88,18 @@ export async function sweep<G extends Grid, R extends Record<string, unknown>>(
   const controller = new AbortController();
   const abort = () => controller.abort();
   opts.signal?.addEventListener("abort", abort, { once: true });
+  // Every lane's worker is started before any point runs: a lane whose worker is still importing
+  // torch would otherwise find the work already taken, and `parallel` would not be parallel.
+  const opened = opts.session ? [opts.session] : await Promise.allSettled(Array.from({ length: parallel }, () => Session.open(opts)));
+  const sessions = opened.map((o) => (o instanceof Session ? o : o.status === "fulfilled" ? o.value : undefined));
+  const startFailure = opened.find((o): o is PromiseRejectedResult => !(o instanceof Session) && o.status === "rejected");
+  if (startFailure) {
+    await Promise.all(sessions.map((s) => (s && !opts.session ? s.close() : undefined)));
+    opts.signal?.removeEventListener("abort", abort);
+    throw startFailure.reason;
+  }
   let next = 0;
-  const lane = async () => {
-    const session = opts.session ?? (await Session.open(opts));
+  const lane = async (session: Session) => {
     try {
       while (next < todo.length && !controller.signal.aborted) {
         const i = todo[next++]!;
@@ -111,7 +120,7 @@ export async function sweep<G extends Grid, R extends Record<string, unknown>>(
       opts.signal?.removeEventListener("abort", abort);
     }
   };
-  const lanes = await Promise.allSettled(Array.from({ length: parallel }, lane));
+  const lanes = await Promise.allSettled(sessions.map((s) => lane(s!)));
   const failed = lanes.find((l): l is PromiseRejectedResult => l.status === "rejected");
   if (failed) throw failed.reason;
   if (controller.signal.aborted && rows.some((r) => r === undefined)) {
