@@ -7,13 +7,14 @@ import torch.nn as nn
 
 from fpdiff.score import ScoreModel
 from fpdiff.sde import make_sde
+from fpdiff.config import SubVPSDEConfig, VESDEConfig, VPSDEConfig
 from fpdiff.toys import GaussianMixture
 
 SDE_KINDS = ("ve", "vp", "subvp")
 
 
 def sde_of(kind: str):
-    return make_sde({"kind": kind})
+    return make_sde({"ve": VESDEConfig, "vp": VPSDEConfig, "subvp": SubVPSDEConfig}[kind]())
 
 
 def gen(seed: int = 0) -> torch.Generator:

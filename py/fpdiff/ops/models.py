@@ -162,7 +162,7 @@ def _evaluate(lm: LoadedModel, weights: str, x: torch.Tensor, t: torch.Tensor, b
 @op("model.score")
 def model_score(args: Args, ctx: OpContext) -> dict:
     """The raw network output for the SDE's label and the score, at (x, t), in batches."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     weights = args.str("weights", "ema", choices=("ema", "model"))
     x = args.tensor("x")
     t_raw = args.any("t")
@@ -236,7 +236,7 @@ def ckpt_inspect(args: Args, ctx: OpContext) -> dict:
 @op("ckpt.save")
 def ckpt_save(args: Args, ctx: OpContext) -> dict:
     """Write a loaded model in the original format (atomically): to a path, a snapshot or the meta file."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     path = _opt(args, "str", "path")
     workdir = _opt(args, "str", "workdir")
     snapshot = _opt(args, "int", "snapshot", min=0)
