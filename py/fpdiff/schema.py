@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +43,8 @@ def _is_tensor(_checker: Any, value: Any) -> bool:
 
 
 def _is_number(_checker: Any, value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # JSON has no NaN or infinity; msgpack does, and no field of ours means them
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _Validator = jsonschema.validators.extend(
@@ -59,9 +61,11 @@ def _validator(key: str) -> Any:
 
 
 def _node(key: str) -> dict[str, Any]:
-    """``experiment`` or ``<op>.args|result|event``."""
+    """``experiment``, ``<op>.args|result|event`` or ``$defs/<Name>`` (e.g. ``$defs/LossConfig``)."""
     if key == "experiment":
         return _BUNDLE["experiment"]
+    if key.startswith("$defs/"):
+        return {"$ref": f"#/{key}"}
     op, part = key.rsplit(".", 1)
     return OPS[op][part]
 
@@ -84,17 +88,23 @@ def _deref(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _branch(error: Any) -> Optional[list[Any]]:
-    """For a failed union, the errors of the branch the value meant (its discriminator matches)."""
+    """For a failed union, the errors of the branch the value meant: the one whose discriminator
+    matches, else the only branch of the value's JSON type (an object for `"autodiff" | {…}`)."""
     by_branch: dict[int, list[Any]] = {}
     for sub in error.context:
         by_branch.setdefault(sub.schema_path[0], []).append(sub)
     instance = error.instance
-    for i, branch in enumerate(error.validator_value):
-        props = _deref(branch).get("properties", {})
+    branches = [_deref(b) for b in error.validator_value]
+    for i, branch in enumerate(branches):
+        props = branch.get("properties", {})
         for key in ("kind", "method", "type"):
             const = _deref(props.get(key, {})).get("const")
             if const is not None and isinstance(instance, dict) and instance.get(key) == const:
                 return by_branch.get(i, [])
+    if isinstance(instance, dict):
+        objects = [i for i, b in enumerate(branches) if b.get("type") == "object"]
+        if len(objects) == 1:
+            return by_branch.get(objects[0], [])
     return None
 
 

@@ -34,8 +34,12 @@ def _opt(args: Args, kind: str, key: str, **kw: Any) -> Any:
 
 
 def _camel(obj: Any) -> Any:
+    """Transitional, until this module answers with the generated result types."""
+    import re
+
     if isinstance(obj, dict):
-        return {C.to_camel(k) if isinstance(k, str) else k: _camel(v) for k, v in obj.items()}
+        return {re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k) if isinstance(k, str) else k: _camel(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_camel(v) for v in obj]
     return obj

@@ -136,16 +136,16 @@ def toy_data(args: Args, ctx: OpContext) -> dict[str, Any]:
     """n samples of a toy data set (seeded), with its entropy where known."""
     dataset = args.str("dataset", choices=toys.DATASETS)
     n = args.int("n", min=1, max=10_000_000)
-    dim = args.int("dim", C.TOY_DIMS.get(dataset) or 2, min=1)
+    dim = opt(args, "int", "dim", min=1)
     scale = opt(args, "float", "scale", min=1e-12)
     seed = args.int("seed", 0, min=0)
     args.done()
-    want = C.TOY_DIMS.get(dataset)
-    if want is not None and dim != want:
-        raise OpError(BAD_REQUEST, f"args.dim: {dataset} lives in {want} dimension(s), got {dim}", "args.dim")
     g = torch.Generator().manual_seed(step_seed(seed, 0, STREAM_TEST))
-    x = toys.sample_toy(dataset, n, dim=dim, scale=scale, generator=g, dtype=torch.float32)
-    h = toys.toy_entropy(dataset, dim, scale)
+    try:
+        x = toys.sample_toy(dataset, n, dim=dim, scale=scale, generator=g, dtype=torch.float32)
+    except ValueError as exc:
+        raise OpError(BAD_REQUEST, f"args.dim: {exc}", "args.dim") from None
+    h = toys.toy_entropy(dataset, x.shape[1], scale)
     return {"x": x, "entropy": h}
 
 
