@@ -108,6 +108,10 @@ def _branch(error: Any) -> Optional[list[Any]]:
     return None
 
 
+_ARTICLE = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean",
+            "object": "an object", "array": "a list", "tensor": "a tensor", "null": "null"}
+
+
 def _problems(errors: Iterable[Any], prefix: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in errors:
@@ -127,6 +131,10 @@ def _problems(errors: Iterable[Any], prefix: str) -> list[tuple[str, str]]:
             out += [(join(path, [k]), "unknown key") for k in e.instance if k not in known]
         elif e.validator == "required":
             out += [(join(path, [k]), "required") for k in e.validator_value if k not in e.instance]
+        elif e.validator == "type":
+            kinds = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+            shown = repr(e.instance) if len(repr(e.instance)) <= 80 else repr(e.instance)[:77] + "..."
+            out.append((path, f"expected {' or '.join(_ARTICLE.get(k, k) for k in kinds)}, got {shown}"))
         else:
             out.append((path, e.message))
     return out
