@@ -11,6 +11,8 @@ from typing import Dict, List, Tuple
 import pytest
 import torch
 
+from fpdiff.config import CIFAR10Config, NCSNppConfig
+
 # The original-format fixtures (and their expected outputs) travel with the repository, so a clean
 # clone tests against them; FPD_REFERENCE_CHECKPOINTS points elsewhere if wanted.
 REF_DIR = os.environ.get(
@@ -36,12 +38,24 @@ def fixture_paths(name: str) -> Tuple[str, str]:
     return os.path.join(d, f"{name}.pth"), os.path.join(d, f"{name}_io.pt")
 
 
-def fixture_configs(name: str) -> Tuple[dict, dict]:
-    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config with ``kind`` added."""
+def configs_of_original(config_model: dict, config_data: dict) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """fpdiff's config dataclasses for a Score SDE ``config.model`` / ``config.data`` (JSON dicts).
+
+    Every ``config.model`` field has the same name in ``NCSNppConfig`` (the original names the class
+    'ncsnpp' for DDPM++ too); the data set's name is the config's kind.
+    """
+    def plain(v):
+        return tuple(v) if isinstance(v, list) else v
+
+    model = NCSNppConfig(**{k: plain(v) for k, v in config_model.items() if k != "name"})
+    data = CIFAR10Config(**{k: plain(v) for k, v in config_data.items() if k != "dataset"})
+    return model, data
+
+
+def fixture_configs(name: str) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config as fpdiff dataclasses."""
     meta = fixture_meta(name)
-    model = dict(meta["config_model"])
-    model["kind"] = "ncsnpp"          # the original config name; DDPM++ is the same class
-    return model, dict(meta["config_data"])
+    return configs_of_original(meta["config_model"], meta["config_data"])
 
 
 def manifests() -> List[str]:

@@ -64,9 +64,9 @@ def test_eps_parameterisation_sign_matches_the_toy_dsm_target():
 
 
 def test_with_the_project_toy_network():
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
 
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2})
+    net = ToyScoreMLP(dim=2)
     model = score_model(net, sde_of("ve"), {"kind": "mlp", "param": "eps"})
     x = torch.randn(7, 2, generator=gen(0))
     t = torch.rand(7, generator=gen(1))
