@@ -41,14 +41,14 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from fpdiff.likelihood import ode_likelihood
     from fpdiff.losses import build_loss
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
     from fpdiff.toys import sample_toy
 
     dev = torch.device(a.device)
     torch.manual_seed(a.seed)
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2}).to(dev)
+    net = ToyScoreMLP(dim=2).to(dev)
     sde = VESDE(0.01, 50.0)
     model = NetworkScore(net, sde, param="eps", label="t")
     loss = build_loss([{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}])

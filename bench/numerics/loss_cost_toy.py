@@ -50,14 +50,14 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from fpdiff.losses import build_loss
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
     from fpdiff.toys import sample_toy
 
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2}).to(dev)
+    net = ToyScoreMLP(dim=2).to(dev)
     model = NetworkScore(net, VESDE(0.01, 50.0), param="eps", label="t")
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
