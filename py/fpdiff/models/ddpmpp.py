@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .ncsnpp import (NCSNpp, Combine, EmbeddingType, Nonlinearity, Progressive, ProgressiveInput,
-                     ResblockType)
+from .ncsnpp import (CombineMethod, EmbeddingType, NCSNpp, Nonlinearity, Progressive,
+                     ProgressiveInput, ResblockType)
 
 
 class DDPMpp(NCSNpp):
@@ -41,7 +41,7 @@ class DDPMpp(NCSNpp):
         nonlinearity: Nonlinearity = "swish",
         progressive: Progressive = "none",
         progressive_input: ProgressiveInput = "none",
-        progressive_combine: Combine = "sum",
+        progressive_combine: CombineMethod = "sum",
         conditional: bool = True,
         embedding_type: EmbeddingType = "positional",
         fourier_scale: float = 16.0,

@@ -26,7 +26,7 @@ Nonlinearity = Literal["elu", "relu", "lrelu", "swish"]
 ResblockType = Literal["ddpm", "biggan"]
 Progressive = Literal["none", "output_skip", "residual"]
 ProgressiveInput = Literal["none", "input_skip", "residual"]
-Combine = Literal["sum", "cat"]
+CombineMethod = Literal["sum", "cat"]
 EmbeddingType = Literal["fourier", "positional"]
 
 
@@ -103,7 +103,7 @@ class NCSNpp(nn.Module):
         nonlinearity: Nonlinearity = "swish",
         progressive: Progressive = "none",
         progressive_input: ProgressiveInput = "residual",
-        progressive_combine: Combine = "sum",
+        progressive_combine: CombineMethod = "sum",
         conditional: bool = True,
         embedding_type: EmbeddingType = "fourier",
         fourier_scale: float = 16.0,
