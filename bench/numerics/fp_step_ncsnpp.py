@@ -8,7 +8,7 @@ with its `sde_lib.PDE`, its NCSN++ class, the same weights), in rotation in one 
     .venv/bin/python bench/numerics/fp_step_ncsnpp.py --batch 4 --repeats 5
     python bench/numerics/fp_step_ncsnpp.py --device cuda --batch 48 --nf 128 --repeats 10
 
-The original cannot be imported as published (FACTS §3): its `sde_lib` imports Reshape/Flatten/
+The original cannot be imported as published (docs/maths.md §5.5): its `sde_lib` imports Reshape/Flatten/
 Merge from a `utils` module that defines them inside a function and imports TensorFlow. This
 harness gives it a stand-in `utils` with module-level Reshape/Flatten/Merge (3×32×32 images) and
 its `op` package fpdiff's plain-PyTorch upfirdn2d (its own compiles a CUDA extension); everything

@@ -7,7 +7,7 @@ same network weights, same points, same tolerances.
     .venv/bin/python bench/numerics/likelihood_toy.py                 # CPU
     python bench/numerics/likelihood_toy.py --device cuda --n 20000   # GPU
 
-The toy network (FACTS §4 architecture) is first trained for --train-steps DSM steps on the
+The toy network (docs/maths.md §7.1 architecture) is first trained for --train-steps DSM steps on the
 checkerboard so that the flow is not trivial. The original code runs from its checkout
 (FPD_ORIGINAL_MLE_SCORE_ODE, default /work/orig/LuChengTHU+mle_score_ode); if it cannot be loaded
 the JSON says so and only fpdiff is timed. Writes bench/results/likelihood_toy_<device>_<date>.json.

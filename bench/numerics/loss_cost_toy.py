@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of one training step on the 2-D toy (FACTS §4 network, VE, checkerboard, batch 5000): DSM,
+"""Cost of one training step on the 2-D toy (docs/maths.md §7.1 network, VE, checkerboard, batch 5000): DSM,
 error-bounded order 2 and order 3 (exact form, the toy presets), DSM + score-FPE, by fpdiff, side by
 side with the original toy code's steps (mle_score_ode `toy.py` `loss_fn` for `score_eps`,
 `score_eps_second_jac`, `score_eps_third`), run in rotation in one process on the same machine.

@@ -1,4 +1,4 @@
-"""Score SDE checkpoints: load, check, restore, inspect, save (FACTS §7).
+"""Score SDE checkpoints: load, check, restore, inspect, save (docs/maths.md §10).
 
 The original format is ``torch.save({'optimizer': Adam.state_dict(), 'model': state_dict of the
 DataParallel-wrapped network ('module.' prefix), 'ema': {'decay', 'num_updates', 'shadow_params'},

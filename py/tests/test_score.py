@@ -1,4 +1,4 @@
-"""ScoreModel parameterisations (FACTS §1 and §4)."""
+"""ScoreModel parameterisations (docs/maths.md §3)."""
 
 import torch
 import torch.nn as nn

@@ -1,4 +1,4 @@
-"""First-order denoising score matching (Score SDE `losses.py`, FACTS §2).
+"""First-order denoising score matching (Score SDE `losses.py`, docs/maths.md §4).
 
 With x_t = mean(x_0, t) + std(t)·z:
   conventional: ℓ₁ = R(‖s·std + z‖²)
@@ -23,7 +23,7 @@ REDUCES = ("mean", "sum")
 
 
 class DSMLoss:
-    """ℓ₁ of FACTS §2. Keyword names follow the `dsm` loss term of docs/contracts.md §1."""
+    """ℓ₁ of docs/maths.md §4.1. Keyword names follow the `dsm` loss term of docs/contracts.md §1."""
 
     kind = "dsm"
 

@@ -1,4 +1,4 @@
-"""The toy score network of the high-order DSM paper (FACTS §4).
+"""The toy score network of the high-order DSM paper (docs/maths.md §7.1).
 
 ε̂ = net([x_encoder(x), t_encoder(emb(t))]) with a 64-dim sinusoidal embedding of the *raw time*
 t ∈ [ε, 1] (not σ(t), not 999·t), encoders MLP[128,128] → 128, decoder MLP[512,512] → D and SiLU.

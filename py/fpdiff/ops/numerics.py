@@ -245,7 +245,7 @@ def fisher(args: Args, ctx: OpContext) -> dict[str, Any]:
 
 @op("likelihood.nll")
 def likelihood_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """NLL (nats) and, for images, bits/dim by the probability-flow ODE (FACTS §5)."""
+    """NLL (nats) and, for images, bits/dim by the probability-flow ODE (docs/maths.md §8)."""
     from ..likelihood import bits_per_dim, bpd_offset
 
     lm = get_model(args, ctx.state)
