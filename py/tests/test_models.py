@@ -92,7 +92,7 @@ def _defaults(cls) -> dict:
 @pytest.mark.parametrize("cls,model,data", [
     (NCSNpp, NCSNppConfig(), CIFAR10Config()),
     (DDPMpp, DDPMppConfig(), CIFAR10Config(centered=True)),
-    (ToyScoreMLP, MLPConfig(), ToyDataConfig(dim=2)),
+    (ToyScoreMLP, MLPConfig(), ToyDataConfig(dataset="checkerboard", dim=2)),
 ])
 def test_network_defaults_are_the_dsl_defaults(cls, model, data):
     """The classes' keyword defaults = what the DSL's defaults build (the original networks)."""
@@ -152,11 +152,11 @@ def test_build_network_refuses_what_it_cannot_build():
     with pytest.raises(ValueError, match="model.normalization"):
         build_network(DDPMppConfig(normalization="InstanceNorm"), CIFAR10Config())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="data.kind 'toy' is not image data"):
-        build_network(NCSNppConfig(), ToyDataConfig(dim=2))
+        build_network(NCSNppConfig(), ToyDataConfig(dataset="checkerboard", dim=2))
     with pytest.raises(ValueError, match="data.kind must be 'toy'"):
         build_network(MLPConfig(), CIFAR10Config())
     with pytest.raises(ValueError, match="data.dim"):
-        build_network(MLPConfig(), ToyDataConfig(dataset="gaussian"))
+        build_network(MLPConfig(), ToyDataConfig(dataset="gaussian", dim=None))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="progressive_input must be one of"):
         NCSNpp(progressive_input="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="param must be"):
