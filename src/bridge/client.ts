@@ -100,7 +100,12 @@ export class RequestClient {
     return this.send(op, args, opts, false);
   }
 
-  private send(op: string, args: unknown, opts: RequestOptions<unknown>, validate: boolean): Promise<unknown> {
+  /** Ask the worker to stop, ahead of any request still waiting for a slot. */
+  shutdown(timeoutMs: number): Promise<unknown> {
+    return this.send("shutdown", {}, { timeoutMs }, false, true);
+  }
+
+  private send(op: string, args: unknown, opts: RequestOptions<unknown>, validate: boolean, urgent = false): Promise<unknown> {
     if (this.dead) return Promise.reject(this.dead);
     if (opts.signal?.aborted) return Promise.reject(new RequestError("CANCELLED", "aborted before it was sent", { op }));
     const waiting = this.backlog.length - this.backlogHead;
@@ -139,7 +144,7 @@ export class RequestClient {
         timer = setTimeout(() => this.cancel(id, "timeout", ms), ms);
       }
       this.updateHeartbeat();
-      if (this.inFlight < this.opts.maxInFlight && this.backlogHead === this.backlog.length) this.transmit(id);
+      if (urgent || (this.inFlight < this.opts.maxInFlight && this.backlogHead === this.backlog.length)) this.transmit(id);
       else this.backlog.push(id);
     });
   }

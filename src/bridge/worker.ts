@@ -141,7 +141,7 @@ export class Worker {
     const grace = opts.graceMs ?? 10_000;
     this.closing = true;
     if (this.client.alive) {
-      const shutdown = this.requestRaw("shutdown", {}, { timeoutMs: Math.min(grace, 2000) }).catch(() => {});
+      const shutdown = this.client.shutdown(Math.min(grace, 2000)).catch(() => {});
       await Promise.race([shutdown, this.proc.exited]);
     }
     await this.proc.stop(grace);

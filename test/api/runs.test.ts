@@ -25,6 +25,19 @@ function toy(set: string[] = []): Experiment {
 }
 
 const tmp = () => mkdtempSync(join(tmpdir(), "fpd-runs-"));
+
+/** Wait until process `pid` has exited (a killed process can take a moment to release its files). */
+async function gone(pid: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`process ${pid} did not exit`);
+}
 const read = (p: string) => readFileSync(p, "utf8");
 const json = (p: string) => JSON.parse(read(p));
 
@@ -179,6 +192,7 @@ describe("after a killed run", () => {
     process.kill(holder.worker, "SIGKILL");
     cli.kill("SIGKILL");
     await new Promise((r) => cli.on("exit", r));
+    await gone(holder.worker);
     expect(json(join(dir, "run.json")).status).toBe("running");
     const debris = [join(dir, "checkpoints", ".checkpoint_7.pth.k2j3h4.tmp"), join(dir, `run.json.${cli.pid}.tmp`)];
     for (const d of debris) writeFileSync(d, "half a file");

@@ -305,4 +305,15 @@ describe("flow control: no reply is ever dropped", () => {
       await w.close();
     }
   });
+
+  it("close() is not held up by requests waiting for a slot", async () => {
+    const w = await Worker.start({ maxInFlight: 1 });
+    const running = w.request("sleep", { seconds: 30 }).catch((e: unknown) => e);
+    const waiting = Array.from({ length: 5 }, () => w.request("ping", {}).catch((e: unknown) => e));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    await w.close();
+    expect(Date.now() - t0).toBeLessThan(8000); // the shutdown went first: no 10 s grace period, no SIGTERM
+    for (const e of [await running, ...(await Promise.all(waiting))]) expect((e as { code: string }).code).toMatch(/CANCELLED|WORKER_CLOSED|WORKER_CRASHED/);
+  });
 });

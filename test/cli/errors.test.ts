@@ -121,7 +121,7 @@ beforeAll(async () => {
 }, 120_000);
 
 for (const [command, cases] of Object.entries(CASES)) {
-  describe(`fpd ${command}`, () => {
+  describe.concurrent(`fpd ${command}`, () => {
     for (const c of cases) {
       it(`${c.kind}: ${c.code}, exit ${c.exit}, alike with --json`, { timeout: 120_000 }, async () => {
         // a diverging run needs a fresh directory per invocation

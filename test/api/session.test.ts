@@ -1,4 +1,4 @@
-// Training driven from TypeScript with the real worker: run directories, resume after a killed
+// Session.train (src/api/session.ts) with the real worker: run directories, resume after a killed
 // worker, cancellation, divergence, fine-tuning from an original-format checkpoint.
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
