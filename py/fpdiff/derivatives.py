@@ -42,26 +42,14 @@ class FiniteDifference:
 
 
 def parse_dt(dt: Any) -> str | FiniteDifference:
-    """`"autodiff"` or a finite-difference spec: {"finite_difference": {"hs", "hd"}} (or camelCase,
-    or an object with a `finite_difference` attribute, or a `FiniteDifference`)."""
+    """`"autodiff"`, or the stencil of a loss term's / op's `dt` (a generated `FiniteDifference`
+    config with its `finite_difference` steps), or a `FiniteDifference` as it is."""
     if dt is None or dt == "autodiff":
         return "autodiff"
     if isinstance(dt, FiniteDifference):
         return dt
-    if isinstance(dt, str):
-        if dt in ("finite_difference", "finiteDifference", "fd"):
-            return FiniteDifference()
-        raise ValueError(f"unknown dt estimator {dt!r}")
-    spec = None
-    if isinstance(dt, Mapping):
-        spec = dt.get("finite_difference", dt.get("finiteDifference"))
-    else:
-        spec = getattr(dt, "finite_difference", None)
-    if spec is None:
-        raise ValueError(f"unknown dt estimator {dt!r}")
-    if isinstance(spec, Mapping):
-        return FiniteDifference(float(spec.get("hs", 1e-3)), float(spec.get("hd", 5e-4)))
-    return FiniteDifference(float(getattr(spec, "hs", 1e-3)), float(getattr(spec, "hd", 5e-4)))
+    steps = dt.finite_difference
+    return FiniteDifference(steps.hs, steps.hd)
 
 
 def sample_probes(

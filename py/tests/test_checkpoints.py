@@ -97,7 +97,7 @@ def _restored(name):
     ck = C.load_checkpoint(ckpt_path)
     net = build_network(model_cfg, data_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8)
-    ema = EMA(net.parameters(), decay=model_cfg["ema_rate"])
+    ema = EMA(net.parameters(), decay=model_cfg.ema_rate)
     C.restore(net, ck, weights="model", optimizer=opt, ema=ema)
     return net, opt, ema, ck
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .. import rundir
-from . import Args, OpContext, op
+from .._generated import types as T
+from . import OpContext, op
 
 _KEY = "run_locks"
 
@@ -19,25 +19,22 @@ def _held(ctx: OpContext) -> dict[str, rundir.RunLock]:
     return locks
 
 
-@op("run.lock", control=True)
-def run_lock(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("run.lock")
+def run_lock(args: T.RunLockArgs, ctx: OpContext) -> T.RunLockResult:
     """Lock a run directory for this worker's life (or until run.unlock); never waits."""
-    directory = os.path.abspath(args.str("dir"))
-    owner = args.map("owner", {})
-    args.done()
-    lock, holder = rundir.acquire(directory, owner)
+    directory = os.path.abspath(args.dir)
+    lock, holder = rundir.acquire(directory, dict(args.owner or {}))
     if lock is None:
-        return {"locked": False, "dir": directory, "holder": holder}
+        return T.RunLockResult(locked=False, dir=directory, holder=holder)
     _held(ctx)[directory] = lock
-    return {"locked": True, "dir": directory, "holder": None}
+    return T.RunLockResult(locked=True, dir=directory, holder=None)
 
 
-@op("run.unlock", control=True)
-def run_unlock(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("run.unlock")
+def run_unlock(args: T.RunUnlockArgs, ctx: OpContext) -> T.RunUnlockResult:
     """Release a lock taken by run.lock."""
-    directory = os.path.abspath(args.str("dir"))
-    args.done()
+    directory = os.path.abspath(args.dir)
     lock = _held(ctx).pop(directory, None)
     if lock is not None:
         lock.release()
-    return {"unlocked": lock is not None, "dir": directory}
+    return T.RunUnlockResult(unlocked=lock is not None, dir=directory)
