@@ -753,6 +753,35 @@ class PresetMatch:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunLockArgs:
+    dir: str
+    owner: Optional[dict[str, Any]] = None
+    WIRE: ClassVar[dict[str, str]] = {"dir": "dir", "owner": "owner"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"owner"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLockResult:
+    locked: bool
+    dir: str
+    holder: Optional[dict[str, Any]]
+    WIRE: ClassVar[dict[str, str]] = {"locked": "locked", "dir": "dir", "holder": "holder"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunUnlockArgs:
+    dir: str
+    WIRE: ClassVar[dict[str, str]] = {"dir": "dir"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunUnlockResult:
+    unlocked: bool
+    dir: str
+    WIRE: ClassVar[dict[str, str]] = {"unlocked": "unlocked", "dir": "dir"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SampleArgs:
     model: str
     weights: Literal["ema", "model"] = "ema"
@@ -1177,6 +1206,10 @@ __all__ = [
     "PlotLinesArgsSeries",
     "PlotToyArgs",
     "PresetMatch",
+    "RunLockArgs",
+    "RunLockResult",
+    "RunUnlockArgs",
+    "RunUnlockResult",
     "SampleArgs",
     "SampleResult",
     "SamplesPanel",
