@@ -33,7 +33,7 @@ describe("fpd ckpt", () => {
     const check = `
 import sys, numpy as np, torch
 sys.path.insert(0, "${join(PROJECT_ROOT, "py")}")
-from fpdiff.safe_load import safe_torch_load
+from fpdiff.checkpoints import safe_torch_load
 io, _ = safe_torch_load("${join(REF, "vp_ddpmpp_small_seed0_io.pt")}")
 got = np.load("${out}")
 rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))

@@ -127,6 +127,10 @@ def load_checkpoint(path: str, *, map_location: Any = "cpu", verify: bool = True
             ck = _load_flax(fh, path, size)
         elif kind == "safetensors":
             ck = _load_safetensors(path, size)
+        elif kind is None:
+            raise NotACheckpointError(
+                f"{path} is not a checkpoint (unrecognised header {head[:4]!r}; expected a torch.save "
+                "zip archive or legacy pickle, a safetensors file or a flax msgpack state)", path=path)
         else:
             ck = None
     if ck is None:
