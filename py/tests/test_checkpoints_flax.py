@@ -146,7 +146,8 @@ def test_full_size_maps_cover_every_leaf_onto_the_manifest(kind, preset):
     assert order == ref["top_level_call_order"]
     manifest = load_manifest(os.path.join(require_reference(), ref["torch_manifest"]))
     keys = {k.replace("module.", "", 1): tuple(shape) for k, shape, _ in manifest["model_state_dict"]}
-    mapped = {key: tuple(net.state_dict()[key].shape) for key in names}
+    sd = net.state_dict()
+    mapped = {key: tuple(sd[key].shape) for key in names}
     assert set(keys) - set(mapped) == {"sigmas"}
     assert all(keys[k] == s for k, s in mapped.items())
     assert sum(int(np.prod(s)) for s in C.flax_layout(net).values()) == ref["flax_param_count"]
