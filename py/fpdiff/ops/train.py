@@ -45,7 +45,7 @@ def train_run(args: Args, ctx: OpContext) -> dict[str, Any]:
         init_args = Args(init_raw, "args.init")
         init = init_args.str("checkpoint")
         init_args.done()
-        if not os.path.isfile(init):
+        if not os.path.exists(init):   # a file, or a work directory (its newest snapshot)
             raise OpError(BAD_REQUEST, f"args.init.checkpoint: no such file {init!r}", "args.init.checkpoint")
     device = device_arg(args)
     max_steps = opt(args, "int", "maxSteps", min=0)
