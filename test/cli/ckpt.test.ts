@@ -164,6 +164,15 @@ for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
     expect(after.ema.numUpdates).toBeNull(); // the JAX code's constant-rate EMA carries on
   });
 
+  it("sample --checkpoint takes a flax file (model.load, as eval does)", async () => {
+    const out = join(mkdtempSync(join(tmpdir(), "fpd-flax-")), "s.npy");
+    const r = await fpd([
+      "sample", "scoreflow/vp/cifar10_ddpmpp_continuous", "--checkpoint", flaxFile(VP), "--set", "model.nf=8",
+      "--n", "2", "--method", "pc", "--steps", "3", "--device", "cpu", "--out", out,
+    ]);
+    expect(r.shape).toEqual([2, 3, 32, 32]);
+  });
+
   it("a FIFO given as a checkpoint is refused at once", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fpd-fifo-"));
     const fifo = join(dir, "checkpoint.pth");
