@@ -444,3 +444,43 @@ def test_chunked_arrays_are_joined(tmp_path):
     p = write_tree(str(tmp_path / "bad"), tree)
     with pytest.raises(C.CorruptCheckpointError, match="chunks hold 108 elements"):
         C.load_checkpoint(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# names where flax counts modules that have no parameters
+
+def test_flax_counts_the_parameter_free_pyramid_resamplers():
+    """With ddpm blocks (Downsample / Upsample layers with a conv) and the input_skip / output_skip
+    pyramids (Downsample / Upsample without one), flax numbers both kinds in one sequence per class,
+    in call order: level ℓ's layer is Downsample_{2ℓ}, its pyramid resampler Downsample_{2ℓ+1}
+    (read from the original flax NCSNpp.__call__; no flax file of such a config was at hand)."""
+    from fpdiff.models import PRESETS
+    model = dict(PRESETS["ve/cifar10_ncsnpp_continuous"]["model"], nf=8, ch_mult=(1, 2, 2),
+                 num_res_blocks=1, attn_resolutions=(), resblock_type="ddpm", fir=False,
+                 progressive="output_skip", progressive_input="input_skip")
+    net = build_network(model, {"image_size": 16, "num_channels": 3, "centered": False})
+    paths = {leaf.path.split("/")[0] for leaf in C.flax_names(net).values()}
+    assert {"Downsample_0", "Downsample_2"} <= paths and not {"Downsample_1", "Downsample_3"} & paths
+    assert {"Combine_0", "Combine_1"} <= paths
+    # decoder: the lowest level has no pyramid upsampling, then its own Upsample (a conv) is
+    # Upsample_0; the next level's pyramid Upsample (none) is Upsample_1, its own Upsample_2
+    assert {"Upsample_0", "Upsample_2"} <= paths and "Upsample_1" not in paths
+
+
+@pytest.mark.original
+@pytest.mark.parametrize("name", FLAX_FIXTURES)
+def test_converted_file_loads_strictly_into_score_sde_pytorch(tmp_path, name):
+    """`convert --to score_sde` → score_sde_pytorch's own NCSNpp, DataParallel, strict=True, and
+    its outputs are the JAX code's (needs FPD_ORIGINAL_SCORE_SDE; `npm run test:original`)."""
+    from _ckpt_helpers import original_config, original_ncsnpp_class
+    cls = original_ncsnpp_class()
+    out = C.convert(ckpt_path(name), str(tmp_path / "checkpoint.pth"), to="score_sde")
+    raw = torch.load(out.path, map_location="cpu")
+    m, d = model_and_data(name)
+    original = nn.DataParallel(cls(original_config(m, d)))
+    original.load_state_dict(raw["model"], strict=True)
+    original.eval()
+    io = arrays(name)
+    with torch.no_grad():
+        got = _nhwc(original(_nchw(io["x"]), torch.from_numpy(io["labels"])))
+    assert _per_sample(got, io["net_out_params"]).max() <= TOL_OUT
