@@ -32,7 +32,7 @@ __all__ = ["FlaxState", "read_flax", "parse_flax_state", "STATE_FIELDS", "DTYPES
 #: the fields of score_flow's / score_sde's ``State``, in their order
 STATE_FIELDS = ("step", "optimizer", "lr", "model_state", "ema_rate", "params_ema", "rng")
 #: dtype names a flax array may have, and how each is read (little-endian)
-DTYPES: Dict[str, Tuple[str, torch.dtype]] = {
+DTYPES: Dict[str, Tuple[str, torch.dtype]] = {  # name -> (NumPy code in the file, torch dtype loaded)
     "float16": ("<f2", torch.float16), "float32": ("<f4", torch.float32),
     "float64": ("<f8", torch.float64), "bfloat16": ("<u2", torch.bfloat16),
     "int8": ("i1", torch.int8), "int16": ("<i2", torch.int16), "int32": ("<i4", torch.int32),
@@ -51,28 +51,34 @@ _MAX_EXT = (1 << 31) - 1
 
 
 class _FlaxArray:
-    """A decoded array: NumPy view of the payload (little-endian) and the torch dtype it becomes."""
-    __slots__ = ("array", "torch_dtype", "dtype_name")
+    """A decoded array as a torch tensor that owns its data (the payload is freed at once), and
+    the dtype name the file gave it."""
+    __slots__ = ("tensor", "dtype_name")
 
-    def __init__(self, array: np.ndarray, torch_dtype: torch.dtype, dtype_name: str):
-        self.array = array
-        self.torch_dtype = torch_dtype
+    def __init__(self, tensor: torch.Tensor, dtype_name: str):
+        self.tensor = tensor
         self.dtype_name = dtype_name
 
     @property
     def shape(self) -> Tuple[int, ...]:
-        return tuple(self.array.shape)
+        return tuple(self.tensor.shape)
 
-    def tensor(self) -> torch.Tensor:
-        """A torch tensor owning a copy of the data (the payload bytes are read-only)."""
-        a = self.array
-        if self.dtype_name == "bfloat16":
-            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
-        if self.dtype_name in ("uint16", "uint32", "uint64"):
-            if self.dtype_name == "uint64" and a.size and int(a.max()) >= 1 << 63:
-                raise ValueError("uint64 value beyond int64")
-            return torch.from_numpy(a.astype(np.int64 if self.torch_dtype == torch.int64 else np.int32))
-        return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("=")))
+    @property
+    def ndim(self) -> int:
+        return self.tensor.dim()
+
+
+def _to_tensor(view: np.ndarray, dname: str) -> torch.Tensor:
+    """An owning torch copy of a little-endian NumPy view (uint16/32/64 widened to a signed type)."""
+    if dname == "bfloat16":
+        return torch.from_numpy(view.view(np.int16).copy()).view(torch.bfloat16)
+    if dname == "uint64":
+        if view.size and int(view.max()) >= 1 << 63:
+            raise ValueError("a uint64 value beyond int64")
+        return torch.from_numpy(view.astype(np.int64))
+    if dname in ("uint16", "uint32"):
+        return torch.from_numpy(view.astype(np.int32 if dname == "uint16" else np.int64))
+    return torch.from_numpy(view.astype(view.dtype.newbyteorder("="), copy=True))
 
 
 def _bad(where: str, what: str) -> CorruptCheckpointError:
@@ -122,8 +128,11 @@ def _decode_array(payload: bytes, where: str) -> _FlaxArray:
     if n != numel * itemsize:
         raise _bad(where, f"array of shape {shape} {dname} needs {numel * itemsize} bytes, the file "
                           f"holds {n}")
-    arr = np.frombuffer(payload, dtype=np_code, count=numel, offset=start).reshape(shape)
-    return _FlaxArray(arr, tdt, dname)
+    view = np.frombuffer(payload, dtype=np_code, count=numel, offset=start).reshape(shape)
+    try:
+        return _FlaxArray(_to_tensor(view, dname), dname)
+    except ValueError as e:
+        raise _bad(where, str(e)) from None
 
 
 def _ext_hook(where: str):
@@ -132,7 +141,7 @@ def _ext_hook(where: str):
             return _decode_array(data, where)
         if code == _EXT_SCALAR:
             a = _decode_array(data, where)
-            if a.array.ndim:
+            if a.ndim:
                 raise _bad(where, "a NumPy scalar record holds an array")
             return a
         raise _bad(where, f"unsupported msgpack extension type {code} (flax arrays are type 1, "
@@ -195,7 +204,7 @@ def _unchunk(node: Dict[str, Any], path: str, where: str) -> _FlaxArray:
     chunks = _indexed(node["chunks"], "chunks", path, where)
     if len(shape) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(path, f"chunked array at {where}: shape {shape!r}")
-    if not chunks or not all(isinstance(c, _FlaxArray) and c.array.ndim == 1 for c in chunks):
+    if not chunks or not all(isinstance(c, _FlaxArray) and c.ndim == 1 for c in chunks):
         raise _bad(path, f"chunked array at {where}: its chunks are not 1-D arrays")
     names = {c.dtype_name for c in chunks}
     if len(names) != 1:
@@ -203,11 +212,11 @@ def _unchunk(node: Dict[str, Any], path: str, where: str) -> _FlaxArray:
     numel = 1
     for d in shape:
         numel *= d
-    if sum(c.array.size for c in chunks) != numel:
-        raise _bad(path, f"chunked array at {where}: chunks hold {sum(c.array.size for c in chunks)} "
-                         f"elements, the shape {shape} needs {numel}")
-    arr = np.concatenate([c.array for c in chunks]).reshape(shape)
-    return _FlaxArray(arr, chunks[0].torch_dtype, chunks[0].dtype_name)
+    held = sum(c.tensor.numel() for c in chunks)
+    if held != numel:
+        raise _bad(path, f"chunked array at {where}: chunks hold {held} elements, the shape {shape} "
+                         f"needs {numel}")
+    return _FlaxArray(torch.cat([c.tensor for c in chunks]).reshape(shape), chunks[0].dtype_name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +256,7 @@ def _flatten(tree: Any, path: str, where: str) -> "OrderedDict[str, _FlaxArray]"
 
 
 def _scalar(node: Any, name: str, path: str) -> _FlaxArray:
-    if not isinstance(node, _FlaxArray) or node.array.ndim != 0:
+    if not isinstance(node, _FlaxArray) or node.ndim != 0:
         raise CorruptCheckpointError(f"{path}: field {name!r} must be a 0-d array, got "
                                      f"{_describe(node)}", path=path, field=name)
     return node
@@ -314,21 +323,18 @@ def parse_flax_state(top: Dict[str, Any], path: str) -> FlaxState:
                                              f"the parameter {list(a.shape)}", path=path)
     # the scalars are float32 in the file: take the shortest decimal that is that float32
     # (0.9999, not 0.99989998), the value the config held
-    step = check_step(_scalar(top["step"], "step", path).array, path, "step")
-    adam_step = check_step(_scalar(opt["state"]["step"], "optimizer/state/step", path).array, path,
+    step = check_step(_scalar(top["step"], "step", path).tensor, path, "step")
+    adam_step = check_step(_scalar(opt["state"]["step"], "optimizer/state/step", path).tensor, path,
                            "optimizer/state/step")
-    lr = _decimal(check_positive_float(_scalar(top["lr"], "lr", path).array, path, "lr"), top["lr"])
-    ema_rate = _decimal(check_fraction(_scalar(top["ema_rate"], "ema_rate", path).array, path,
+    lr = _decimal(check_positive_float(_scalar(top["lr"], "lr", path).tensor, path, "lr"), top["lr"])
+    ema_rate = _decimal(check_fraction(_scalar(top["ema_rate"], "ema_rate", path).tensor, path,
                                        "ema_rate"), top["ema_rate"])
     if not isinstance(top["rng"], _FlaxArray):
         raise CorruptCheckpointError(f"{path}: field 'rng' must be an array (a PRNG key), got "
                                      f"{_describe(top['rng'])}", path=path, field="rng")
 
     def tensors(d: "OrderedDict[str, _FlaxArray]", suffix: str = "") -> "OrderedDict[str, torch.Tensor]":
-        try:
-            return OrderedDict((k, d[k + suffix].tensor()) for k in params)
-        except ValueError as e:
-            raise CorruptCheckpointError(f"{path}: {e}", path=path) from None
+        return OrderedDict((k, d[k + suffix].tensor) for k in params)
 
     return FlaxState(step=step, params=tensors(params), params_ema=tensors(ema),
                      grad_ema=tensors(states, "/grad_ema"), grad_sq_ema=tensors(states, "/grad_sq_ema"),
