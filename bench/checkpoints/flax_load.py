@@ -36,12 +36,11 @@ def make_file(preset: str, path: str) -> dict:
     import msgpack
     import numpy as np
     from fpdiff import checkpoints as C
-    from fpdiff.models import PRESETS, build_network
-    from fpdiff.models.layers import meta_init
+    from fpdiff.models import ARCHITECTURES, build_network, meta_init
 
-    p = PRESETS[preset]
+    arch = ARCHITECTURES[preset]
     with meta_init():
-        net = build_network(p["model"], p["data"])
+        net = build_network(arch.model, arch.data)
     rng = np.random.default_rng(0)
 
     def ext(a: np.ndarray) -> msgpack.ExtType:
@@ -83,14 +82,14 @@ PHASE = textwrap.dedent("""
 
     import torch
     from fpdiff import checkpoints as C
-    from fpdiff.models import PRESETS, EMA, build_network
-    p = PRESETS[{preset!r}]
+    from fpdiff.models import ARCHITECTURES, EMA, build_network
+    p = ARCHITECTURES[{preset!r}]
     t0 = time.perf_counter()
     ck = C.load_checkpoint({path!r}, digest=False)
     t_load = time.perf_counter() - t0
     out = {{"load_s": t_load, "peak_after_load_mb": hwm_mb()}}
     if {phase!r} in ("restore", "convert"):
-        net = build_network(p["model"], p["data"])
+        net = build_network(p.model, p.data)
         opt = torch.optim.Adam(net.parameters(), lr=2e-4)
         ema = EMA(net.parameters(), decay=0.9999)
         t0 = time.perf_counter()

@@ -93,14 +93,17 @@ def write_tree(path: str, tree: Any) -> str:
     return path
 
 
-def model_and_data(name: str, nf: int = 8) -> Tuple[dict, dict]:
-    from fpdiff.models import PRESETS
-    p = PRESETS[PRESET[name]]
-    return dict(p["model"], nf=nf), dict(p["data"])
+def model_and_data(name: str, nf: int = 8) -> Tuple[Any, Any]:
+    """(model config, data config) of the fixture's network: its architecture at ``nf``."""
+    from fpdiff.models import ARCHITECTURES
+    arch = ARCHITECTURES[PRESET[name]].with_model(nf=nf)
+    return arch.model, arch.data
 
 
-def sde_of(name: str) -> dict:
+def sde_of(name: str):
+    """The fixture's SDE (fpdiff.sde), with the constants its JSON records."""
+    from fpdiff.sde import VESDE, VPSDE
     s = meta(name)["sde"]
     if s["name"] == "VESDE":
-        return {"kind": "ve", "sigma_min": s["sigma_min"], "sigma_max": s["sigma_max"], "N": s["N"]}
-    return {"kind": "vp", "beta_min": s["beta_min"], "beta_max": s["beta_max"], "N": s["N"]}
+        return VESDE(sigma_min=s["sigma_min"], sigma_max=s["sigma_max"], N=s["N"])
+    return VPSDE(beta_min=s["beta_min"], beta_max=s["beta_max"], N=s["N"])

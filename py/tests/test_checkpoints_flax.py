@@ -12,8 +12,7 @@ import torch
 import torch.nn as nn
 
 from fpdiff import checkpoints as C
-from fpdiff.models import EMA, build_network
-from fpdiff.models.layers import meta_init
+from fpdiff.models import ARCHITECTURES, EMA, NCSNpp, build_network, meta_init
 from fpdiff.score import score_model
 
 from _flax_helpers import (FLAX_FIXTURES, PRESET, VE, VP, arrays, chunked, ckpt_path, ext_array,
@@ -130,12 +129,11 @@ def test_converted_state_dict_equals_the_reference_exactly(name):
     ("ve_ncsnpp_deep_nf128", "ve/cifar10_ncsnpp_deep_continuous"),
 ])
 def test_full_size_maps_cover_every_leaf_onto_the_manifest(kind, preset):
-    from fpdiff.models import PRESETS
     from _ckpt_helpers import load_manifest, require_reference
     ref = mapping(kind)
-    p = PRESETS[preset]
+    arch = ARCHITECTURES[preset]
     with meta_init():
-        net = build_network(p["model"], p["data"])
+        net = build_network(arch.model, arch.data)
     names = C.flax_names(net)
     ours = {leaf.path: (key, leaf.shape) for key, leaf in names.items()}
     theirs = {m["flax"]: (m["torch"], tuple(m["flax_shape"])) for m in ref["mapping"]}
@@ -273,9 +271,9 @@ LOSSES = {
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_finetune_two_steps_from_the_vp_fixture(tmp_path, loss):
-    from fpdiff import config as CFG
+    import _resolve
     from fpdiff import train as T
-    exp = CFG.experiment_from_wire({
+    exp = _resolve.experiment({
         "name": "ft/flax_vp",
         "sde": {"kind": "vp"},
         "model": {"kind": "ddpmpp", "nf": 8},
@@ -300,7 +298,7 @@ def test_finetune_two_steps_from_the_vp_fixture(tmp_path, loss):
 
 def test_finetune_from_flax_equals_finetune_from_its_conversion(tmp_path):
     """The flax state and its PyTorch conversion start the same run: same losses, same weights."""
-    from fpdiff import config as CFG
+    import _resolve
     from fpdiff import train as T
     converted = C.convert(ckpt_path(VP), str(tmp_path / "converted.pth"), to="score_sde").path
     wire = {
@@ -314,7 +312,7 @@ def test_finetune_from_flax_equals_finetune_from_its_conversion(tmp_path):
     runs = []
     for init, tag in ((ckpt_path(VP), "a"), (converted, "b")):
         events = []
-        state, _ = T.train(CFG.experiment_from_wire(wire), str(tmp_path / tag), init=init,
+        state, _ = T.train(_resolve.experiment(wire), str(tmp_path / tag), init=init,
                            callback=events.append)
         runs.append((state, [e["loss"] for e in events if e["type"] == "metrics"]))
     (a, la), (b, lb) = runs
@@ -454,11 +452,9 @@ def test_flax_counts_the_parameter_free_pyramid_resamplers():
     pyramids (Downsample / Upsample without one), flax numbers both kinds in one sequence per class,
     in call order: level ℓ's layer is Downsample_{2ℓ}, its pyramid resampler Downsample_{2ℓ+1}
     (read from the original flax NCSNpp.__call__; no flax file of such a config was at hand)."""
-    from fpdiff.models import PRESETS
-    model = dict(PRESETS["ve/cifar10_ncsnpp_continuous"]["model"], nf=8, ch_mult=(1, 2, 2),
-                 num_res_blocks=1, attn_resolutions=(), resblock_type="ddpm", fir=False,
-                 progressive="output_skip", progressive_input="input_skip")
-    net = build_network(model, {"image_size": 16, "num_channels": 3, "centered": False})
+    net = NCSNpp(image_size=16, nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(),
+                 resblock_type="ddpm", fir=False, progressive="output_skip",
+                 progressive_input="input_skip")
     paths = {leaf.path.split("/")[0] for leaf in C.flax_names(net).values()}
     assert {"Downsample_0", "Downsample_2"} <= paths and not {"Downsample_1", "Downsample_3"} & paths
     assert {"Combine_0", "Combine_1"} <= paths

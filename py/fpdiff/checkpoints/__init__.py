@@ -1,4 +1,5 @@
-"""Checkpoints: load any accepted format, recognise the network, restore strictly, save, convert.
+"""Checkpoints: load any accepted format, recognise the network, restore strictly, save, convert
+(formats: docs/maths.md §10).
 
 Formats read (told from the content, never the name; a work directory means its newest
 ``checkpoints/checkpoint_<N>``):

@@ -1,4 +1,5 @@
-"""Reading the flax checkpoints of score_flow, score_sde (JAX) and mle_score_ode — no JAX, no flax.
+"""Reading the flax checkpoints of score_flow, score_sde (JAX) and mle_score_ode — no JAX, no flax
+(docs/maths.md §10.1).
 
 ``flax.training.checkpoints.save_checkpoint`` writes ``flax.serialization.to_bytes(state)``: one
 msgpack map of the training ``State`` (``step``, ``optimizer`` = {``target``: the weights,

@@ -1,4 +1,5 @@
-"""flax NCSN++ / DDPM++ names ↔ fpdiff's (= score_sde_pytorch's) state-dict keys, for any config.
+"""flax NCSN++ / DDPM++ names ↔ fpdiff's (= score_sde_pytorch's) state-dict keys, for any config
+(docs/maths.md §10.1).
 
 flax names each submodule ``<Class>_<k>``, ``k`` counting the modules of that class its parent
 *created*, in the order its ``__call__`` created them (every call of ``Downsample(...)(h)`` is a

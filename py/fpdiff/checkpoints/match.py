@@ -1,8 +1,8 @@
 """Which network a checkpoint holds: its layout against the known presets, and strict checks.
 
 A *layout* is ``[(key without 'module.', shape, dtype)]`` in state-dict order. The known networks
-(``fpdiff.models`` presets: Score SDE's CIFAR-10 configs, which are also score_flow's and
-mle_score_ode's) are built on the meta device — milliseconds, no memory — and compared; a file of
+(``fpdiff.models.ARCHITECTURES``: Score SDE's CIFAR-10 configs, whose networks are also
+score_flow's and mle_score_ode's) are built on the meta device — milliseconds, no memory — and compared; a file of
 the same names but another width matches "with model.nf=k". A flax file is compared in its own
 names, through each preset's flax map (``flax_map``).
 """
@@ -15,9 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch.nn as nn
 
-from ..models import build_network
-from ..models.layers import meta_init
-from ..models.presets import PRESETS
+from ..models import ARCHITECTURES, build_network, meta_init
 from .errors import ArchitectureMismatchError
 from .flax_map import flax_layout
 from .load import Checkpoint, strip_module_prefix
@@ -47,9 +45,10 @@ def layout_of(sd: Mapping) -> Layout:
 # the known networks
 
 def known_architectures() -> Iterator[Tuple[str, Any, Any]]:
-    """(name, model config, data config) of every network a checkpoint is matched against."""
-    for name, p in PRESETS.items():
-        yield name, p["model"], p["data"]
+    """(name, model config, data config) of every network a checkpoint is matched against
+    (``fpdiff.models.ARCHITECTURES``: Score SDE's configs, also score_flow's networks)."""
+    for name, arch in ARCHITECTURES.items():
+        yield name, arch.model, arch.data
 
 
 def _get(cfg: Any, key: str) -> Any:
