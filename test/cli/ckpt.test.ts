@@ -68,7 +68,9 @@ function py(script: string): Promise<string> {
   );
 }
 
-describe("fpd ckpt with flax (score_flow / score_sde JAX) files", () => {
+// Each case starts one or two workers (and the fine-tune trains two steps): more than the default
+// minute on a loaded two-core machine.
+describe("fpd ckpt with flax (score_flow / score_sde JAX) files", { timeout: 240_000 }, () => {
   it("inspect reads a score_flow work directory: format, step, EMA rate, lr, parameters, preset", async () => {
     const r = await fpd(["ckpt", "inspect", join(FLAX, VP)]);
     expect(r.path).toBe(flaxFile(VP));
