@@ -61,11 +61,13 @@ class CheckpointInfo:
     sha256: Optional[str]
     bytes: Optional[int]
     step: Optional[int]
-    format: Literal["score_sde", "state_dict"]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
+    format: Literal["score_sde", "state_dict", "flax"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
     has_ema: bool
     has_optimizer: bool
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer"}
+    warnings: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer", "warnings": "warnings"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warnings"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,8 +140,9 @@ class CkptScoreArgs:
     weights: Optional[Literal["ema", "model"]] = None
     device: Optional[str] = None
     batch_size: Optional[int] = None
-    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "device", "batch_size"})
+    layout: Optional[Literal["nchw", "nhwc"]] = None
+    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize", "layout": "layout"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "device", "batch_size", "layout"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -451,8 +454,8 @@ class InspectResult:
     path: str
     bytes: Optional[int]
     sha256: Optional[str]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
-    format: Literal["score_sde", "state_dict"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
+    format: Literal["score_sde", "state_dict", "flax"]
     step: Optional[int]
     tensors: int
     parameter_count: int
@@ -460,10 +463,11 @@ class InspectResult:
     buffers: tuple[str, ...]
     ema: Optional[InspectResultEma0]
     optimizer: Optional[InspectResultOptimizer0]
+    adam_step: Optional[int]
     extra_keys: tuple[str, ...]
     matching_presets: tuple[PresetMatch, ...]
     globals: tuple[str, ...]
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "adam_step": "adamStep", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -95,8 +95,9 @@ def _build_loaded(exp: C.ExperimentConfig, path: str | None, device: torch.devic
             ck = CK.load_checkpoint(path)
             if ck.ema is not None:
                 ema = EMA(net.parameters(), decay=float(ck.ema["decay"]))
-            CK.restore(net, ck, weights="model", ema=ema)
+            restored = CK.restore(net, ck, weights="model", ema=ema)
         step, info = ck.step or 0, _checkpoint_info(ck)
+        info["warnings"] = list(restored.warnings)
     else:
         ema = EMA(net.parameters(), decay=float(getattr(exp.model, "ema_rate", 0.9999)))
     net = net.to(device).eval()
@@ -179,8 +180,6 @@ def _read_inputs(path: str) -> tuple:
     """``x`` and ``t`` from a .pt (safe loading) or .npz (no pickles) file."""
     import numpy as np
 
-    from ..safe_load import safe_torch_load
-
     field = "args.input"
     if not os.path.isfile(path):
         raise OpError(BAD_REQUEST, f"{field}: no such file: {path}", field)
@@ -192,7 +191,7 @@ def _read_inputs(path: str) -> tuple:
             raise OpError(BAD_REQUEST, f"{field}: cannot read {path} as .npz: {e}", field) from None
     else:
         with _checkpoint_errors(field):
-            raw, _ = safe_torch_load(path)
+            raw, _ = CK.safe_torch_load(path)
     if not isinstance(raw, dict) or "x" not in raw or "t" not in raw:
         raise OpError(BAD_REQUEST, f"{field}: {path} must hold 'x' and 't'", field)
     x, t = raw["x"], raw["t"]
@@ -215,15 +214,23 @@ def ckpt_score(args: Args, ctx: OpContext) -> dict:
     weights = args.str("weights", "ema", choices=("ema", "model"))
     device = device_arg(args)
     batch = args.int("batchSize", 64, min=1)
+    layout = args.str("layout", "nchw", choices=("nchw", "nhwc"))
     args.done()
     x, t = _read_inputs(inp)
+    if layout == "nhwc":   # JAX's layout: the network takes NCHW, the file is written back as NHWC
+        if x.dim() != 4:
+            raise OpError(BAD_REQUEST, f"args.input: layout nhwc needs x [B, H, W, C], got {list(x.shape)}",
+                          "args.layout")
+        x = x.permute(0, 3, 1, 2)
     lm = _build_loaded(exp, path, device, None, "ckpt.score")
     res = _evaluate(lm, weights, x, t, batch, ctx)
+    back = (lambda a: a.permute(0, 2, 3, 1)) if layout == "nhwc" else (lambda a: a)
     out_path = os.path.abspath(out_path if out_path.endswith(".npz") else out_path + ".npz")
     with atomic_path(out_path, suffix=".npz") as tmp:
-        np.savez(tmp, output=res["output"].numpy(), score=res["score"].numpy(),
-                 labels=res["labels"].numpy(), t=t.numpy())
-    return {"out": out_path, "n": int(x.shape[0]), "shape": list(res["output"].shape),
+        np.savez(tmp, output=back(res["output"]).contiguous().numpy(),
+                 score=back(res["score"]).contiguous().numpy(), labels=res["labels"].numpy(),
+                 t=t.numpy())
+    return {"out": out_path, "n": int(x.shape[0]), "shape": list(back(res["output"]).shape),
             "weights": res["weights"], "step": res["step"],
             "checkpoint": lm.checkpoint_info}  # type: ignore[attr-defined]
 
