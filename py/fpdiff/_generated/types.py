@@ -56,6 +56,30 @@ class CancelResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetails:
+    code: Literal["not_a_checkpoint", "corrupt_checkpoint", "unsafe_checkpoint", "architecture_mismatch", "no_space", "checkpoint_error"]
+    message: str
+    path: Optional[str]
+    field: Optional[str] = None
+    missing: Optional[tuple[str, ...]] = None
+    unexpected: Optional[tuple[str, ...]] = None
+    shape_mismatches: Optional[tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]] = None
+    matching_presets: Optional[tuple[PresetMatch, ...]] = None
+    counts: Optional[CheckpointErrorDetailsCounts] = None
+    globals: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"code": "code", "message": "message", "path": "path", "field": "field", "missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches", "matching_presets": "matchingPresets", "counts": "counts", "globals": "globals"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"field", "missing", "unexpected", "shape_mismatches", "matching_presets", "counts", "globals"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetailsCounts:
+    missing: int
+    unexpected: int
+    shape_mismatches: int
+    WIRE: ClassVar[dict[str, str]] = {"missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointInfo:
     path: Optional[str]
     sha256: Optional[str]
@@ -88,10 +112,10 @@ class CkptConvertArgs:
     path: str
     out: str
     to: Literal["safetensors", "state_dict", "score_sde"]
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     experiment: Optional[ExperimentConfig] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "out": "out", "to": "to", "weights": "weights", "experiment": "experiment"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "experiment"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"experiment"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,9 +140,9 @@ class CkptSaveArgs:
     path: Optional[str] = None
     workdir: Optional[str] = None
     snapshot: Optional[int] = None
-    meta: Optional[bool] = None
+    meta: bool = False
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "path": "path", "workdir": "workdir", "snapshot": "snapshot", "meta": "meta"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot", "meta"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,12 +161,11 @@ class CkptScoreArgs:
     checkpoint: str
     input: str
     out: str
-    weights: Optional[Literal["ema", "model"]] = None
-    device: Optional[str] = None
-    batch_size: Optional[int] = None
-    layout: Optional[Literal["nchw", "nhwc"]] = None
+    weights: Literal["ema", "model"] = "ema"
+    device: str = "auto"
+    batch_size: int = 64
+    layout: Literal["nchw", "nhwc"] = "nchw"
     WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize", "layout": "layout"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "device", "batch_size", "layout"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +177,13 @@ class CkptScoreResult:
     step: int
     checkpoint: Optional[CheckpointInfo]
     WIRE: ClassVar[dict[str, str]] = {"out": "out", "n": "n", "shape": "shape", "weights": "weights", "step": "step", "checkpoint": "checkpoint"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigIssue:
+    path: str
+    message: str
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "message": "message"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -580,21 +610,20 @@ class ModelLoadArgs:
     experiment: ExperimentConfig
     checkpoint: Optional[str] = None
     handle: Optional[str] = None
-    device: Optional[str] = None
+    device: str = "auto"
     seed: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "handle": "handle", "device": "device", "seed": "seed"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "device", "seed"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "seed"})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelScoreArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     x: Tensor
     t: Union[Tensor, float]
-    batch_size: Optional[int] = None
+    batch_size: int = 64
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "x": "x", "t": "t", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "batch_size"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -827,6 +856,15 @@ class SamplesPanel:
     histogram: Optional[bool] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "x": "x", "xlim": "xlim", "ylim": "ylim", "histogram": "histogram"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlim", "ylim", "histogram"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavedFile:
+    path: str
+    step: Optional[int]
+    sha256: str
+    bytes: int
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "step": "step", "sha256": "sha256", "bytes": "bytes"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1151,6 +1189,8 @@ __all__ = [
     "BpdConfig",
     "CancelArgs",
     "CancelResult",
+    "CheckpointErrorDetails",
+    "CheckpointErrorDetailsCounts",
     "CheckpointInfo",
     "CIFAR10Config",
     "CkptConvertArgs",
@@ -1160,6 +1200,7 @@ __all__ = [
     "CkptSaveResult",
     "CkptScoreArgs",
     "CkptScoreResult",
+    "ConfigIssue",
     "ConfigScheduleArgs",
     "ConfigScheduleResult",
     "ConfigValidateArgs",
@@ -1217,6 +1258,7 @@ __all__ = [
     "SampleArgs",
     "SampleResult",
     "SamplesPanel",
+    "SavedFile",
     "SavedPng",
     "ScoreFPETerm",
     "ShutdownArgs",

@@ -105,6 +105,7 @@ export const CheckpointErrorDetailsSchema = z.object({
   unexpected: z.array(z.string()).optional(),
   shapeMismatches: z.array(z.tuple([z.string(), z.array(z.number()), z.array(z.number())])).optional(),
   matchingPresets: z.array(PresetMatchSchema).optional(),
+  counts: z.object({ missing: z.number().int(), unexpected: z.number().int(), shapeMismatches: z.number().int() }).optional(),
   globals: z.array(z.string()).optional(),
 });
 
@@ -117,7 +118,7 @@ export const modelsOps = {
         .optional()
         .describe("a Score SDE checkpoint, a state-dict export or a flax state (or a work directory); strict key/shape match"),
       handle: z.string().min(1).optional().describe("default: the experiment's name (made unique)"),
-      device: deviceArg.optional(),
+      device: deviceArg.default("auto"),
       seed: z.number().int().nonnegative().optional().describe("initialisation seed without a checkpoint (default training.seed)"),
     }),
     result: LoadedModelSchema,
@@ -126,10 +127,10 @@ export const modelsOps = {
   "model.score": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg.default("ema"),
       x: tensorSchema,
       t: z.union([tensorSchema, z.number()]),
-      batchSize: z.number().int().positive().optional(),
+      batchSize: z.number().int().positive().default(64),
     }),
     result: z.object({
       output: tensorSchema.describe("raw network output for the label the SDE feeds it"),
@@ -146,10 +147,10 @@ export const modelsOps = {
       checkpoint: z.string(),
       input: z.string().describe(".pt or .npz holding x [B,...] and t [B] (or a number)"),
       out: z.string().describe(".npz to write: output, score, labels, t"),
-      weights: weightsArg.optional(),
-      device: deviceArg.optional(),
-      batchSize: z.number().int().positive().optional(),
-      layout: z.enum(["nchw", "nhwc"]).optional().describe("layout of x and of the written output/score (nhwc: JAX's)"),
+      weights: weightsArg.default("ema"),
+      device: deviceArg.default("auto"),
+      batchSize: z.number().int().positive().default(64),
+      layout: z.enum(["nchw", "nhwc"]).default("nchw").describe("layout of x and of the written output/score (nhwc: JAX's)"),
     }),
     result: z.object({
       out: z.string(),
@@ -172,7 +173,7 @@ export const modelsOps = {
       path: z.string().optional(),
       workdir: z.string().optional(),
       snapshot: z.number().int().nonnegative().optional().describe("checkpoints/checkpoint_<k>.pth"),
-      meta: z.boolean().optional().describe("checkpoints-meta/checkpoint.pth"),
+      meta: z.boolean().default(false).describe("checkpoints-meta/checkpoint.pth"),
     }),
     result: SavedFileSchema.extend({ kind: z.enum(["file", "snapshot", "meta"]) }),
     doc: "write a loaded model in the original format, atomically (path, snapshot k or the meta file)",
@@ -182,7 +183,7 @@ export const modelsOps = {
       path: z.string(),
       out: z.string(),
       to: z.enum(["safetensors", "state_dict", "score_sde"]),
-      weights: weightsArg.optional(),
+      weights: weightsArg.default("ema"),
       experiment: experimentArg.optional().describe("needed only when the file matches no preset"),
     }),
     result: SavedFileSchema.extend({ format: z.enum(["safetensors", "state_dict", "score_sde"]) }),
