@@ -154,6 +154,9 @@ class _BetaSDEConfig:
     beta_min: float = f(0.1, POS)
     beta_max: float = f(20.0, POS)
     N: int = f(1000, POS)
+    # How std(t) = √(1 − e^{2c}) is computed (fpdiff.sde._BetaSDE): "stable" (expm1), "original"
+    # (Score SDE / FP-Diffusion's 1 − exp), "scoreflow" (score_flow's first-order branch).
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
 
     def _checks(self) -> list[tuple[str, str]]:
         if self.beta_min > self.beta_max:

@@ -113,7 +113,7 @@ def test_python_defaults_equal_the_dsl_defaults():
     vp = {
         "name": "vp/cifar10_ddpmpp_continuous",
         "description": PRESETS["vp/cifar10_ddpmpp_continuous"]["description"],
-        "sde": {"kind": "vp"},
+        "sde": {"kind": "vp", "stdFormula": "original"},
         "model": {"kind": "ddpmpp"},
         "data": {"kind": "cifar10", "centered": True},
         "loss": {"terms": [{"kind": "dsm", "reduce": "mean"}]},
