@@ -758,13 +758,6 @@ def cross_field_errors(e: ExperimentConfig) -> list[tuple[str, str]]:
             errs.append((f"loss.terms[{dsm[0]}].reduce", f'a high-order image loss needs reduce: "mean" (its terms are per-dimension means; the original asserts reduce_mean), got {json.dumps(dsm[1].reduce)}'))
         if t.estimator == "exact" and D > EXACT_JACOBIAN_MAX_DIM:
             errs.append((f"loss.terms[{i}].estimator", f'the exact high-order estimator builds full D×D Jacobians and allows D ≤ {EXACT_JACOBIAN_MAX_DIM}; this data has D = {D}: use estimator: "hutchinson"'))
-    for i, t in _terms(e, ScoreFPETerm):
-        if isinstance(t.dt, FiniteDifference) and not isinstance(sde, VESDEConfig):
-            hs = t.dt.finite_difference.hs
-            t_min = dsm[1].eps if dsm else 1e-5
-            if hs > t_min:
-                errs.append((f"loss.terms[{i}].dt.finiteDifference.hs", f'the finite difference evaluates s at t − hs, below 0 for t < {_fmt(hs)} (the smallest t is {_fmt(t_min)}), where the {sde.kind.upper()} std is NaN; use dt: "autodiff", or hs ≤ {_fmt(t_min)}'))
-
     if not is_image_data(data) and e.eval.bpd.dequantize:
         errs.append(("eval.bpd.dequantize", "toy data are continuous: dequantize must be false"))
     return errs

@@ -50,7 +50,7 @@ describe("--set parsing", () => {
 
 describe("applyOverrides", () => {
   it("sets numbers, booleans, lists, strings and nested fields, leaving the input untouched", () => {
-    const b = base();
+    const b = base("fp/ve_cifar10_reference");
     const e = applyOverrides(b, [
       "model.nf=8",
       "model.chMult=1,2,2",
