@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from .derivatives import MAX_EXACT_DIM, divergence_eval, sample_probes
+from .derivatives import MAX_EXACT_DIM, sample_probes
+from .divergence import divergence_eval
 from .score import ScoreModel
 from .sde import bcast
 
@@ -94,7 +95,7 @@ def ode_likelihood(
 
     `prior_logp` replaces the SDE's prior density at T (tests use the exact q_T); `callback(nfe,
     None)` is called at every function evaluation and may raise to cancel; `div_mode` picks how
-    ∇·s is differentiated (`derivatives.divergence_eval`).
+    ∇·s is differentiated (`divergence.divergence_eval`).
     """
     sde = model.sde
     b = x.shape[0]
