@@ -49,7 +49,9 @@ VARIANTS = ("reference", "after", "after_alone", "before", "original", "original
             "after_mixed", "after_state32", "after_reverse")
 
 
-def load(sde: str, dtype, device):
+def load(sde: str, dtype, device, size: int = 32):
+    """The fixture network (EMA weights) for size × size images: attention sits at size/2, the
+    second level, as the fixture's 16 for 32 × 32, so every module keeps its place and shape."""
     import torch
 
     from _ckpt_helpers import fixture_configs, fixture_meta, fixture_paths, sde_cfg
@@ -59,17 +61,19 @@ def load(sde: str, dtype, device):
 
     name = FIXTURE[sde]
     model_cfg, data_cfg = fixture_configs(name)
+    model_cfg = dict(model_cfg, attn_resolutions=[size // 2])
+    data_cfg = dict(data_cfg, image_size=size)
     net = build_network(model_cfg, data_cfg)
     C.restore(net, C.load_checkpoint(fixture_paths(name)[0]), weights="ema")
     net = net.eval().to(device=device, dtype=dtype)
     return score_model(net, sde_cfg(fixture_meta(name)), model_cfg), net, bool(data_cfg.get("centered"))
 
 
-def inputs(n: int, seed: int, centered: bool, device):
+def inputs(n: int, seed: int, centered: bool, device, size: int = 32):
     """Images in model space (float64) and the Rademacher probe [1, n, ...] the original would draw."""
     import torch
 
-    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     if centered:
         x = 2 * x - 1
     torch.manual_seed(seed + 1)  # as the original's own draw after this seed
@@ -134,14 +138,14 @@ def _original(net, x, v, centered: bool, tol: float):
     return bpd.double(), nfe
 
 
-def run_variant(variant: str, sde: str, n: int, seed: int, device: str, tol: float = 1e-5) -> dict:
+def run_variant(variant: str, sde: str, n: int, seed: int, device: str, tol: float = 1e-5, size: int = 32) -> dict:
     import torch
 
     from fpdiff.likelihood import bpd_offset, ode_likelihood
 
     dt = torch.float64 if variant == "reference" else torch.float32
-    model, net, centered = load(sde, dt, device)
-    x, v = inputs(n, seed, centered, device)
+    model, net, centered = load(sde, dt, device, size)
+    x, v = inputs(n, seed, centered, device, size)
     d = x[0].numel()
     offset = bpd_offset(centered)
 
@@ -191,6 +195,45 @@ def run_variant(variant: str, sde: str, n: int, seed: int, device: str, tol: flo
     return out
 
 
+def write_test_reference(path: str, size: int, n: int, seed: int, tol: float, device: str) -> None:
+    """The numbers py/tests/test_likelihood_fixture.py checks against: per image, a float64 solve at
+    rtol = atol = 1e-7 (mixed norm, time t, reverse mode), checked by a second one at 1e-8 by other
+    means (time log t, forward mode), and the NFE of Score SDE's likelihood.py on the batch."""
+    import torch
+
+    from fpdiff.likelihood import bpd_offset, ode_likelihood
+
+    out = {"how": "bench/numerics/likelihood_fixture.py --write-test-reference "
+                  f"{os.path.relpath(path, ROOT)} --size {size} --n {n} --seed {seed} --tol {tol}",
+           "reference": "float64 network and state, per-sample dopri5, rtol = atol = 1e-7, mixed norm, time t, "
+                        "reverse-mode divergence",
+           "check": "the same at rtol = atol = 1e-8 in log-time with forward-mode divergence",
+           "original": f"Score SDE's likelihood.py (scipy RK45 on the batch) at rtol = atol = {tol}",
+           "size": size, "n": n, "seed": seed, "tol": tol, "machine": machine(device), "sdes": {}}
+    for sde in ("ve", "vp"):
+        model, _, centered = load(sde, torch.float64, device, size)
+        x, v = inputs(n, seed, centered, device, size)
+        d = x[0].numel()
+
+        def bpd(logp):
+            return (-logp.double() / (d * math.log(2)) + bpd_offset(centered)).cpu().tolist()
+
+        ref = ode_likelihood(model, x, rtol=1e-7, atol=1e-7, divergence="hutchinson", probes=v.double(), norm="mixed",
+                             time="t", div_mode="reverse")
+        chk = ode_likelihood(model, x, rtol=1e-8, atol=1e-8, divergence="hutchinson", probes=v.double(), norm="mixed",
+                             time="log", div_mode="forward")
+        entry = {"reference_bpd": bpd(ref.logp), "reference_nfe": ref.nfe_per_sample.tolist(),
+                 "check_bpd": bpd(chk.logp), "check_nfe": chk.nfe_per_sample.tolist()}
+        _, net32, _ = load(sde, torch.float32, device, size)
+        obpd, onfe = _original(net32, x, v, centered, tol)
+        entry.update({"original_bpd": obpd.cpu().tolist(), "original_nfe": onfe})
+        out["sdes"][sde] = entry
+        print(sde, json.dumps(entry), flush=True)
+    with open(path, "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(path)
+
+
 def summarise(cache: dict, sdes: list[str]) -> dict:
     out: dict = {}
     for sde in sdes:
@@ -216,29 +259,36 @@ def main() -> None:
     ap.add_argument("--sdes", default="vp,ve")
     ap.add_argument("--variants", default="reference,after,after_alone,before,original")
     ap.add_argument("--n", type=int, default=4, help="images")
+    ap.add_argument("--size", type=int, default=32, help="image side (the fixtures' weights fit 8, 16, 32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tol", type=float, default=1e-5, help="rtol = atol of every variant but the reference")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--cache", default=os.path.join(ROOT, "bench", "numerics", "likelihood_fixture.cache.json"))
+    ap.add_argument("--cache", help="raw per-variant results (default bench/results/likelihood_fixture.<device>.cache.json)")
     ap.add_argument("--out")
+    ap.add_argument("--write-test-reference", metavar="PATH", help="write the test's reference numbers and stop")
     a = ap.parse_args()
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.write_test_reference:
+        write_test_reference(a.write_test_reference, a.size, a.n, a.seed, a.tol, a.device)
+        return
+    if not a.cache:
+        a.cache = os.path.join(ROOT, "bench", "results", f"likelihood_fixture.{a.device.replace(':', '')}.cache.json")
     cache = json.load(open(a.cache)) if os.path.isfile(a.cache) else {}
     sdes = a.sdes.split(",")
     for sde in sdes:
         for variant in a.variants.split(","):
             key = f"{sde}:{variant}"
-            if key in cache and (cache[key].get("n"), cache[key].get("seed"), cache[key].get("tol")) == (a.n, a.seed, a.tol):
+            if key in cache and [cache[key].get(k) for k in ("n", "seed", "tol", "size")] == [a.n, a.seed, a.tol, a.size]:
                 continue
             try:
-                res = run_variant(variant, sde, a.n, a.seed, a.device, a.tol)
+                res = run_variant(variant, sde, a.n, a.seed, a.device, a.tol, a.size)
             except FileNotFoundError as exc:
                 print(f"{key}: skipped ({exc})", flush=True)
                 continue
-            res.update({"n": a.n, "seed": a.seed, "tol": a.tol, "device": a.device})
+            res.update({"n": a.n, "seed": a.seed, "tol": a.tol, "size": a.size, "device": a.device})
             cache = json.load(open(a.cache)) if os.path.isfile(a.cache) else {}  # another run may have added
             cache[key] = res
             with open(a.cache + ".tmp", "w") as fh:
@@ -246,7 +296,7 @@ def main() -> None:
             os.replace(a.cache + ".tmp", a.cache)
             print(key, json.dumps({k: res[k] for k in ("bpd", "nfe", "seconds")}), flush=True)
     summary = summarise(cache, sdes)
-    payload = {"machine": machine(a.device), "n": a.n, "seed": a.seed, "tolerance": a.tol,
+    payload = {"machine": machine(a.device), "n": a.n, "seed": a.seed, "tolerance": a.tol, "size": a.size,
                "reference": "float64 network and state, per-sample dopri5, rtol = atol = 1e-7, mixed norm",
                "results": summary}
     print(write("likelihood_fixture", payload, a.out))

@@ -227,24 +227,29 @@ def bits_per_dim(
     dequantize: bool = True,
     repeats: int = 1,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+    probes: Tensor | None = None,
     **ode_kwargs,
 ) -> BpdResult:
     """bits/dim of a batch of images x in model space ([0, 1], or [−1, 1] when `centered`).
 
-    Each repeat draws fresh dequantisation noise and a fresh Hutchinson probe (the high-order
-    paper reports the mean of 5 repeats).
+    Each repeat draws fresh dequantisation noise and a fresh Hutchinson probe from `generator`
+    (the high-order paper reports the mean of 5 repeats), or takes them from `noise` [repeats, B,
+    ...] (u in [0, 1)) and `probes` [repeats, 1, B, ...]: a driver that shards a data set draws
+    them per image (e.g. from the image's index), and every image's answer is then the same in
+    any shard, since each sample's ODE is solved on its own steps.
     """
     d = x[0].numel()
     offset = bpd_offset(centered)
     per, nll, nfes, solvers = [], [], [], []
-    for _ in range(int(repeats)):
+    for r in range(int(repeats)):
         xi = x
         if dequantize:
             x01 = (x + 1) / 2 if centered else x
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x01 = (255.0 * x01 + u) / 256.0
+            u = noise[r] if noise is not None else torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x01 = (255.0 * x01 + u.to(x.dtype)) / 256.0
             xi = 2 * x01 - 1 if centered else x01
-        res = ode_likelihood(model, xi, generator=generator, **ode_kwargs)
+        res = ode_likelihood(model, xi, generator=generator, probes=None if probes is None else probes[r], **ode_kwargs)
         per.append(-res.logp / (d * math.log(2.0)) + offset)
         nll.append(-res.logp)
         nfes.append(res.nfe)
