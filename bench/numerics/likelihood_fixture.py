@@ -195,43 +195,51 @@ def run_variant(variant: str, sde: str, n: int, seed: int, device: str, tol: flo
     return out
 
 
-def write_test_reference(path: str, size: int, n: int, seed: int, tol: float, device: str) -> None:
-    """The numbers py/tests/test_likelihood_fixture.py checks against: per image, a float64 solve at
-    rtol = atol = 1e-7 (mixed norm, time t, reverse mode), checked by a second one at 1e-8 by other
-    means (time log t, forward mode), and the NFE of Score SDE's likelihood.py on the batch."""
+TEST_PARTS = ("reference", "check", "original")
+
+
+def write_test_reference(path: str, size: int, n: int, seed: int, tol: float, device: str, sdes: list[str],
+                         parts: list[str]) -> None:
+    """The numbers py/tests/test_likelihood_fixture.py checks against, per image: `reference`, a
+    float64 solve at rtol = atol = 1e-7 (mixed norm, time t, reverse mode); `check`, the same in
+    log-time (another step sequence entirely); `original`, Score SDE's likelihood.py on the batch at
+    `tol` (its bits/dim and NFE). Parts and SDEs can run in separate processes: each merges its
+    numbers into `path`."""
     import torch
 
     from fpdiff.likelihood import bpd_offset, ode_likelihood
 
-    out = {"how": "bench/numerics/likelihood_fixture.py --write-test-reference "
-                  f"{os.path.relpath(path, ROOT)} --size {size} --n {n} --seed {seed} --tol {tol}",
-           "reference": "float64 network and state, per-sample dopri5, rtol = atol = 1e-7, mixed norm, time t, "
-                        "reverse-mode divergence",
-           "check": "the same at rtol = atol = 1e-8 in log-time with forward-mode divergence",
-           "original": f"Score SDE's likelihood.py (scipy RK45 on the batch) at rtol = atol = {tol}",
-           "size": size, "n": n, "seed": seed, "tol": tol, "machine": machine(device), "sdes": {}}
-    for sde in ("ve", "vp"):
-        model, _, centered = load(sde, torch.float64, device, size)
-        x, v = inputs(n, seed, centered, device, size)
-        d = x[0].numel()
-
-        def bpd(logp):
-            return (-logp.double() / (d * math.log(2)) + bpd_offset(centered)).cpu().tolist()
-
-        ref = ode_likelihood(model, x, rtol=1e-7, atol=1e-7, divergence="hutchinson", probes=v.double(), norm="mixed",
-                             time="t", div_mode="reverse")
-        chk = ode_likelihood(model, x, rtol=1e-8, atol=1e-8, divergence="hutchinson", probes=v.double(), norm="mixed",
-                             time="log", div_mode="forward")
-        entry = {"reference_bpd": bpd(ref.logp), "reference_nfe": ref.nfe_per_sample.tolist(),
-                 "check_bpd": bpd(chk.logp), "check_nfe": chk.nfe_per_sample.tolist()}
-        _, net32, _ = load(sde, torch.float32, device, size)
-        obpd, onfe = _original(net32, x, v, centered, tol)
-        entry.update({"original_bpd": obpd.cpu().tolist(), "original_nfe": onfe})
-        out["sdes"][sde] = entry
-        print(sde, json.dumps(entry), flush=True)
-    with open(path, "w") as fh:
-        json.dump(out, fh, indent=1)
-    print(path)
+    for sde in sdes:
+        for part in parts:
+            model, net, centered = load(sde, torch.float32 if part == "original" else torch.float64, device, size)
+            x, v = inputs(n, seed, centered, device, size)
+            d = x[0].numel()
+            t0 = time.perf_counter()
+            if part == "original":
+                bpd, nfe = _original(net, x, v, centered, tol)
+                entry = {"original_bpd": bpd.cpu().tolist(), "original_nfe": nfe}
+            else:
+                r = ode_likelihood(model, x, rtol=1e-7, atol=1e-7, divergence="hutchinson", probes=v.double(),
+                                   norm="mixed", time="t" if part == "reference" else "log", div_mode="reverse")
+                bpd = (-r.logp.double() / (d * math.log(2)) + bpd_offset(centered)).cpu().tolist()
+                entry = {f"{part}_bpd": bpd, f"{part}_nfe": r.nfe_per_sample.tolist()}
+            entry[f"{part}_seconds"] = time.perf_counter() - t0
+            out = json.load(open(path)) if os.path.isfile(path) else {}
+            if [out.get(k) for k in ("size", "n", "seed", "tol")] != [size, n, seed, tol]:
+                out = {}
+            out.update({
+                "how": "bench/numerics/likelihood_fixture.py --write-test-reference PATH --size "
+                       f"{size} --n {n} --seed {seed} --tol {tol} --sdes SDE --parts PART",
+                "reference": "float64 network and state, per-sample dopri5, rtol = atol = 1e-7, mixed norm, "
+                             "time t, reverse-mode divergence",
+                "check": "the same in log-time (τ = log t)",
+                "original": f"Score SDE's likelihood.py (scipy RK45 on the batch's flattened state) at rtol = atol = {tol}",
+                "size": size, "n": n, "seed": seed, "tol": tol, "machine": machine(device)})
+            out.setdefault("sdes", {}).setdefault(sde, {}).update(entry)
+            with open(path + ".tmp", "w") as fh:
+                json.dump(out, fh, indent=1)
+            os.replace(path + ".tmp", path)
+            print(sde, part, json.dumps(entry), flush=True)
 
 
 def summarise(cache: dict, sdes: list[str]) -> dict:
@@ -266,13 +274,15 @@ def main() -> None:
     ap.add_argument("--cache", help="raw per-variant results (default bench/results/likelihood_fixture.<device>.cache.json)")
     ap.add_argument("--out")
     ap.add_argument("--write-test-reference", metavar="PATH", help="write the test's reference numbers and stop")
+    ap.add_argument("--parts", default=",".join(TEST_PARTS), help="with --write-test-reference")
     a = ap.parse_args()
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.write_test_reference:
-        write_test_reference(a.write_test_reference, a.size, a.n, a.seed, a.tol, a.device)
+        write_test_reference(a.write_test_reference, a.size, a.n, a.seed, a.tol, a.device, a.sdes.split(","),
+                             a.parts.split(","))
         return
     if not a.cache:
         a.cache = os.path.join(ROOT, "bench", "results", f"likelihood_fixture.{a.device.replace(':', '')}.cache.json")

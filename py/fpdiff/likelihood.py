@@ -169,7 +169,7 @@ def _per_sample_solve(rhs, x: Tensor, eps: float, T: float, rtol: float, atol: f
         raise ValueError(f"time must be one of {', '.join(TIMES)}, got {time!r}")
     b = x.shape[0]
     y0 = (x, torch.zeros(b, dtype=x.dtype, device=x.device))
-    if time == "log":
+    if time == "log" and eps > 0:  # (eps = 0 has no log: solved in t)
         def f(tau: Tensor, y: tuple, idx: Tensor) -> tuple:
             t = tau.exp()
             dx, dd = rhs(t, y[0], idx)
