@@ -100,7 +100,7 @@ def ode_likelihood(
     div_mode: str = "auto",
     norm: str = "rms",
     state_dtype: torch.dtype = torch.float64,
-    time: str = "log",
+    time: str = "auto",
 ) -> LikelihoodResult:
     """log p_ε(x) per sample by integrating the probability-flow ODE from eps to T.
 
@@ -109,7 +109,9 @@ def ode_likelihood(
     ...] themselves). `prior_logp` replaces the SDE's prior density at T (tests use the exact
     q_T); `callback(nfe, None)` is called at every batched evaluation and may raise to cancel;
     `div_mode` picks how ∇·s is differentiated (`divergence.divergence_eval`); `norm` and
-    `state_dtype` are the per-sample solver's error norm and state precision (`ode.dopri5`).
+    `state_dtype` are the per-sample solver's error norm and state precision (`ode.dopri5`);
+    `time` its time variable: "t", "log" (τ = log t) or "auto" (log for VP / subVP, whose flow is
+    singular at t → 0, t for VE, whose std never falls below σ_min).
     """
     sde = model.sde
     b = x.shape[0]
@@ -137,6 +139,8 @@ def ode_likelihood(
 
     with torch.no_grad():
         if method == "dopri5":
+            if time == "auto":
+                time = "t" if sde.kind == "ve" else "log"
             z, delta, nfe_each, solver = _per_sample_solve(rhs, x, eps, sde.T, rtol, atol, norm, state_dtype, time)
         else:
             def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
