@@ -11,9 +11,9 @@
  * - `fp/<sde>_cifar10[_deep]_reference`: the reference's numerics — ∂t s by its three-point
  *   finite difference (hs = 1e-3, hd = 5e-4; one-sided nodes t + hd, t + 2hd where t − hs would
  *   leave [eps, T], where the reference itself returns NaN), std(t) as the reference computes it
- *   in float32 (`stdFormula: "original"`, VP / subVP). The stencil is 12–35 % off the exact ∂t s
- *   on these networks (README, "Deliberate deviations").
- * The reference could not build subVP at all; the subVP presets use the score FPE of FACTS §3
+ *   in float32 (`stdFormula: "original"`, VP / subVP). The stencil is 29–33 % off the exact ∂t s
+ *   on average on the fixture networks (README, deviations).
+ * The reference could not build subVP at all; the subVP presets use the score FPE of docs/maths.md §5.1
  * with the same hyper-parameters.
  */
 import { data, experiment, loss, model, sampling, sde, training, type Experiment } from "../src/dsl/index.js";

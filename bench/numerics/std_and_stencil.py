@@ -37,11 +37,13 @@ def _load(name: str, dtype, std_formula: str = "stable", kind: str | None = None
     model_cfg, data_cfg = fixture_configs(name)
     net = build_network(model_cfg, data_cfg)
     C.restore(net, C.load_checkpoint(fixture_paths(name)[0]), weights="ema")
-    sde = dict(sde_cfg(fixture_meta(name)))
-    if kind is not None:
-        sde["kind"] = kind
-    if sde["kind"] != "ve":
-        sde["std_formula"] = std_formula
+    from fpdiff import config as cfgs
+
+    sde = sde_cfg(fixture_meta(name))
+    kind = kind or sde.kind
+    if kind != "ve":
+        cls = cfgs.VPSDEConfig if kind == "vp" else cfgs.SubVPSDEConfig
+        sde = cls(beta_min=sde.beta_min, beta_max=sde.beta_max, N=sde.N, std_formula=std_formula)
     return score_model(net.eval().to(dtype), sde, model_cfg), data_cfg
 
 

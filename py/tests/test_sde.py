@@ -1,4 +1,4 @@
-"""SDEs (FACTS §1): marginals against simulation, prior density, importance sampling, discretisation."""
+"""SDEs (docs/maths.md §2): marginals against simulation, prior density, importance sampling, discretisation."""
 
 import json
 import math
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from fpdiff.config import SubVPSDEConfig, VESDEConfig, VPSDEConfig
 
 from fpdiff.sde import SubVPSDE, VESDE, VPSDE, make_sde
 from fpdiff.score import FunctionScore
@@ -66,8 +68,8 @@ def test_closed_forms_of_facts_table():
     torch.testing.assert_close(vp.g2(t), beta)
     torch.testing.assert_close(svp.g2(t), beta * (1 - torch.exp(-2 * 0.1 * t - 19.9 * t**2)))
     torch.testing.assert_close(vp.label(t), 999 * t)
-    assert make_sde({"kind": "ve", "sigmaMax": 10.0}).sigma_max == 10.0
-    assert make_sde({"kind": "subvp", "beta_max": 5.0, "N": 10}).N == 10
+    assert make_sde(VESDEConfig(sigma_max=10.0)).sigma_max == 10.0
+    assert make_sde(SubVPSDEConfig(beta_max=5.0, N=10)).N == 10
 
 
 @pytest.mark.parametrize("kind", SDE_KINDS)
@@ -206,8 +208,8 @@ def test_scoreflow_std_and_mean_equal_score_flows_flax_output():
 
 
 def test_std_formula_is_read_from_the_config_and_checked():
-    assert make_sde({"kind": "vp", "stdFormula": "original"}).std_formula == "original"
-    assert make_sde({"kind": "subvp", "std_formula": "scoreflow"}).config()["std_formula"] == "scoreflow"
-    assert make_sde({"kind": "vp"}).std_formula == "stable"
+    assert make_sde(VPSDEConfig(std_formula="original")).std_formula == "original"
+    assert make_sde(SubVPSDEConfig(std_formula="scoreflow")).config()["std_formula"] == "scoreflow"
+    assert make_sde(VPSDEConfig()).std_formula == "stable"
     with pytest.raises(ValueError, match="std_formula"):
         VPSDE(std_formula="float32")
