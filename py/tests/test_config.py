@@ -63,7 +63,7 @@ def test_every_preset_rebuilds_and_returns_unchanged(name):
 
 
 def test_dataclasses_are_frozen_snake_case_and_typed():
-    exp = C.experiment_from_wire(PRESETS["fp/ve_cifar10"])
+    exp = C.experiment_from_wire(PRESETS["fp/ve_cifar10_reference"])
     assert isinstance(exp.sde, C.VESDEConfig)
     assert exp.sde.sigma_max == 50.0 and isinstance(exp.sde.sigma_max, float)  # an int on the wire
     assert exp.sde.N == 1000 and isinstance(exp.sde.N, int)
