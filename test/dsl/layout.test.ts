@@ -151,6 +151,9 @@ const expected: Record<string, Cfg> = {
   "fp/subvp_cifar10": merged(fpDefaults, vpDdpmpp("subvpsde", false)),
   "fp/subvp_cifar10_deep": merged(fpDefaults, vpDdpmpp("subvpsde", true)),
 };
+// The `_reference` variants have the same original configuration (they differ in fpdiff's own
+// fields: the loss's dt and the SDE's std formula).
+for (const name of Object.keys(expected).filter((n) => n.startsWith("fp/"))) expected[`${name}_reference`] = expected[name]!;
 for (const order of [1, 2, 3]) {
   expected[`highorder/ve_cifar10_order${order}`] = merged(mleCifarDefaults(order), mleVe(false, true));
   expected[`highorder/ve_cifar10_deep_order${order}`] = merged(mleCifarDefaults(order), mleVe(true, false));
@@ -216,7 +219,7 @@ describe("fpd config show --json equals the original configurations", () => {
   }
 
   it("the loss section is the experiment's loss in snake_case", () => {
-    const fp = shown.get("fp/ve_cifar10")!;
+    const fp = shown.get("fp/ve_cifar10_reference")!;
     expect(fp.loss).toEqual({
       terms: [
         { kind: "dsm", weighting: "likelihood", importance_sampling: false, reduce: "sum", eps: 1e-5 },
@@ -226,6 +229,22 @@ describe("fpd config show --json equals the original configurations", () => {
     expect((shown.get("highorder/ve_cifar10_order3")!.loss as { terms: unknown[] }).terms[1]).toEqual({
       kind: "highOrder", order: 3, parts: ["frobenius", "trace"], lambdas: { second: 1, third: 1 }, estimator: "hutchinson", probe: "rademacher",
     });
+  });
+
+  it("shows the VP / subVP std formula beside the SDE, and the reference presets' numerics", () => {
+    const training = (name: string) => shown.get(name)!.training as Section;
+    expect(training("vp/cifar10_ddpmpp_continuous").std_formula).toBe("original");
+    expect(training("subvp/cifar10_ddpmpp_deep_continuous").std_formula).toBe("original");
+    expect(training("fp/vp_cifar10").std_formula).toBe("stable");
+    expect(training("fp/subvp_cifar10_deep_reference").std_formula).toBe("original");
+    expect("std_formula" in training("ve/cifar10_ncsnpp_continuous")).toBe(false);
+    const dt = (name: string) => ((shown.get(name)!.loss as { terms: Array<Record<string, unknown>> }).terms[1]!).dt;
+    for (const kind of ["ve", "vp", "subvp"]) {
+      for (const deep of ["", "_deep"]) {
+        expect(dt(`fp/${kind}_cifar10${deep}`)).toBe("autodiff");
+        expect(dt(`fp/${kind}_cifar10${deep}_reference`)).toEqual({ finite_difference: { hs: 1e-3, hd: 5e-4 } });
+      }
+    }
   });
 
   it("toy presets follow the high-order paper's toy.py", () => {

@@ -927,7 +927,8 @@ class SubVPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1181,7 +1182,8 @@ class VPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 __all__ = [
