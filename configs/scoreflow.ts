@@ -36,7 +36,8 @@ function ddpmpp(kind: Kind, dataset: Dataset, deep: boolean): Experiment {
     description:
       `ScoreFlow: ${kind === "vp" ? "VP" : "subVP"} SDE, DDPM++ cont.${deep ? " deep" : ""}, ` +
       `${cifar ? "CIFAR-10" : "ImageNet 32×32"}, likelihood-weighted DSM with importance sampling`,
-    sde: kind === "vp" ? sde.vp() : sde.subvp(),
+    // score_flow's VPSDE takes std = √(−2c) where |c| ≤ 1e-3 (its high-precision branch)
+    sde: kind === "vp" ? sde.vp({ stdFormula: "scoreflow" }) : sde.subvp({ stdFormula: "scoreflow" }),
     model: model.ddpmpp({ numResBlocks: deep ? 8 : 4, dropout: cifar ? 0.1 : 0 }),
     data: cifar ? data.cifar10({ centered: true }) : data.imagenet32({ centered: true }),
     loss: loss.dsm({

@@ -14,6 +14,7 @@ import torch.nn as nn
 from fpdiff import checkpoints as C
 from fpdiff.models import ARCHITECTURES, EMA, NCSNpp, build_network, meta_init
 from fpdiff.score import score_model
+from fpdiff.sde import VPSDE
 
 from _flax_helpers import (FLAX_FIXTURES, PRESET, VE, VP, arrays, chunked, ckpt_path, ext_array,
                            layout, mapping, meta, model_and_data, read_tree, sde_of,
@@ -183,6 +184,13 @@ def test_outputs_and_scores_reproduce_the_jax_code(name):
         rescaled = score * (std / io["marginal_std"])[:, None, None, None]
         assert _per_sample(rescaled, io["score" + suffix]).max() <= TOL_OUT
         assert 1.5e-4 < err[1] < 1.7e-4
+        # with score_flow's own std (sde.stdFormula "scoreflow", the scoreflow/* presets) the score
+        # is the JAX code's to float32 at every t
+        s = meta(name)["sde"]
+        theirs = score_model(net, VPSDE(s["beta_min"], s["beta_max"], s["N"], std_formula="scoreflow"), m)
+        with torch.no_grad():
+            exact = _nhwc(theirs.score(x, t))
+        assert _per_sample(exact, io["score" + suffix]).max() <= TOL_OUT
 
 
 def test_ema_weights_of_a_frozen_parameter_are_used_for_evaluation(tmp_path):
