@@ -1,6 +1,6 @@
 """Training data: CIFAR-10 and ImageNet 32×32 from their pickled batches, and the toy sets.
 
-Image files (FACTS §8) are Python pickles — a pickle can name any callable and call it — so they
+Image files (docs/maths.md §11) are Python pickles — a pickle can name any callable and call it — so they
 are read by :class:`RestrictedUnpickler`, which resolves only what a NumPy array needs
 (``numpy.core.multiarray._reconstruct`` of a plain ``ndarray``, numeric ``numpy.dtype``s, NumPy
 scalars, and ``_codecs.encode`` with latin-1 for bytes written by protocol 2) and refuses

@@ -35,7 +35,7 @@ MAX_EXACT_DIM = 256
 
 @dataclass(frozen=True)
 class FiniteDifference:
-    """The original asymmetric three-point stencil for ∂t s (FACTS §3)."""
+    """The original asymmetric three-point stencil for ∂t s (docs/maths.md §5.4)."""
 
     hs: float = 1e-3
     hd: float = 5e-4
@@ -83,7 +83,7 @@ def dt_stencil_offsets(t: Tensor, fd: FiniteDifference, t_min: float) -> tuple[T
     """Per-sample offsets (a, b) of the nodes t+a, t+b used with t itself.
 
     The original evaluates s at t − hs for every t, which leaves the SDE's domain for t < hs
-    (NaN scores for VP, ~5% of uniform draws, FACTS §3). Where t − hs < t_min this uses the
+    (NaN scores for VP, docs/maths.md §5.4). Where t − hs < t_min this uses the
     one-sided nodes t + hd, t + 2hd instead; elsewhere it is the original stencil.
     """
     a = torch.full_like(t, fd.hd)

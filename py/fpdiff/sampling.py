@@ -1,4 +1,4 @@
-"""Samplers over a `ScoreModel` (Song et al. 2021, §4 and Appendix G; FACTS §6).
+"""Samplers over a `ScoreModel` (Song et al. 2021, §4 and Appendix G; docs/maths.md §9).
 
 Pure functions in the k-diffusion style: a predictor step, a corrector step, and loops that
 call them. Every loop accepts `callback(step, total)` (called after each step; for the ODE

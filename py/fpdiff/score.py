@@ -5,7 +5,7 @@ Losses, the likelihood, the samplers and the diagnostics only ever see a `ScoreM
 of (x, t) — no hidden randomness besides a network's own dropout — because the derivative module
 differentiates it in x and t, forward and reverse mode.
 
-Parameterisations of the original networks (FACTS §1, §4):
+Parameterisations of the original networks (docs/maths.md §3):
 
 - VE (NCSN++): label σ(t); the output *is* the score (`scale_by_sigma` divides by σ inside).
 - VP / subVP (DDPM++): label 999·t; score = −output / std(t).

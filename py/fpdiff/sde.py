@@ -71,7 +71,7 @@ class SDE(ABC):
 
     @abstractmethod
     def label(self, t: Tensor) -> Tensor:
-        """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (FACTS §1)."""
+        """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (docs/maths.md §3)."""
 
     # --- derived quantities -------------------------------------------------------------------
     def mean_coef(self, t: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fpdiff import config as C
+from fpdiff.config import CIFAR10Config, NCSNppConfig
 
 # The original-format fixtures (and their expected outputs) travel with the repository, so a clean
 # clone tests against them; FPD_REFERENCE_CHECKPOINTS points elsewhere if wanted.
@@ -39,19 +40,24 @@ def fixture_paths(name: str) -> Tuple[str, str]:
     return os.path.join(d, f"{name}.pth"), os.path.join(d, f"{name}_io.pt")
 
 
-def config_from(cls: type, fields: dict, **extra: Any) -> Any:
-    """A generated config dataclass from a snake_case dict (keys it does not have are dropped)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in {**fields, **extra}.items() if k in known}
-    return cls(**kw)
+def configs_of_original(config_model: dict, config_data: dict) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """fpdiff's config dataclasses for a Score SDE ``config.model`` / ``config.data`` (JSON dicts).
+
+    Every ``config.model`` field has the same name in ``NCSNppConfig`` (the original names the class
+    'ncsnpp' for DDPM++ too); the data set's name is the config's kind.
+    """
+    def plain(v):
+        return tuple(v) if isinstance(v, list) else v
+
+    model = NCSNppConfig(**{k: plain(v) for k, v in config_model.items() if k != "name"})
+    data = CIFAR10Config(**{k: plain(v) for k, v in config_data.items() if k != "dataset"})
+    return model, data
 
 
-def fixture_configs(name: str) -> Tuple[C.NCSNppConfig, C.CIFAR10Config]:
-    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config as config dataclasses (the
-    original config name is 'ncsnpp' for DDPM++ too: the same class)."""
+def fixture_configs(name: str) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config as fpdiff dataclasses."""
     meta = fixture_meta(name)
-    return (config_from(C.NCSNppConfig, meta["config_model"]),
-            config_from(C.CIFAR10Config, meta["config_data"], kind="cifar10"))
+    return configs_of_original(meta["config_model"], meta["config_data"])
 
 
 def manifests() -> List[str]:

@@ -1,4 +1,4 @@
-"""First-order DSM (FACTS §2) and the loss expression's shared draw."""
+"""First-order DSM (docs/maths.md §4) and the loss expression's shared draw."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Error-bounded high-order DSM (FACTS §4): formulas, Hutchinson vs exact, consistency."""
+"""Error-bounded high-order DSM (docs/maths.md §6): formulas, Hutchinson vs exact, consistency."""
 
 import pytest
 import torch
@@ -23,7 +23,7 @@ def _draw(dim=2, b=8, seed=0):
 
 
 def _toy_reference(model, x0, t, z):
-    """FACTS §4 toy formulas written in ε̂ = σ·s, J_ε = ∂ε̂/∂x, by plain autograd."""
+    """docs/maths.md §6.2 toy formulas written in ε̂ = σ·s, J_ε = ∂ε̂/∂x, by plain autograd."""
     sde = model.sde
     sig = sde.marginal_std(t)[:, None]
     xt = (sde.mean_coef(t)[:, None] * x0 + sig * z).requires_grad_(True)
@@ -65,7 +65,7 @@ def test_exact_form_equals_toy_formulas(kind):
 
 
 def test_hutchinson_form_equals_image_formulas():
-    """FACTS §4 image version, with the probe drawn by the expression."""
+    """docs/maths.md §6.3 image version, with the probe drawn by the expression."""
     model = _model("vp", dim=3)
     x0, t, z = _draw(dim=3)
     expr = build_loss([HighOrderLoss(C.HighOrderTerm(order=3, estimator="hutchinson", probe="rademacher"))])

@@ -1,4 +1,4 @@
-"""The score-FPE regulariser (FACTS §3) against closed-form mixture scores, all SDEs and modes."""
+"""The score-FPE regulariser (docs/maths.md §5) against closed-form mixture scores, all SDEs and modes."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""ScoreModel parameterisations (FACTS §1 and §4)."""
+"""ScoreModel parameterisations (docs/maths.md §3)."""
 
 import torch
 
@@ -66,9 +66,9 @@ def test_eps_parameterisation_sign_matches_the_toy_dsm_target():
 
 
 def test_with_the_project_toy_network():
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
 
-    net = build_network(MLPConfig(), ToyDataConfig(dataset="checkerboard", dim=2))
+    net = ToyScoreMLP(dim=2)
     model = score_model(net, sde_of("ve"), MLPConfig(param="eps"))
     x = torch.randn(7, 2, generator=gen(0))
     t = torch.rand(7, generator=gen(1))

@@ -1,4 +1,4 @@
-"""SDEs (FACTS §1): marginals against simulation, prior density, importance sampling, discretisation."""
+"""SDEs (docs/maths.md §2): marginals against simulation, prior density, importance sampling, discretisation."""
 
 import math
 

@@ -1,7 +1,7 @@
 /**
- * Loss expressions: a sum of terms, each logged separately. Terms: first-order DSM (FACTS §2),
- * the error-bounded high-order DSM parts ℓ₂ / ℓ₃ (FACTS §4) and the score Fokker–Planck regulariser
- * (FACTS §3). `loss.dsm({...}).plus(loss.scoreFpe({...}))` builds one expression; the `plus` method
+ * Loss expressions: a sum of terms, each logged separately. Terms: first-order DSM (docs/maths.md §4),
+ * the error-bounded high-order DSM parts ℓ₂ / ℓ₃ (docs/maths.md §6) and the score Fokker–Planck regulariser
+ * (docs/maths.md §5). `loss.dsm({...}).plus(loss.scoreFpe({...}))` builds one expression; the `plus` method
  * is non-enumerable, so the JSON of an expression is exactly `{terms: [...]}`.
  */
 import { z } from "zod";

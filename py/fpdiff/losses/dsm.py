@@ -1,4 +1,4 @@
-"""First-order denoising score matching (Score SDE `losses.py`, FACTS §2).
+"""First-order denoising score matching (Score SDE `losses.py`, docs/maths.md §4).
 
 With x_t = mean(x_0, t) + std(t)·z:
   conventional: ℓ₁ = R(‖s·std + z‖²)
@@ -21,7 +21,7 @@ from .common import LossBatch, Plan, per_sample_mean, per_sample_sum
 Tensor = torch.Tensor
 
 class DSMLoss:
-    """ℓ₁ of FACTS §2, configured by the experiment's `dsm` loss term (docs/contracts.md §1)."""
+    """ℓ₁ of docs/maths.md §4.1, configured by the experiment's `dsm` loss term (docs/contracts.md §1)."""
 
     kind = "dsm"
 

@@ -1,4 +1,4 @@
-"""Error-bounded second- and third-order DSM (Lu et al., ICML 2022, §4; FACTS §4).
+"""Error-bounded second- and third-order DSM (Lu et al., ICML 2022, §4; docs/maths.md §6).
 
 With σ = std(t), c = z + σ·sg(s) (sg = stop-gradient), J = ∂s/∂x and A = σ²J + I − ccᵀ
 (E[A | x_t] = 0 for the true first- and second-order scores):
@@ -38,7 +38,7 @@ PARTS = ("frobenius", "trace")
 
 
 class HighOrderLoss:
-    """ℓ₂ (and ℓ₃ for order 3) of FACTS §4; add a `DSMLoss` for ℓ₁ (the presets do).
+    """ℓ₂ (and ℓ₃ for order 3) of docs/maths.md §6; add a `DSMLoss` for ℓ₁ (the presets do).
 
     Configured by the experiment's `highOrder` loss term (docs/contracts.md §1); `n_probes`
     (default 1, as the original) averages the Hutchinson form over several probes.

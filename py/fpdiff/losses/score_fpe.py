@@ -1,4 +1,4 @@
-"""The score Fokker–Planck regulariser of FP-Diffusion (Lai et al., ICML 2023, §3–4; FACTS §3).
+"""The score Fokker–Planck regulariser of FP-Diffusion (Lai et al., ICML 2023, §3–4; docs/maths.md §5).
 
 For dx = f dt + g dw the true score obeys  ∂t s = ∇x φ,  φ = (g²/2)(∇·s + ‖s‖²) − ⟨f, s⟩ − ∇·f.
 The residual r = ∂t s − ∇x φ is penalised at points y (`points`: the DSM's x_t, the clean data,
@@ -68,8 +68,8 @@ def fpe_residual(
 
 
 class ScoreFPELoss:
-    """FACTS §3 regulariser, configured by the experiment's `scoreFpe` loss term (docs/contracts.md
-    §1); `probe` picks the Hutchinson probe (the reference uses one Gaussian probe)."""
+    """docs/maths.md §5.2 regulariser, configured by the experiment's `scoreFpe` loss term
+    (docs/contracts.md §1); `probe` picks the Hutchinson probe (the reference uses one Gaussian probe)."""
 
     kind = "scoreFpe"
 

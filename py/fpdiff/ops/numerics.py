@@ -183,7 +183,7 @@ def fisher(args: T.DiagnosticsFisherArgs, ctx: OpContext) -> T.FisherResult:
 
 @op("likelihood.nll")
 def likelihood_nll(args: T.LikelihoodNllArgs, ctx: OpContext) -> T.NllResult:
-    """NLL (nats) and, for images, bits/dim by the probability-flow ODE (FACTS §5)."""
+    """NLL (nats) and, for images, bits/dim by the probability-flow ODE (docs/maths.md §8)."""
     from ..likelihood import bits_per_dim, bpd_offset
 
     lm = get_model(ctx.state, args.model)
