@@ -165,6 +165,8 @@ def decode(schema: dict[str, Any], value: Any) -> Any:
             if _Validator({**branch, "$defs": DEFS}).is_valid(value):
                 return decode(branch, value)
         return value
+    if "const" in node or "enum" in node:
+        return value  # a literal is exactly what it is (imageSize 32 stays an int)
     kind = node.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None) if value is not None else "null"

@@ -78,6 +78,7 @@ def test_dataclasses_are_frozen_snake_case_and_typed():
     assert isinstance(exp.sampling, C.PCSamplingConfig) and exp.sampling.N == 1000 and exp.sampling.eps == 1e-5
     assert exp.eval.bpd.dequantize is True and exp.eval.bpd.divergence == "hutchinson"
     assert C.data_dim(exp.data) == 3072
+    assert exp.data.image_size == 32 and isinstance(exp.data.image_size, int)  # a number literal stays an int
     with pytest.raises(dataclasses.FrozenInstanceError):
         exp.sde.sigma_min = 1.0  # type: ignore[misc]
     assert C.experiment_from_wire(PRESETS["highorder/ve_cifar10_order3"]).loss.terms[1].parts == ("frobenius", "trace")
