@@ -173,7 +173,13 @@ def decode(schema: dict[str, Any], value: Any) -> Any:
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == "array" and isinstance(value, (list, tuple)):
-        return tuple(decode(node.get("items", {}), v) for v in value)
+        # a zod tuple is `prefixItems` (with `items: false`); a list is `items`
+        prefix, items = node.get("prefixItems") or [], node.get("items", {})
+        out = []
+        for i, v in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else items
+            out.append(decode(sub, v) if isinstance(sub, dict) else v)
+        return tuple(out)
     if kind == "object" and isinstance(value, dict) and isinstance(node.get("additionalProperties"), dict):
         return {k: decode(node["additionalProperties"], v) for k, v in value.items()}
     return value
