@@ -106,9 +106,10 @@ function nobodyPython(): { python: string; path: string; cleanup: () => void } {
   return { python: python!, path: dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-function intrude(endpoint: string, password: string, asNobody: boolean, stop = true): Promise<{ reply: boolean; authFailed: boolean; connected: boolean }> {
+type Nobody = ReturnType<typeof nobodyPython>;
+
+function intrude(endpoint: string, password: string, nobody: Nobody | null, stop = true): Promise<{ reply: boolean; authFailed: boolean; connected: boolean }> {
   const argv = ["-c", INTRUDER, endpoint, password, stop ? "stop" : "hello"];
-  const nobody = asNobody ? nobodyPython() : null;
   const python = nobody?.python ?? resolvePython().python;
   const [cmd, args] = nobody ? ["/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", python, ...argv]] : [python, argv];
   const env = { ...process.env, PYTHONPATH: nobody?.path ?? PY_ROOT, HOME: "/" };
@@ -116,23 +117,25 @@ function intrude(endpoint: string, password: string, asNobody: boolean, stop = t
     execFile(cmd as string, args as string[], { encoding: "utf8", cwd: "/", env }, (err, out, errOut) =>
       err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(JSON.parse(out.trim().split("\n").pop()!)),
     ),
-  ).finally(() => nobody?.cleanup());
+  );
 }
 
 describe("only the parent may talk to its worker", () => {
   let w: Worker;
   const logs: string[] = [];
+  let other: Nobody | null = null;
   beforeAll(async () => {
     // loopback TCP: reachable by every local account, so authentication is all that protects it
     w = await Worker.start({ env: { FPD_ENDPOINT: "tcp://127.0.0.1:*" }, onStderr: (l) => logs.push(l) });
+    other = canSwitchUser() ? nobodyPython() : null;
   });
   afterAll(async () => {
+    other?.cleanup();
     await w?.close();
   });
 
-  it("another user without the secret gets nothing but a refusal, and cannot stop the worker", { timeout: 30_000 }, async () => {
+  it("another user without the secret gets nothing but a refusal, and cannot stop the worker", { timeout: 90_000 }, async () => {
     expect(w.endpoint).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
-    const other = canSwitchUser();
     const none = await intrude(w.endpoint, "-", other);
     expect(none.reply).toBe(false);
     const guessed = await intrude(w.endpoint, "guessed", other);

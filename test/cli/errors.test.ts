@@ -79,7 +79,7 @@ const CASES: Record<string, Case[]> = {
   ],
   "ckpt inspect": [
     { kind: "usage", argv: ["ckpt", "inspect"], code: "USAGE", exit: 2, message: /Missing 1 required arg/ },
-    { kind: "worker refusal", argv: ["ckpt", "inspect", notCkpt], code: "BAD_REQUEST", exit: 2, message: /not a PyTorch checkpoint/, path: "args.path" },
+    { kind: "worker refusal", argv: ["ckpt", "inspect", notCkpt], code: "BAD_REQUEST", exit: 2, message: /is not a checkpoint \(unrecognised header/, path: "args.path" },
   ],
   "ckpt score": [
     { kind: "usage", argv: ["ckpt", "score", notCkpt, "--input", notCkpt, "--out", join(dir, "s.npz")], code: "USAGE", exit: 2, message: /Missing required flag preset/ },
@@ -94,7 +94,7 @@ const CASES: Record<string, Case[]> = {
   ],
   "ckpt convert": [
     { kind: "usage", argv: ["ckpt", "convert", notCkpt, "--to", "onnx", "--out", join(dir, "x")], code: "USAGE", exit: 2, message: /--to/ },
-    { kind: "worker refusal", argv: ["ckpt", "convert", notCkpt, "--to", "safetensors", "--out", join(dir, "x.safetensors")], code: "BAD_REQUEST", exit: 2, message: /not a PyTorch checkpoint/ },
+    { kind: "worker refusal", argv: ["ckpt", "convert", notCkpt, "--to", "safetensors", "--out", join(dir, "x.safetensors")], code: "BAD_REQUEST", exit: 2, message: /is not a checkpoint \(unrecognised header/ },
   ],
   toy: [
     { kind: "usage", argv: ["toy", "--methods", "dsm,order9"], code: "USAGE", exit: 2, message: /unknown order9/ },
