@@ -355,6 +355,21 @@ class FiniteDifference:
 
 
 @dataclass(frozen=True)
+class ScoreFPECalibration:
+    """Dimension-free weights: α·vector / β·scalar as a share of the loss at the start (loss.ts)."""
+    vector_share: Optional[float] = f(None, *UNIT)
+    scalar_share: Optional[float] = f(None, *UNIT)
+    batches: int = f(4, POS)
+
+    def _checks(self) -> list[tuple[str, str]]:
+        if self.vector_share is None and self.scalar_share is None:
+            return [("vectorShare", "calibrate needs vectorShare and/or scalarShare")]
+        if (self.vector_share or 0.0) + (self.scalar_share or 0.0) >= 1:
+            return [("vectorShare", "vectorShare + scalarShare must be below 1 (the rest of the loss keeps the remainder)")]
+        return []
+
+
+@dataclass(frozen=True)
 class ScoreFPETerm:
     kind: Literal["scoreFpe"] = "scoreFpe"
     mode: Literal["scalar", "vector", "both"] = "both"
@@ -366,6 +381,7 @@ class ScoreFPETerm:
     dt: Union[Literal["autodiff"], FiniteDifference] = "autodiff"
     div: Literal["exact", "hutchinson"] = "hutchinson"
     probe: Literal["gaussian", "rademacher"] = "gaussian"
+    calibrate: Optional[ScoreFPECalibration] = None
 
 
 LossTerm = Union[DSMTerm, HighOrderTerm, ScoreFPETerm]
@@ -756,6 +772,13 @@ def cross_field_errors(e: ExperimentConfig) -> list[tuple[str, str]]:
         if t.estimator == "exact" and D > EXACT_JACOBIAN_MAX_DIM:
             errs.append((f"loss.terms[{i}].estimator", f'the exact high-order estimator builds full D×D Jacobians and allows D ≤ {EXACT_JACOBIAN_MAX_DIM}; this data has D = {D}: use estimator: "hutchinson"'))
     for i, t in _terms(e, ScoreFPETerm):
+        cal = t.calibrate
+        if cal is not None and cal.vector_share is not None and t.mode == "scalar":
+            errs.append((f"loss.terms[{i}].calibrate.vectorShare", 'mode "scalar" has no vector term to calibrate; use mode "vector" or "both", or drop vectorShare'))
+        if cal is not None and cal.scalar_share is not None and t.mode == "vector":
+            errs.append((f"loss.terms[{i}].calibrate.scalarShare", 'mode "vector" has no scalar term to calibrate; use mode "scalar" or "both", or drop scalarShare'))
+        if cal is not None and all(isinstance(u, ScoreFPETerm) for u in terms):
+            errs.append((f"loss.terms[{i}].calibrate", "a share of the loss needs another term (dsm or highOrder) to be a share of"))
         if isinstance(t.dt, FiniteDifference) and not isinstance(sde, VESDEConfig):
             hs = t.dt.finite_difference.hs
             t_min = dsm[1].eps if dsm else 1e-5

@@ -42,6 +42,7 @@ import torch.nn as nn
 from . import checkpoints as ck
 from .data import (STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed)
 from .losses import LossExpression, LossResult, build_loss
+from .losses.calibration import calibrate_run
 from .models import EMA, build_network
 from .score import NetworkScore, score_model
 from .sde import SDE, make_sde
@@ -450,6 +451,7 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
             emit({"type": "warning", "message": f"{workdir} holds checkpoints of an earlier run; this run starts afresh and overwrites them (pass resume to continue it)"})
     if batches is None:
         batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
+    calibrate_run(state, workdir, batches, resumed=resumed is not None, emit=emit)  # score-FPE shares → α, β
     result = run(state, workdir, batches, max_steps=max_steps, callback=emit, event_interval=event_interval,
                  should_stop=should_stop, last_checkpoint=start_from)
     return state, result

@@ -174,6 +174,16 @@ export function crossFieldErrors(e: Resolved): Problem[] {
     }
   }
   for (const { term, index } of termsOf(terms, "scoreFpe")) {
+    const cal = term.calibrate;
+    if (cal?.vectorShare !== undefined && term.mode === "scalar") {
+      add(["loss", "terms", index, "calibrate", "vectorShare"], `mode "scalar" has no vector term to calibrate; use mode "vector" or "both", or drop vectorShare`);
+    }
+    if (cal?.scalarShare !== undefined && term.mode === "vector") {
+      add(["loss", "terms", index, "calibrate", "scalarShare"], `mode "vector" has no scalar term to calibrate; use mode "scalar" or "both", or drop scalarShare`);
+    }
+    if (cal && !terms.some((t) => t.kind !== "scoreFpe")) {
+      add(["loss", "terms", index, "calibrate"], "a share of the loss needs another term (dsm or highOrder) to be a share of");
+    }
     if (typeof term.dt === "object" && sde.kind !== "ve") {
       const hs = term.dt.finiteDifference.hs;
       const tMin = dsm ? dsm.term.eps : 1e-5;

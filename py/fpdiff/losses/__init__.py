@@ -39,7 +39,7 @@ _KIND = {
 _ARGS = {
     DSMLoss: ("weighting", "importance_sampling", "reduce", "eps"),
     HighOrderLoss: ("order", "parts", "lambdas", "estimator", "probe", "n_probes"),
-    ScoreFPELoss: ("mode", "alpha", "beta", "m", "weighting", "points", "dt", "div", "probe", "n_probes"),
+    ScoreFPELoss: ("mode", "alpha", "beta", "m", "weighting", "points", "dt", "div", "probe", "n_probes", "calibrate"),
 }
 _LOG_NAME = {DSMLoss: "dsm", HighOrderLoss: "high_order", ScoreFPELoss: "score_fpe"}
 
