@@ -428,6 +428,7 @@ class TrainingConfig:
     snapshot_sampling: bool = True
     seed: int = f(42, NONNEG)
     deterministic: bool = False
+    cuda_graph: bool = False
     continuous: Literal[True] = True
 
 

@@ -42,6 +42,7 @@ import torch.nn as nn
 from . import checkpoints as ck
 from .data import (STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed)
 from .losses import LossExpression, LossResult, build_loss
+from .fast_step import step_function
 from .losses.calibration import calibrate_run
 from .models import EMA, build_network
 from .score import NetworkScore, score_model
@@ -374,6 +375,7 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
         return info
 
     loss_gen = torch.Generator(device=device)
+    step_fn = step_function(state, bool(getattr(tc, "cuda_graph", False)), emit)  # plain, or CUDA-graph captured
     res: Optional[StepResult] = None
     k = start
     with deterministic_mode(bool(tc.deterministic)):
@@ -385,7 +387,7 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
             x0 = batches.batch(k, device=device)
             step_generator(seed, k, STREAM_LOSS, generator=loss_gen)
             torch.manual_seed(step_seed(seed, k, STREAM_DROPOUT))  # dropout draws from the global RNG
-            res = train_step(state, x0, loss_gen)
+            res = step_fn(state, x0, loss_gen)
             if not res.ok:
                 values = res.metrics(k)
                 where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']})" if last_good
