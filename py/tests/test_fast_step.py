@@ -68,20 +68,19 @@ def test_captured_logic_makes_the_plain_steps_updates(terms, dataset, warmup, cl
     b = run_steps(fast, F.CapturedStep(fast, backend="eager"), 5)
     for (ma, oka), (mb, okb) in zip(a, b):
         assert oka and okb
-        assert mb["loss"] == pytest.approx(ma["loss"], rel=1e-6, abs=1e-7)
-        assert mb["terms"] == pytest.approx(ma["terms"], rel=1e-6, abs=1e-7)
-        assert mb["gradNorm"] == pytest.approx(ma["gradNorm"], rel=1e-6)
+        # on the CPU the same kernels run in the same order: equal to the last bit
+        assert mb["loss"] == ma["loss"] and mb["terms"] == ma["terms"] and mb["gradNorm"] == ma["gradNorm"]
         assert mb["lr"] == ma["lr"]
     assert plain.step == fast.step == 5
     for p, q in zip(plain.network.parameters(), fast.network.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(q, p, rtol=0, atol=0)
     for s, r in zip(plain.ema.shadow_params, fast.ema.shadow_params):
-        torch.testing.assert_close(r, s, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(r, s, rtol=0, atol=0)
     assert plain.ema.num_updates == fast.ema.num_updates
     sa, sb = plain.optimizer.state_dict()["state"], fast.optimizer.state_dict()["state"]
     for i in sa:
-        torch.testing.assert_close(sb[i]["exp_avg"], sa[i]["exp_avg"], rtol=1e-6, atol=1e-9)
-        torch.testing.assert_close(sb[i]["exp_avg_sq"], sa[i]["exp_avg_sq"], rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(sb[i]["exp_avg"], sa[i]["exp_avg"], rtol=0, atol=0)
+        torch.testing.assert_close(sb[i]["exp_avg_sq"], sa[i]["exp_avg_sq"], rtol=0, atol=0)
 
 
 def test_draws_match_the_loss_expressions_own():
