@@ -1,5 +1,6 @@
 import { Command, Flags } from "@oclif/core";
 import { Session } from "../api/session.js";
+import { TOY_BUDGETS, type ToyBudgetName } from "../api/budgets.js";
 import { runToyJob, TOY_METHODS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
 import { withInterrupt } from "../cli/interrupt.js";
 import { ProgressLine } from "../cli/progress.js";
@@ -21,6 +22,7 @@ export default class Toy extends Command {
     "<%= config.bin %> toy --data mog1d",
     "<%= config.bin %> toy --methods dsm,order2,order3 --steps 5000 --out runs/toy-long",
     "<%= config.bin %> toy --set loss.terms[1].alpha=0.5 --json",
+    "<%= config.bin %> toy --budget paper --device cuda",
   ];
   static override enableJsonFlag = true;
   static override flags = {
@@ -29,6 +31,10 @@ export default class Toy extends Command {
     methods: Flags.string({
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")}`,
       default: "dsm,order3,dsm_fpe",
+    }),
+    budget: Flags.string({
+      description: "a named budget that replaces --steps and --batch: paper = the high-order paper's toy, 100k updates at batch 5000 (a GPU job; the step runs as a CUDA graph)",
+      options: Object.keys(TOY_BUDGETS),
     }),
     steps: Flags.integer({ description: "training updates per method (the shared budget)", default: 1500, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: 500, min: 1 }),
@@ -46,7 +52,12 @@ export default class Toy extends Command {
     for (const m of methods) {
       if (!(m in TOY_METHODS)) this.error(`--methods: unknown method ${m}; one of ${Object.keys(TOY_METHODS).join(", ")}`, { exit: 2 });
     }
-    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}`;
+    // --budget: the named budget's steps, batch and overrides (user --set still wins, it comes last)
+    const budget = flags.budget ? TOY_BUDGETS[flags.budget as ToyBudgetName] : undefined;
+    const steps = budget ? budget.steps : flags.steps;
+    const batchSize = budget ? budget.batchSize : flags.batch;
+    const set = [...(budget?.set ?? []), ...flags.set];
+    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${budget ? `-${flags.budget}` : ""}`;
     const quiet = this.jsonEnabled();
     const session = await Session.open({ device: flags.device });
     let line: ProgressLine | undefined;
@@ -56,13 +67,13 @@ export default class Toy extends Command {
           data: flags.data as "checkerboard" | "mog1d",
           sde: flags.sde as "ve" | "vp",
           methods,
-          steps: flags.steps,
-          batchSize: flags.batch,
+          steps,
+          batchSize,
           nllPoints: flags["nll-points"],
           gridPoints: flags.grid,
           samples: flags.samples,
           outDir: out,
-          set: flags.set,
+          set,
           signal,
           onEvent: (method, e) => {
             if (e.type === "phase") {
