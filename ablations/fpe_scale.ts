@@ -11,7 +11,9 @@
  * MLP of the α study, random and after its DSM base training, under both the FP-Diffusion loss
  * form and the toy's own DSM (conventional weighting, per-dimension mean).
  *
- *   fpd ablate ablations/fpe_scale.ts --out ablations/results/fpe_scale          # ~10 min on 2 CPU cores
+ *   fpd ablate ablations/fpe_scale.ts --out ablations/results/fpe_scale --param bases=<fpe_alpha's --out>   # ~30 min on 2 CPU cores
+ *   fpd ablate ablations/fpe_scale.ts --param checkpoint=exp/ve/cifar10_ncsnpp_continuous/checkpoints/checkpoint_26.pth \
+ *       --param data=/data/cifar-10-batches-py --device cuda      # + the anchor on a trained network (not run here)
  */
 import { join, resolve } from "node:path";
 import { defineAblation, toyExperiment } from "../src/api/index.js";
@@ -95,13 +97,19 @@ export default defineAblation({
     width: 64,
     hidden: "128,128",
     bases: "",
+    // a trained VE CIFAR-10 checkpoint in the original format (Score SDE's checkpoint_26.pth) and the
+    // CIFAR-10 python directory: adds the row that anchors the calibration on a trained network
+    checkpoint: "",
+    preset: "fp/ve_cifar10",
+    data: "",
+    nCheckpoint: 16,
     toyPoints: 2048,
     seed: 7,
     paperBatch: 48,
   },
-  grid: { case: Object.keys(CASES) },
+  grid: (p) => ({ case: [...Object.keys(CASES), ...(p.checkpoint ? ["cifar-checkpoint"] : [])] }),
   async run(point, ctx) {
-    const c = CASES[point.case]!;
+    const c: Case = point.case === "cifar-checkpoint" ? { net: "cifar-checkpoint", loss: "fp", images: ctx.params.data ? "smooth" : "uniform" } : CASES[point.case]!;
     const p = ctx.params;
     const protocol: Protocol = { baseSteps: p.baseSteps, steps: 0, batch: p.batch, width: p.width, hidden: p.hidden, emaRate: 0.999 };
     let handle: string;
@@ -113,20 +121,23 @@ export default defineAblation({
     let sdeSpec: Sde;
     let d: number;
     if (c.net.startsWith("cifar")) {
-      const vp = c.net.includes("vp");
-      const full = c.net.includes("nf128");
-      const preset = vp ? "fp/vp_cifar10" : "fp/ve_cifar10";
+      const trained = c.net === "cifar-checkpoint";
+      const vp = trained ? !p.preset.includes("ve_") : c.net.includes("vp");
+      const full = trained || c.net.includes("nf128");
+      const preset = trained ? p.preset : vp ? "fp/vp_cifar10" : "fp/ve_cifar10";
       let set = full ? [] : ["model.nf=8"];
-      if (c.images === "smooth") {
+      if (trained && p.data) {
+        set = [...set, `data.path=${resolve(p.data)}`];
+      } else if (c.images === "smooth") {
         const dir = join(ctx.outDir, "synthetic-cifar10");
         await ctx.session.request("data.synthetic", { path: dir, imagesPerFile: 64, seed: 0 });
         set = [...set, `data.path=${resolve(dir)}`];
       }
       const { experiment } = await loadExperiment(preset, { set });
-      const checkpoint = full ? undefined : join(FIXTURES, vp ? "vp_ddpmpp_small_seed0.pth" : "ve_ncsnpp_small_seed0.pth");
+      const checkpoint = trained ? resolve(p.checkpoint) : full ? undefined : join(FIXTURES, vp ? "vp_ddpmpp_small_seed0.pth" : "ve_ncsnpp_small_seed0.pth");
       handle = (await ctx.session.load(experiment, { ...(checkpoint ? { checkpoint } : {}), handle: c.net })).handle;
-      n = full ? p.nFull : p.n;
-      times = full ? T_FULL : T_GRID;
+      n = trained ? p.nCheckpoint : full ? p.nFull : p.n;
+      times = full && !trained ? T_FULL : T_GRID;
       if (c.images === "uniform") {
         const like = (await ctx.session.request("toy.data", { dataset: "gaussian", n: 1, seed: 0 })).x;
         x = uniformImages(like, n, p.seed, vp ? -1 : 0, 1);
