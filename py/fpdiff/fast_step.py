@@ -94,6 +94,7 @@ class CapturedStep:
         self.keys: list[str] = []
         self.weighted_keys: list[str] = []
         self.packed: Optional[Tensor] = None
+        self.spy: Optional[torch.Generator] = None
         for group in state.optimizer.param_groups:
             if "foreach" in group:
                 group["foreach"] = True  # a few multi-tensor kernels instead of ~10 per parameter
@@ -105,8 +106,8 @@ class CapturedStep:
         for p in self.params:
             if p.grad is not None:
                 p.grad.zero_()
-        spy = torch.Generator(device=s["x0"].device)
-        res = state.loss(state.score, s["x0"], generator=spy, t=s["t"], z=s["z"])
+        # the loss draws nothing beyond (t, z) (checked in _prepare); its generator is never used
+        res = state.loss(state.score, s["x0"], generator=self.spy, t=s["t"], z=s["z"])
         res.total.backward()
         clip = float(state.experiment.optim.grad_clip)
         if clip >= 0:
@@ -132,6 +133,7 @@ class CapturedStep:
 
     def _prepare(self, state: Any, x0: Tensor, t: Tensor, z: Tensor) -> None:
         self.static = {"x0": x0.clone(), "t": t.clone(), "z": z.clone()}
+        self.spy = torch.Generator(device=x0.device)
         self._check_draws(state)
         if self.backend == "eager":
             return
