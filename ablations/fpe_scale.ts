@@ -201,14 +201,15 @@ export default defineAblation({
   },
   columns: ["case", "D", "points", "dsm", "vectorM2", "vectorM1", "scalarPerSqrtB", "shareVector", "shareScalar", "seconds"],
   async plot(rows, { session, path }) {
-    const series = rows.map((r) => {
+    // FP-Diffusion's loss form only: the `toy` rows have the same vector term over a smaller DSM
+    const series = rows.filter((r) => !String(r.case).endsWith("/toy")).map((r) => {
       const c = JSON.parse(String(r.curves)) as { t: number[]; dsm: number[]; vectorM2: number[] };
       return { label: String(r.case), x: c.t, y: c.t.map((_, i) => c.vectorM2[i]! / c.dsm[i]!) };
     });
     await session.request("plot.lines", {
       path,
       series,
-      title: "score-FPE vector term (g², m = 2, /D²) over the DSM loss, at each t",
+      title: "score-FPE vector term (g², m = 2, /D²) over likelihood-weighted DSM, at each t",
       xlabel: "t",
       ylabel: "vector(t) / DSM(t)",
       logx: true,
