@@ -5,7 +5,8 @@
  * same further updates with DSM + the score-FPE vector term (FP-Diffusion's g² weighting, ‖r‖^m,
  * exact divergence, autodiff ∂t) at each α and m — and with DSM alone, the control. One more copy
  * uses FP-Diffusion's CIFAR-10 regime carried to the toy by the dimension-free weights ('both',
- * g², m = 2, `calibrate` with the shares measured on CIFAR-10 by ablations/fpe_scale.ts). Every copy
+ * g², m = 2, `calibrate` with the shares measured on CIFAR-10 by ablations/fpe_scale.ts), and one
+ * its scalar term alone at its share. Every copy
  * is scored on the same test points with the same ODE (dopri5, exact divergence, rtol = atol =
  * 1e-5, EMA weights): its NLL's paired difference to the control, and the absolute score-FPE
  * residual E‖∂t s − ∇x φ̃‖ at t ∈ TIMES. Seeds vary the continuations (their batches and draws),
@@ -100,7 +101,8 @@ export default defineAblation({
   description:
     "One DSM base per data set is continued for the same further updates with DSM + the score-FPE vector term " +
     "(g² weighting, ‖r‖^m / D^m, exact divergence) at each α and m, with DSM alone (the control), and with FP-Diffusion's " +
-    "CIFAR-10 regime ('both', g², m = 2) carried over by its measured shares of the loss (calibrate). Seeds vary the " +
+    "CIFAR-10 regime ('both', g², m = 2) carried over by its measured shares of the loss (calibrate), and with its scalar " +
+    "term alone at its share. Seeds vary the " +
     "continuations (batches, draws). `dNll`: mean over seeds of the paired NLL difference to the control on the same test points (nats; < 0 is better); `seSeeds`: its " +
     "standard error across seeds; `sePaired`: the within-seed paired standard error (test-point noise only). `share0`: " +
     "the score-FPE term's share of the loss at the base. `res@t`: absolute residual E‖∂t s − ∇x φ̃‖ (mean over seeds); " +
