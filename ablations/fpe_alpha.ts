@@ -54,13 +54,16 @@ function settings(alphas: number[], ms: number[], vectorShare: number, scalarSha
       };
     }
   }
-  // the scalar term alone at its CIFAR-10 share: which of the two terms the regime's effect comes from
-  out["scalar only, calibrated"] = {
-    label: "scalar, calibrated",
-    alpha: null,
-    m: 2,
-    set: ["loss.terms[1].mode=scalar", "loss.terms[1].weighting=ll", `loss.terms[1].calibrate=${JSON.stringify({ scalarShare, batches: 4 })}`],
-  };
+  // the scalar term alone: at its CIFAR-10 share (which of the two terms the regime's effect comes
+  // from), and 10× / 100× stronger
+  for (const [key, share] of [["scalar only, calibrated", scalarShare], ["scalar only, 10× share", 10 * scalarShare], ["scalar only, 100× share", 100 * scalarShare]] as const) {
+    out[key] = {
+      label: "scalar, calibrated",
+      alpha: null,
+      m: 2,
+      set: ["loss.terms[1].mode=scalar", "loss.terms[1].weighting=ll", `loss.terms[1].calibrate=${JSON.stringify({ scalarShare: share, batches: 4 })}`],
+    };
+  }
   out["FP-Diffusion regime"] = {
     label: "both, calibrated",
     alpha: null,
@@ -73,6 +76,12 @@ function settings(alphas: number[], ms: number[], vectorShare: number, scalarSha
     ],
   };
   return out;
+}
+
+/** The scalar share a calibrated scalar-only setting asks for. */
+function scalarShareOf(s: Setting): number {
+  const c = s.set.find((v) => v.startsWith("loss.terms[1].calibrate="))!;
+  return (JSON.parse(c.slice(c.indexOf("=") + 1)) as { scalarShare: number }).scalarShare;
 }
 
 const nums = (s: string) => s.split(",").map((v) => Number(v.trim())).filter((v) => Number.isFinite(v));
@@ -151,7 +160,7 @@ export default defineAblation({
         const nll = await perPointNll(ctx.session, handle, x, signal);
         const res = await ctx.session.evaluate(handle, { kind: "fpeResidual", weights: "ema", t: TIMES, n: p.residualPoints, seed: 5, div: "exact" }, { signal });
         const cal = ft.calibration[0];
-        const calShare = s && s.alpha === null ? (s.label.startsWith("scalar") ? p.scalarShare : p.vectorShare + p.scalarShare) : share0;
+        const calShare = s && s.alpha === null ? (s.label.startsWith("scalar") ? scalarShareOf(s) : p.vectorShare + p.scalarShare) : share0;
         return {
           nll: nll.nll,
           residual: res.residual,
