@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from . import protocol as P
-from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
+from .ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState, load_all
 
 
 ZERO_COPY_BYTES = 1 << 16
@@ -180,7 +180,7 @@ class Server:
                 job = self.queue.popleft()
                 self.running = job
             try:
-                result = REGISTRY[job.op].handler(Args(job.args), job.ctx)
+                result = REGISTRY[job.op].run(job.args, job.ctx)
                 self.send(job.identity, job.req_id, "result", result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -214,10 +214,15 @@ class Server:
             self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
             return
         spec = REGISTRY[op_name]
+        try:
+            args = spec.parse(args)  # against the op's generated schema, before anything runs
+        except P.ProtocolError as exc:
+            self.send_error(identity, req_id, exc)
+            return
         ctx = OpContext(req_id, op_name, self.state, partial(self.send, identity, req_id, "event"), server=self)
         if spec.control:
             try:
-                self.send(identity, req_id, "result", spec.handler(Args(args), ctx))
+                self.send(identity, req_id, "result", spec.run(args, ctx))
             except BaseException as exc:  # noqa: BLE001
                 self.send_error(identity, req_id, exc)
             return

@@ -14,11 +14,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fpdiff import config as C
+import _resolve as resolve
 from fpdiff import fast_step as F
 from fpdiff import train as T
 from fpdiff.data import STREAM_LOSS, make_batches, step_generator
-from fpdiff.losses import build_loss
 from fpdiff.models import EMA
 
 TINY_MLP = {"kind": "mlp", "embedDim": 16, "timeHidden": [32], "xHidden": [32], "width": 32, "hidden": [64]}
@@ -29,7 +28,7 @@ FPE_HUTCH = dict(FPE, div="hutchinson")
 
 
 def toy(terms, *, dataset="checkerboard", warmup=0, clip=1.0, cuda_graph=False, n_iters=6):
-    return C.experiment_from_wire({
+    return resolve.experiment({
         "name": "toy/fast",
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
@@ -150,4 +149,3 @@ def test_non_finite_loss_is_not_applied():
     r = step(state, x0 * float("nan"), torch.Generator().manual_seed(0))
     assert not r.ok and state.step == 0
     assert all(torch.equal(p, q) for p, q in zip(before, state.network.parameters()))
-    assert build_loss  # the loss module is the same one the plain step uses

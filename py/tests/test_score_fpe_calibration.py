@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+import _resolve as resolve
 from fpdiff import config as C
 from fpdiff import train as T
 from fpdiff.data import make_batches
@@ -28,7 +29,7 @@ def fpe(**kw):
 
 
 def toy(terms, *, n_iters=4, seed=5, batch=128):
-    return C.experiment_from_wire({
+    return resolve.experiment({
         "name": "toy/calibration",
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
@@ -72,11 +73,23 @@ def test_degenerate_measurements_are_refused(rest, vector, msg):
         calibrated_weights(Calibration(vector_share=0.1), rest=rest, vector=vector, scalar=1.0, alpha=0.1, beta=0.1, mode="vector")
 
 
+def wire_toy(terms):
+    """Well-formed on the wire but refused by the DSL: what a raw client could send."""
+    raw = resolve.resolved({"name": "toy/calibration", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
+                            "data": {"kind": "toy", "dataset": "checkerboard"}, "loss": {"terms": [DSM, fpe()]}})
+    raw["loss"]["terms"] = [dict(raw["loss"]["terms"][0]), *terms]
+    return C.experiment_from_wire(raw)
+
+
 def test_term_refuses_a_share_of_a_missing_term():
+    full = resolve.resolved({"name": "x", "sde": {"kind": "ve"}, "model": dict(TINY_MLP), "data": {"kind": "toy", "dataset": "checkerboard"},
+                             "loss": {"terms": [DSM, fpe()]}})["loss"]["terms"][1]
     with pytest.raises(ValueError, match="scalarShare"):
-        build_loss([DSM, fpe(mode="vector", calibrate={"scalarShare": 0.1})])
+        build_loss(wire_toy([dict(full, mode="vector", calibrate={"scalarShare": 0.1, "batches": 4})]).loss)
+    with pytest.raises(ValueError, match="vectorShare"):
+        build_loss(wire_toy([dict(full, mode="scalar", calibrate={"vectorShare": 0.1, "batches": 4})]).loss)
     with pytest.raises(ValueError, match="and/or"):
-        build_loss([DSM, fpe(calibrate={"batches": 2})])
+        build_loss(wire_toy([dict(full, calibrate={"batches": 2})]).loss)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,26 +150,29 @@ def test_fine_tuning_calibrates_at_the_checkpoint(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# config
+# config (the DSL's refusals are in test/dsl/fixtures/cases.json, shared with test_config.py)
 
 
-@pytest.mark.parametrize("term,path,msg", [
-    (fpe(mode="vector", calibrate={"scalarShare": 0.1}), "loss.terms[1].calibrate.scalarShare", "no scalar term"),
-    (fpe(mode="scalar", calibrate={"vectorShare": 0.1}), "loss.terms[1].calibrate.vectorShare", "no vector term"),
-    (fpe(calibrate={"batches": 2}), "loss.terms[1].calibrate.vectorShare", "and/or"),
-    (fpe(calibrate={"vectorShare": 0.6, "scalarShare": 0.4}), "loss.terms[1].calibrate.vectorShare", "below 1"),
-    (fpe(calibrate={"vectorShare": 1.5}), "loss.terms[1].calibrate.vectorShare", None),
-    (fpe(calibrate={"vectorShare": 0.1, "extra": 1}), "loss.terms[1].calibrate.extra", "unknown key"),
-])
-def test_config_errors_name_the_field(term, path, msg):
-    with pytest.raises(C.ConfigError) as err:
-        toy([DSM, term])
-    assert err.value.path == path
-    if msg:
-        assert msg in err.value.message
-
-
-def test_a_share_needs_another_term():
-    with pytest.raises(C.ConfigError) as err:
+def test_the_dsl_refuses_bad_calibrations():
+    for term, msg in [
+        (fpe(mode="vector", calibrate={"scalarShare": 0.1}), "no scalar term"),
+        (fpe(mode="scalar", calibrate={"vectorShare": 0.1}), "no vector term"),
+        (fpe(calibrate={"vectorShare": 0.6, "scalarShare": 0.4}), "below 1"),
+        (fpe(calibrate={"vectorShare": 0.1, "extra": 1}), "extra"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            toy([DSM, term])
+    with pytest.raises(ValueError, match="another term"):
         toy([fpe(calibrate={"vectorShare": 0.1})])
-    assert err.value.path == "loss.terms[0].calibrate"
+
+
+def test_training_refuses_a_share_of_nothing_naming_the_field(tmp_path):
+    """Sent anyway (a raw client), a share with no other loss term is refused before any update."""
+    raw = resolve.resolved({"name": "toy/calibration", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
+                            "data": {"kind": "toy", "dataset": "checkerboard"}, "loss": {"terms": [fpe()]},
+                            "training": {"batchSize": 64, "nIters": 2}})
+    raw["loss"]["terms"][0]["calibrate"] = {"vectorShare": 0.1, "batches": 1}
+    with pytest.raises(T.TrainingError) as info:
+        T.train(C.experiment_from_wire(raw), str(tmp_path))
+    assert info.value.field == "experiment.loss.terms[0].calibrate" and "rest of the loss" in info.value.message
+    assert not (tmp_path / "checkpoints-meta").exists()

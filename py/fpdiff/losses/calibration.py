@@ -102,7 +102,13 @@ def calibrate_run(state: Any, workdir: str, batches: Any, *, resumed: bool,
         seed = int(state.experiment.training.seed)
         xs = [batches.batch(state.step + j, device=state.device) for j in range(n)]
         state.network.train()
-        records = [dict(r, source="measured") for r in calibrate(state.loss, state.score, xs, seed=seed, start=state.step)]
+        try:
+            measured = calibrate(state.loss, state.score, xs, seed=seed, start=state.step)
+        except ValueError as exc:  # nothing to take a share of, or a term that is 0 / not finite
+            from ..train import TrainingError
+
+            raise TrainingError(str(exc), f"experiment.loss.terms[{terms[0][0]}].calibrate") from None
+        records = [dict(r, source="measured") for r in measured]
         with atomic_path(path) as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump({"terms": [{k: v for k, v in r.items() if k != "source"} for r in records]}, fh, indent=1)
