@@ -8,7 +8,8 @@
  * in the fine-tune protocol, are ablations/fpe_alpha.ts; why α = 0.15 is so strong at D = 2 is
  * docs/score-fpe-scale.md.
  *
- *   fpd ablate ablations/fpe_weight.ts --param steps=300     # about 20 min on 2 CPU cores
+ *   fpd ablate ablations/fpe_weight.ts --param steps=300     # about 20 min on 2 idle CPU cores
+ *   fpd ablate ablations/fpe_weight.ts --param steps=300 --param batch=256 --param width=64 --param hidden=128,128   # the recorded run
  *   fpd ablate ablations/fpe_weight.ts --param steps=5000 --param batch=5000 --device cuda
  */
 import { defineAblation, toyExperiment, trainToy } from "../src/api/index.js";
@@ -22,12 +23,18 @@ export default defineAblation({
     "the vector residual g(t)·‖r‖^m / D^m (α = 0 is plain DSM). NLL in nats by the probability-flow ODE on fresh points; " +
     "the floor is log 32 = 3.466. `res@t`: the absolute score-FPE residual E‖∂t s − ∇x φ̃‖ at t (500 perturbed data " +
     "points, EMA weights); `dts@t` and `gradPhi@t`: E‖∂t s‖ and E‖∇x φ̃‖ there.",
-  params: { data: "checkerboard", steps: 600, batch: 1000, nllPoints: 1000 },
+  // width / hidden: the MLP's encoder output width and hidden sizes ("" keeps the preset's 128 / 512,512)
+  params: { data: "checkerboard", steps: 600, batch: 1000, nllPoints: 1000, width: 0, hidden: "" },
   grid: { alpha: [0, 0.05, 0.15, 0.5], m: [1, 2] },
   async run(point, ctx) {
     const experiment = await toyExperiment(
       { data: ctx.params.data, method: "dsm_fpe", steps: ctx.params.steps, batchSize: ctx.params.batch },
-      [`loss.terms[1].alpha=${point.alpha}`, `loss.terms[1].m=${point.m}`],
+      [
+        `loss.terms[1].alpha=${point.alpha}`,
+        `loss.terms[1].m=${point.m}`,
+        ...(ctx.params.width > 0 ? [`model.width=${ctx.params.width}`, `model.timeHidden=[${ctx.params.width},${ctx.params.width}]`, `model.xHidden=[${ctx.params.width},${ctx.params.width}]`] : []),
+        ...(ctx.params.hidden ? [`model.hidden=[${ctx.params.hidden}]`] : []),
+      ],
     );
     const scored = await trainToy(ctx.session, experiment, { runDir: ctx.pointDir, nllPoints: ctx.params.nllPoints, signal: ctx.signal });
     const fpe = await ctx.session.evaluate(scored.handle, { kind: "fpeResidual", t: TIMES, n: 500, seed: 4 }, { signal: ctx.signal });
