@@ -64,6 +64,13 @@ function settings(alphas: number[], ms: number[], vectorShare: number, scalarSha
       set: ["loss.terms[1].mode=scalar", "loss.terms[1].weighting=ll", `loss.terms[1].calibrate=${JSON.stringify({ scalarShare: share, batches: 4 })}`],
     };
   }
+  // the recommendation for the toy presets: both terms at the shares that helped on their own
+  out["both, shares 1e-2 / 2e-2"] = {
+    label: "both, calibrated",
+    alpha: null,
+    m: 2,
+    set: ["loss.terms[1].mode=both", "loss.terms[1].weighting=ll", "loss.terms[1].m=2", `loss.terms[1].calibrate=${JSON.stringify({ vectorShare: 0.01, scalarShare: 0.02, batches: 4 })}`],
+  };
   out["FP-Diffusion regime"] = {
     label: "both, calibrated",
     alpha: null,
@@ -78,10 +85,11 @@ function settings(alphas: number[], ms: number[], vectorShare: number, scalarSha
   return out;
 }
 
-/** The scalar share a calibrated scalar-only setting asks for. */
-function scalarShareOf(s: Setting): number {
+/** The total share (vector + scalar) a calibrated setting asks for. */
+function sharesOf(s: Setting): number {
   const c = s.set.find((v) => v.startsWith("loss.terms[1].calibrate="))!;
-  return (JSON.parse(c.slice(c.indexOf("=") + 1)) as { scalarShare: number }).scalarShare;
+  const cal = JSON.parse(c.slice(c.indexOf("=") + 1)) as { vectorShare?: number; scalarShare?: number };
+  return (cal.vectorShare ?? 0) + (cal.scalarShare ?? 0);
 }
 
 const nums = (s: string) => s.split(",").map((v) => Number(v.trim())).filter((v) => Number.isFinite(v));
@@ -160,7 +168,7 @@ export default defineAblation({
         const nll = await perPointNll(ctx.session, handle, x, signal);
         const res = await ctx.session.evaluate(handle, { kind: "fpeResidual", weights: "ema", t: TIMES, n: p.residualPoints, seed: 5, div: "exact" }, { signal });
         const cal = ft.calibration[0];
-        const calShare = s && s.alpha === null ? (s.label.startsWith("scalar") ? scalarShareOf(s) : p.vectorShare + p.scalarShare) : share0;
+        const calShare = s && s.alpha === null ? sharesOf(s) : share0;
         return {
           nll: nll.nll,
           residual: res.residual,
@@ -207,7 +215,7 @@ export default defineAblation({
     const groups = new Map<string, R[]>();
     for (const r of rows) {
       if (r.setting === "control" || !(r.alpha > 0)) continue;
-      const key = `${r.data}, ${r.setting.startsWith("vector") ? `vector m=${r.m}` : r.setting.startsWith("scalar") ? "scalar only, calibrated share" : "both, calibrated shares"}`;
+      const key = `${r.data}, ${r.setting.startsWith("vector") ? `vector m=${r.m}` : r.setting.startsWith("scalar") ? "scalar only, calibrated share" : r.setting}`;
       groups.set(key, [...(groups.get(key) ?? []), r]);
     }
     const series = [...groups.entries()].map(([label, rs]) => {
