@@ -231,6 +231,26 @@ export default defineAblation({
       logx: true,
       hline: { y: 0, label: "control: DSM only, same further updates" },
     });
+    // the small effects, against the dimension-free weight: the term's share of the loss at the start
+    const byShare = new Map<string, R[]>();
+    for (const r of rows) {
+      if (r.setting === "control" || !(r.share0 > 0) || r.share0 > 0.05) continue;
+      const kind = r.setting.startsWith("vector") ? `vector m=${r.m}` : r.setting.startsWith("scalar") ? "scalar only" : r.setting;
+      const key = `${r.data}, ${kind}`;
+      byShare.set(key, [...(byShare.get(key) ?? []), r]);
+    }
+    await session.request("plot.lines", {
+      path: path.replace(/results\.png$/, "small-shares.png"),
+      series: [...byShare.entries()].map(([label, rs]) => {
+        const sorted = [...rs].sort((a, b) => a.share0 - b.share0);
+        return { label, x: sorted.map((r) => r.share0), y: sorted.map((r) => r.dNll), yerr: sorted.map((r) => r.seSeeds) };
+      }),
+      title: "ΔNLL to DSM-only at small weights (share of the loss at the start ≤ 5 %)",
+      xlabel: "score-FPE share of the loss at the start (α·vector + β·scalar) / total",
+      ylabel: "paired ΔNLL to DSM-only (nats)",
+      logx: true,
+      hline: { y: 0, label: "control" },
+    });
     const residual = [...groups.entries()].map(([label, rs]) => {
       const sorted = [...rs].sort((a, b) => a.alpha - b.alpha);
       return { label, x: sorted.map((r) => r.alpha), y: sorted.map((r) => Number((r as Record<string, unknown>)["res@0.001"])) };
