@@ -118,8 +118,8 @@ export default defineAblation({
   description:
     "One DSM base per data set is continued for the same further updates with DSM + the score-FPE vector term " +
     "(g² weighting, ‖r‖^m / D^m, exact divergence) at each α and m, with DSM alone (the control), and with FP-Diffusion's " +
-    "CIFAR-10 regime ('both', g², m = 2) carried over by its measured shares of the loss (calibrate), and with its scalar " +
-    "term alone at its share. Seeds vary the " +
+    "CIFAR-10 regime ('both', g², m = 2) carried over by its measured shares of the loss (calibrate), with the scalar term " +
+    "alone at 1×, 10×, 100× its share, and with both terms at shares 1e-2 / 2e-2. Seeds vary the " +
     "continuations (batches, draws). `dNll`: mean over seeds of the paired NLL difference to the control on the same test points (nats; < 0 is better); `seSeeds`: its " +
     "standard error across seeds; `sePaired`: the within-seed paired standard error (test-point noise only). `share0`: " +
     "the score-FPE term's share of the loss at the base. `res@t`: absolute residual E‖∂t s − ∇x φ̃‖ (mean over seeds); " +
