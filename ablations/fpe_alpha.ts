@@ -50,7 +50,7 @@ function settings(alphas: number[], ms: number[], vectorShare: number, scalarSha
         label: `vector m=${m}`,
         alpha: a,
         m,
-        set: ["loss.terms[1].mode=vector", "loss.terms[1].weighting=ll", `loss.terms[1].m=${m}`, `loss.terms[1].alpha=${a}`],
+        set: ["loss.terms[1].mode=vector", "loss.terms[1].weighting=ll", `loss.terms[1].m=${m}`, `loss.terms[1].alpha=${a}`, "loss.terms[1].calibrate=null"],
       };
     }
   }

@@ -1,6 +1,7 @@
 /**
  * Score-FPE weight: α ∈ {0, 0.05, 0.15, 0.5} × m ∈ {1, 2} on the toy checkerboard (VE, DSM +
- * score FPE, the toy preset's setting), each trained FROM SCRATCH for the same budget, scored by
+ * score FPE in the toy presets' former setting: vector residual, g(t) weighting, α absolute — the
+ * presets now state the weight as a share of the loss), each trained FROM SCRATCH for the same budget, scored by
  * the ScoreODE NLL against the entropy floor and by the ABSOLUTE score-FPE residual it leaves,
  * E‖∂t s − ∇x φ̃‖, beside its two sides ‖∂t s‖ and ‖∇x φ̃‖. (The ratio of the residual to ‖∇x φ̃‖
  * is not reported: it explodes when the regulariser drives ∇x φ̃ → 0, which read as "the
@@ -19,7 +20,8 @@ const TIMES = [0.01, 0.1, 0.5];
 export default defineAblation({
   name: "score-FPE weight × norm power",
   description:
-    "DSM + score-FPE regulariser on the 2-D checkerboard (VE), the toy preset's setting, trained from scratch: α weighs " +
+    "DSM + score-FPE regulariser on the 2-D checkerboard (VE), trained from scratch, in the toy presets' former setting " +
+    "(vector residual only, g(t) weighting, α absolute; the presets now use calibrated shares): α weighs " +
     "the vector residual g(t)·‖r‖^m / D^m (α = 0 is plain DSM). NLL in nats by the probability-flow ODE on fresh points; " +
     "the floor is log 32 = 3.466. `res@t`: the absolute score-FPE residual E‖∂t s − ∇x φ̃‖ at t (500 perturbed data " +
     "points, EMA weights); `dts@t` and `gradPhi@t`: E‖∂t s‖ and E‖∇x φ̃‖ there.",
@@ -30,6 +32,10 @@ export default defineAblation({
     const experiment = await toyExperiment(
       { data: ctx.params.data, method: "dsm_fpe", steps: ctx.params.steps, batchSize: ctx.params.batch },
       [
+        // the toy presets' former setting: the vector residual alone, g(t) weighting, α as given
+        "loss.terms[1].mode=vector",
+        "loss.terms[1].weighting=convention",
+        "loss.terms[1].calibrate=null",
         `loss.terms[1].alpha=${point.alpha}`,
         `loss.terms[1].m=${point.m}`,
         ...(ctx.params.width > 0 ? [`model.width=${ctx.params.width}`, `model.timeHidden=[${ctx.params.width},${ctx.params.width}]`, `model.xHidden=[${ctx.params.width},${ctx.params.width}]`] : []),

@@ -16,7 +16,8 @@ from fpdiff import train as T
 from fpdiff.data import make_batches
 from fpdiff.losses import build_loss
 from fpdiff.losses.calibration import CALIBRATION_FILE, measure_shares
-from fpdiff.losses.score_fpe import Calibration, calibrated_weights
+from fpdiff._generated.types import ScoreFPETermCalibrate as Calibration
+from fpdiff.losses.score_fpe import calibrated_weights
 
 TINY_MLP = {"kind": "mlp", "embedDim": 16, "timeHidden": [32], "xHidden": [32], "width": 32, "hidden": [64]}
 DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean"}

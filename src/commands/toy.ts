@@ -1,15 +1,15 @@
-import { Command, Flags } from "@oclif/core";
-import { Session } from "../api/session.js";
-import { TOY_BUDGETS, type ToyBudgetName } from "../api/budgets.js";
+import { Flags } from "@oclif/core";
+import { TOY_BUDGETS } from "../api/budgets.js";
 import { runToyJob, TOY_METHODS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
+import { ModelCommand } from "../cli/base.js";
+import { choiceListFlag, overrideFlag } from "../cli/flags.js";
 import { withInterrupt } from "../cli/interrupt.js";
 import { ProgressLine } from "../cli/progress.js";
 import { table } from "../cli/render.js";
-import { deviceFlag } from "../cli/common.js";
 
 const PHASES = { train: "training", nll: "NLL by the ODE", density: "ODE density on a grid", samples: "ODE samples" } as const;
 
-export default class Toy extends Command {
+export default class Toy extends ModelCommand {
   static override summary = "The toy main job: compare losses by their ScoreODE likelihood on a toy data set.";
   static override description =
     "Trains the toy MLP of the high-order DSM paper with each method for the same number of updates, measures each ScoreODE's " +
@@ -24,48 +24,45 @@ export default class Toy extends Command {
     "<%= config.bin %> toy --set loss.terms[1].alpha=0.5 --json",
     "<%= config.bin %> toy --budget paper --device cuda",
   ];
-  static override enableJsonFlag = true;
   static override flags = {
-    data: Flags.string({ description: "toy data set", options: ["checkerboard", "mog1d"], default: "checkerboard" }),
-    sde: Flags.string({ description: "forward SDE", options: ["ve", "vp"], default: "ve" }),
-    methods: Flags.string({
+    data: Flags.option({ description: "toy data set", options: ["checkerboard", "mog1d"] as const, default: "checkerboard" as const })(),
+    sde: Flags.option({ description: "forward SDE", options: ["ve", "vp"] as const, default: "ve" as const })(),
+    methods: choiceListFlag(Object.keys(TOY_METHODS) as ToyMethod[])({
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")}`,
-      default: "dsm,order3,dsm_fpe",
+      default: ["dsm", "order3", "dsm_fpe"],
     }),
-    budget: Flags.string({
+    budget: Flags.option({
       description: "a named budget that replaces --steps and --batch: paper = the high-order paper's toy, 100k updates at batch 5000 (a GPU job; the step runs as a CUDA graph)",
-      options: Object.keys(TOY_BUDGETS),
-    }),
+      options: Object.keys(TOY_BUDGETS) as (keyof typeof TOY_BUDGETS)[],
+    })(),
     steps: Flags.integer({ description: "training updates per method (the shared budget)", default: 1500, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: 500, min: 1 }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL", default: 1000, min: 1 }),
     grid: Flags.integer({ description: "grid points per axis for the density pictures", default: 60, min: 2 }),
     samples: Flags.integer({ description: "samples drawn per model for the pictures", default: 2000, min: 1 }),
     out: Flags.string({ description: "output directory (runs and report.md)" }),
-    set: Flags.string({ description: "override a field of every method's experiment: path=value (repeatable)", multiple: true, default: [] }),
-    device: deviceFlag,
+  };
+  static override baseFlags = {
+    ...ModelCommand.baseFlags,
+    set: overrideFlag("override a field of every method's experiment: path=value (repeatable)"),
   };
 
   async run(): Promise<ToyJobResult> {
     const { flags } = await this.parse(Toy);
-    const methods = flags.methods.split(",").map((m) => m.trim()).filter(Boolean) as ToyMethod[];
-    for (const m of methods) {
-      if (!(m in TOY_METHODS)) this.error(`--methods: unknown method ${m}; one of ${Object.keys(TOY_METHODS).join(", ")}`, { exit: 2 });
-    }
-    // --budget: the named budget's steps, batch and overrides (user --set still wins, it comes last)
-    const budget = flags.budget ? TOY_BUDGETS[flags.budget as ToyBudgetName] : undefined;
+    const methods = flags.methods;
+    // --budget: the named budget's steps, batch and overrides (the user's --set still wins: it comes last)
+    const budget = flags.budget ? TOY_BUDGETS[flags.budget] : undefined;
     const steps = budget ? budget.steps : flags.steps;
     const batchSize = budget ? budget.batchSize : flags.batch;
     const set = [...(budget?.set ?? []), ...flags.set];
     const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${budget ? `-${flags.budget}` : ""}`;
     const quiet = this.jsonEnabled();
-    const session = await Session.open({ device: flags.device });
     let line: ProgressLine | undefined;
-    try {
+    return this.withSession(flags.device, async (session) => {
       const result = await withInterrupt((signal) =>
         runToyJob(session, {
-          data: flags.data as "checkerboard" | "mog1d",
-          sde: flags.sde as "ve" | "vp",
+          data: flags.data,
+          sde: flags.sde,
           methods,
           steps,
           batchSize,
@@ -98,9 +95,6 @@ export default class Toy extends Command {
         this.log(`report: ${result.report}`);
       }
       return result;
-    } finally {
-      line?.done();
-      await session.close();
-    }
+    }).finally(() => line?.done());
   }
 }

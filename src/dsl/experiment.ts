@@ -192,13 +192,6 @@ export function crossFieldErrors(e: Experiment): Problem[] {
     if (cal && !terms.some((t) => t.kind !== "scoreFpe")) {
       add(["loss", "terms", index, "calibrate"], "a share of the loss needs another term (dsm or highOrder) to be a share of");
     }
-    if (typeof term.dt === "object" && sde.kind !== "ve") {
-      const hs = term.dt.finiteDifference.hs;
-      const tMin = dsm ? dsm.term.eps : 1e-5;
-      if (hs > tMin) {
-        add(["loss", "terms", index, "dt", "finiteDifference", "hs"], `the finite difference evaluates s at t − hs, below 0 for t < ${hs} (the smallest t is ${tMin}), where the ${sde.kind.toUpperCase()} std is NaN; use dt: "autodiff", or hs ≤ ${tMin}`);
-      }
-    }
   }
 
   // Evaluation.

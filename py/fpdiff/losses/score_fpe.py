@@ -30,11 +30,11 @@ Departures from the reference (sony/fp-diffusion 68d61e0), all deliberate:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
+from .._generated import types as T
 from ..config import ScoreFPETerm
 from ..derivatives import ScoreDerivatives, parse_dt, sample_probes, sample_sqnorm
 from ..score import ScoreModel
@@ -73,35 +73,22 @@ def fpe_residual(
     return {"residual": lhs - rhs, "lhs": lhs, "rhs": rhs, "phi": phi}
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """Target shares of the loss total at the start of training (``calibrate`` of the term)."""
-
-    vector_share: Optional[float] = None
-    scalar_share: Optional[float] = None
-    batches: int = 4
-
-    @staticmethod
-    def of(spec: Any) -> "Calibration | None":
-        if spec is None or isinstance(spec, Calibration):
-            return spec
-        cal = Calibration(vector_share=_opt_float(spec.vector_share), scalar_share=_opt_float(spec.scalar_share),
-                          batches=int(spec.batches))
-        shares = [v for v in (cal.vector_share, cal.scalar_share) if v is not None]
-        if not shares:
-            raise ValueError("calibrate needs vectorShare and/or scalarShare")
-        if any(not 0 < v < 1 for v in shares) or sum(shares) >= 1:
-            raise ValueError(f"calibrate shares must lie in (0, 1) and sum below 1, got {shares}")
-        if cal.batches < 1:
-            raise ValueError(f"calibrate.batches must be positive, got {cal.batches}")
-        return cal
+def checked_calibration(cal: Optional[T.ScoreFPETermCalibrate]) -> Optional[T.ScoreFPETermCalibrate]:
+    """The term's ``calibrate`` (zod-generated), refused here too where the weights are computed:
+    at least one share, each in (0, 1), summing below 1."""
+    if cal is None:
+        return None
+    shares = [v for v in (cal.vector_share, cal.scalar_share) if v is not None]
+    if not shares:
+        raise ValueError("calibrate needs vectorShare and/or scalarShare")
+    if any(not 0 < v < 1 for v in shares) or sum(shares) >= 1:
+        raise ValueError(f"calibrate shares must lie in (0, 1) and sum below 1, got {shares}")
+    if cal.batches < 1:
+        raise ValueError(f"calibrate.batches must be positive, got {cal.batches}")
+    return cal
 
 
-def _opt_float(v: Any) -> Optional[float]:
-    return None if v is None else float(v)
-
-
-def calibrated_weights(cal: Calibration, *, rest: float, vector: float, scalar: float,
+def calibrated_weights(cal: T.ScoreFPETermCalibrate, *, rest: float, vector: float, scalar: float,
                        alpha: float, beta: float, mode: str) -> tuple[float, float]:
     """α, β such that α·vector and β·scalar are the shares a, b of L = rest + α·vector + β·scalar.
 
@@ -146,7 +133,7 @@ class ScoreFPELoss:
         self.probe = cfg.probe
         self.n_probes = int(n_probes)
         # guarded here (zod refuses it first): a share of a term the mode does not have
-        self.calibrate = Calibration.of(cfg.calibrate)
+        self.calibrate = checked_calibration(cfg.calibrate)
         if self.calibrate is not None:
             if self.calibrate.vector_share is not None and not self.needs_vector:
                 raise ValueError(f"calibrate.vectorShare: mode {self.mode!r} has no vector term")
