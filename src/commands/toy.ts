@@ -1,4 +1,5 @@
 import { Flags } from "@oclif/core";
+import { TOY_BUDGETS } from "../api/budgets.js";
 import { runToyJob, TOY_METHODS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
 import { ModelCommand } from "../cli/base.js";
 import { choiceListFlag, overrideFlag } from "../cli/flags.js";
@@ -21,6 +22,7 @@ export default class Toy extends ModelCommand {
     "<%= config.bin %> toy --data mog1d",
     "<%= config.bin %> toy --methods dsm,order2,order3 --steps 5000 --out runs/toy-long",
     "<%= config.bin %> toy --set loss.terms[1].alpha=0.5 --json",
+    "<%= config.bin %> toy --budget paper --device cuda",
   ];
   static override flags = {
     data: Flags.option({ description: "toy data set", options: ["checkerboard", "mog1d"] as const, default: "checkerboard" as const })(),
@@ -29,6 +31,10 @@ export default class Toy extends ModelCommand {
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")}`,
       default: ["dsm", "order3", "dsm_fpe"],
     }),
+    budget: Flags.option({
+      description: "a named budget that replaces --steps and --batch: paper = the high-order paper's toy, 100k updates at batch 5000 (a GPU job; the step runs as a CUDA graph)",
+      options: Object.keys(TOY_BUDGETS) as (keyof typeof TOY_BUDGETS)[],
+    })(),
     steps: Flags.integer({ description: "training updates per method (the shared budget)", default: 1500, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: 500, min: 1 }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL", default: 1000, min: 1 }),
@@ -44,7 +50,12 @@ export default class Toy extends ModelCommand {
   async run(): Promise<ToyJobResult> {
     const { flags } = await this.parse(Toy);
     const methods = flags.methods;
-    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}`;
+    // --budget: the named budget's steps, batch and overrides (the user's --set still wins: it comes last)
+    const budget = flags.budget ? TOY_BUDGETS[flags.budget] : undefined;
+    const steps = budget ? budget.steps : flags.steps;
+    const batchSize = budget ? budget.batchSize : flags.batch;
+    const set = [...(budget?.set ?? []), ...flags.set];
+    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${budget ? `-${flags.budget}` : ""}`;
     const quiet = this.jsonEnabled();
     let line: ProgressLine | undefined;
     return this.withSession(flags.device, async (session) => {
@@ -53,13 +64,13 @@ export default class Toy extends ModelCommand {
           data: flags.data,
           sde: flags.sde,
           methods,
-          steps: flags.steps,
-          batchSize: flags.batch,
+          steps,
+          batchSize,
           nllPoints: flags["nll-points"],
           gridPoints: flags.grid,
           samples: flags.samples,
           outDir: out,
-          set: flags.set,
+          set,
           signal,
           onEvent: (method, e) => {
             if (e.type === "phase") {
