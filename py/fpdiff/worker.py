@@ -29,7 +29,9 @@ from typing import Any
 
 import zmq
 
+from . import distributed
 from . import protocol as P
+from . import worker_dist
 from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
 
 
@@ -45,7 +47,7 @@ class Job:
     ctx: OpContext
 
 
-def _configure_torch() -> None:
+def _configure_torch(local_world: int = 1) -> None:
     """Threads: Debian's CPU torch starts with one intra-op thread; use the cores we were given
     (FPD_THREADS overrides). Precision: TF32 off unless FPD_TF32=1 — cuDNN enables it for
     convolutions by default, which moves NCSN++ outputs by ~4e-5 relative and likelihoods with
@@ -56,6 +58,8 @@ def _configure_torch() -> None:
         return
     wanted = os.environ.get("FPD_THREADS")
     n = int(wanted) if wanted else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not wanted and local_world > 1:
+        n = max(1, n // local_world)  # ranks on one machine share its cores
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     tf32 = os.environ.get("FPD_TF32") == "1"
@@ -64,8 +68,9 @@ def _configure_torch() -> None:
 
 
 class Server:
-    def __init__(self, limits: P.Limits, max_queue: int = 64):
+    def __init__(self, limits: P.Limits, max_queue: int = 64, dist: Any = None):
         self.limits = limits
+        self.dist = dist  # fpdiff.distributed.Dist when this is rank 0 of a job
         self.max_queue = max_queue
         self.ctx = zmq.Context.instance()
         self.state = WorkerState()
@@ -176,16 +181,24 @@ class Server:
                 while not self.queue and not self.stopping:
                     self.cond.wait()
                 if self.stopping and not self.queue:
+                    if self.dist is not None:
+                        worker_dist.release(self.dist)  # the followers leave with us
                     return
                 job = self.queue.popleft()
                 self.running = job
+            collective = self.dist is not None and worker_dist.is_collective(job.op)
             try:
+                if collective:
+                    worker_dist.announce(self.dist, job.op, job.args)
                 result = REGISTRY[job.op].handler(Args(job.args), job.ctx)
                 self.send(job.identity, job.req_id, "result", result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     exc = Cancelled("interrupted")
                 self.send_error(job.identity, job.req_id, exc)
+                if collective and not isinstance(exc, OpError):
+                    time.sleep(0.5)  # let the I/O thread deliver the reply before the job stops
+                    worker_dist.fail_fast(f"op {job.op}", exc)
             finally:
                 with self.cond:
                     self.running = None
@@ -307,6 +320,18 @@ def _watch_stdin(server: Server) -> None:
     os._exit(3)
 
 
+def _watch_stdin_follower() -> None:
+    """A follower shares the launcher's stdin with rank 0: EOF means the client is gone. Rank 0
+    then shuts down and releases us; leave by ourselves only if that never comes."""
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    time.sleep(60.0)
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fpdiff.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--max-message-bytes", type=int, default=int(os.environ.get("FPD_MAX_MESSAGE_BYTES", 1 << 30)))
@@ -316,12 +341,24 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which cancels politely
     load_all()
-    _configure_torch()
     limits = P.Limits(max_message_bytes=ns.max_message_bytes, max_tensor_bytes=ns.max_message_bytes)
-    server = Server(limits, max_queue=ns.max_queue)
+    dist = None
+    if distributed.env_world() > 1:  # started by fpdiff.launch: one rank of a job
+        distributed.die_with_parent()
+        dist = distributed.init_from_env()
+        _configure_torch(dist.local_world)
+        if not dist.is_main:
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # only rank 0 speaks on stdout
+            if not ns.no_stdin_watch:
+                threading.Thread(target=_watch_stdin_follower, name="fpd-stdin", daemon=True).start()
+            return worker_dist.follow(dist, limits)
+    else:
+        _configure_torch()
+    server = Server(limits, max_queue=ns.max_queue, dist=dist)
     signal.signal(signal.SIGTERM, lambda *_: server.request_shutdown())
 
-    ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION}
+    ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION,
+             "world": dist.world if dist is not None else 1}
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never reach the ready channel

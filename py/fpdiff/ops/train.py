@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import distributed
 from .. import train as T
 from ..data import DataError
 from ..protocol import BAD_REQUEST, DIVERGED
@@ -64,6 +65,7 @@ def train_run(args: Args, ctx: OpContext) -> dict[str, Any]:
         state, result = T.train(
             experiment, workdir, device=device, resume=resume, init=init, max_steps=max_steps,
             callback=ctx.emit, event_interval=interval, should_stop=should_stop, on_state=lambda s: holder.__setitem__("state", s),
+            dist=distributed.current(),
         )
     except T.TrainingCancelled as exc:
         state = holder.get("state")
