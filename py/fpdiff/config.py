@@ -413,6 +413,9 @@ class TrainingConfig:
     seed: int = f(42, NONNEG)
     deterministic: bool = False
     continuous: Literal[True] = True
+    tensorboard: bool = True
+    snapshot_bpd: int = f(0, NONNEG)
+    snapshot_samples: Optional[int] = f(None, POS)  # absent: batchSize
 
 
 _MESSAGES[(TrainingConfig, "continuous")] = "only continuous-time training is supported"

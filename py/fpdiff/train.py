@@ -570,8 +570,17 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
         start_from = _start_distributed(state, experiment, workdir, resume=resume, init=init, emit=emit)
     if batches is None:
         batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
-    if hooks is not None and hasattr(hooks, "bind"):
+    run_emit = emit
+    if hooks is not None:
         hooks.bind(state, workdir, emit)
-    result = run(state, workdir, batches, max_steps=max_steps, callback=emit, event_interval=event_interval,
-                 should_stop=should_stop, last_checkpoint=start_from, hooks=hooks)
+
+        def run_emit(e: dict) -> None:
+            hooks.on_event(e)
+            emit(e)
+    try:
+        result = run(state, workdir, batches, max_steps=max_steps, callback=run_emit, event_interval=event_interval,
+                     should_stop=should_stop, last_checkpoint=start_from, hooks=hooks)
+    finally:
+        if hooks is not None:
+            hooks.close()
     return state, result

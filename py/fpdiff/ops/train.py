@@ -12,6 +12,7 @@ from typing import Any
 from .. import distributed
 from .. import train as T
 from ..data import DataError
+from ..evaluation.during_training import TrainingEvaluator
 from ..protocol import BAD_REQUEST, DIVERGED
 from . import Args, Cancelled, OpContext, OpError, op
 from .state import LoadedModel, device_arg, experiment_arg, models
@@ -51,6 +52,7 @@ def train_run(args: Args, ctx: OpContext) -> dict[str, Any]:
     device = device_arg(args)
     max_steps = opt(args, "int", "maxSteps", min=0)
     interval = args.float("eventIntervalSeconds", 1.0, min=0)
+    evaluate = args.bool("evaluate", True)
     args.done()
     if not workdir:
         raise OpError(BAD_REQUEST, "args.workdir: must not be empty", "args.workdir")
@@ -65,7 +67,7 @@ def train_run(args: Args, ctx: OpContext) -> dict[str, Any]:
         state, result = T.train(
             experiment, workdir, device=device, resume=resume, init=init, max_steps=max_steps,
             callback=ctx.emit, event_interval=interval, should_stop=should_stop, on_state=lambda s: holder.__setitem__("state", s),
-            dist=distributed.current(),
+            dist=distributed.current(), hooks=TrainingEvaluator(experiment) if evaluate else None,
         )
     except T.TrainingCancelled as exc:
         state = holder.get("state")
