@@ -39,6 +39,7 @@ Tensor = torch.Tensor
 __all__ = [
     "Dist", "env_world", "init_from_env", "current", "shard_bounds", "shard", "rank_seed", "rank_generator",
     "wrap_ddp", "broadcast_module_state", "broadcast_optimizer_state", "die_with_parent", "DistError",
+    "PeerFailed", "all_or_none",
 ]
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -52,6 +53,10 @@ class DistError(RuntimeError):
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class PeerFailed(RuntimeError):
+    """Another rank failed a step every rank had to pass (set-up of a collective op)."""
 
 
 @dataclass
@@ -168,6 +173,30 @@ def init_from_env(backend: Optional[str] = None) -> Optional[Dist]:
     _CURRENT = Dist(rank=rank, world=world, local_rank=local_rank, local_world=local_world, backend=backend,
                     control=control)
     return _CURRENT
+
+
+def all_or_none(d: Optional[Dist], fn: Any) -> Any:
+    """Run ``fn()`` on every rank and go on only if it succeeded everywhere.
+
+    A set-up step of a collective op (reading the data, a checkpoint, an output directory) can
+    fail on one rank alone; the others would then wait in the op's next collective for a peer that
+    left. Here every rank reports success or its error on the control group; if any failed, this
+    rank re-raises its own error or raises :class:`PeerFailed` naming the ranks that failed."""
+    try:
+        result, err = fn(), None
+    except Exception as exc:  # noqa: BLE001 - reported to every rank, then re-raised
+        result, err = None, exc
+    if d is None:
+        if err is not None:
+            raise err
+        return result
+    reports = d.gather_objects(None if err is None else f"rank {d.rank}: {err}")
+    bad = [r for r in reports if r]
+    if bad:
+        if err is not None:
+            raise err
+        raise PeerFailed("; ".join(bad))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -569,7 +569,8 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
     else:
         start_from = _start_distributed(state, experiment, workdir, resume=resume, init=init, emit=emit)
     if batches is None:
-        batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
+        batches = D.all_or_none(dist, lambda: make_batches(experiment.data, int(experiment.training.batch_size),
+                                                           int(experiment.training.seed)))
     run_emit = emit
     if hooks is not None:
         hooks.bind(state, workdir, emit)

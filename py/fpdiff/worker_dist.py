@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Optional
 
 from . import protocol as P
-from .distributed import Dist
+from .distributed import Dist, PeerFailed
 
 #: Ops every rank runs (see the module docstring). Everything else runs on rank 0 alone.
 COLLECTIVE_OPS = frozenset({
@@ -74,7 +74,7 @@ def follow(d: Dist, limits: Optional[P.Limits] = None) -> int:
         ctx = OpContext(None, op, state, lambda _e: None)
         try:
             REGISTRY[op].handler(Args(args), ctx)
-        except OpError:
-            pass  # rank 0 raises the same error and reports it
+        except (OpError, PeerFailed):
+            pass  # rank 0 raises the same error (or learns ours through all_or_none) and reports it
         except BaseException as exc:  # noqa: BLE001
             fail_fast(f"op {op}", exc)

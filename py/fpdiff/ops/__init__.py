@@ -39,7 +39,7 @@ REGISTRY: dict[str, OpSpec] = {}
 
 # Modules whose import registers ops. An area whose module does not exist yet is skipped, so the
 # worker runs while parts of fpdiff are still being written.
-AREAS = ("core", "config", "numerics", "models", "train", "toy", "data")
+AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "scale")
 
 
 def op(name: str, *, control: bool = False) -> Callable[[Handler], Handler]:

@@ -79,6 +79,8 @@ def train_run(args: Args, ctx: OpContext) -> dict[str, Any]:
     except T.TrainingError as exc:
         where = f"args.{exc.field}" if exc.field else None
         raise OpError(BAD_REQUEST, f"{where}: {exc.message}" if where else exc.message, where) from None
+    except distributed.PeerFailed as exc:
+        raise OpError(BAD_REQUEST, f"another rank of the job failed to start: {exc}") from None
     except DataError as exc:
         raise OpError(BAD_REQUEST, f"args.experiment.data: {exc}", "args.experiment.data.path") from None
     last = result.checkpoints[-1]["path"] if result.checkpoints else state.source
