@@ -337,7 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-message-bytes", type=int, default=int(os.environ.get("FPD_MAX_MESSAGE_BYTES", 1 << 30)))
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--no-stdin-watch", action="store_true", help="keep running when stdin closes")
+    parser.add_argument("--nproc", type=int, default=1, help="run as a job of this many processes on this machine")
+    parser.add_argument("--nnodes", type=int, default=1, help="machines in the job")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's place in the job (0 serves)")
+    parser.add_argument("--rdzv", default=None, help="HOST:PORT of node 0 (required with --nnodes > 1)")
     ns = parser.parse_args(argv)
+    if (ns.nproc > 1 or ns.nnodes > 1) and distributed.env_world() <= 1:
+        # become the launcher of the job (same pid, same pipes); every rank runs this module again
+        rest = ["--max-message-bytes", str(ns.max_message_bytes), "--max-queue", str(ns.max_queue)]
+        rest += ["--no-stdin-watch"] if ns.no_stdin_watch else []
+        launch = ["--nproc", str(ns.nproc), "--nnodes", str(ns.nnodes), "--node-rank", str(ns.node_rank)]
+        launch += ["--rdzv", ns.rdzv] if ns.rdzv else []
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "fpdiff.launch", *launch, "--", "-m", "fpdiff.worker", *rest])
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which cancels politely
     load_all()

@@ -79,6 +79,14 @@ export class RunDir {
     this.record.step = Math.max(this.record.step, entry.step);
   }
 
+  /**
+   * An evaluation line in metrics.jsonl (held-out losses as `eval/<term>`, snapshot samples,
+   * snapshot bits/dim), beside the training lines; it does not count as the last training step logged.
+   */
+  evaluation(entry: { step: number; kind: string } & Record<string, unknown>): void {
+    appendFileSync(join(this.dir, "metrics.jsonl"), JSON.stringify({ time: new Date().toISOString(), ...entry }) + "\n");
+  }
+
   checkpoint(c: Omit<CheckpointRecord, "metrics">): void {
     const rec: CheckpointRecord = { ...c, ...(this.lastMetrics ? { metrics: this.lastMetrics } : {}) };
     this.record.checkpoints = this.record.checkpoints.filter((x) => x.path !== c.path);

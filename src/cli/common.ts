@@ -2,12 +2,12 @@
 import type { Command } from "@oclif/core";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Session } from "../api/session.js";
+import { Session, type LaunchOptions } from "../api/session.js";
 import { applyOverrides, ConfigError, experiment as buildExperiment, type Experiment, type ExperimentInput } from "../dsl/index.js";
 import { loadExperiment } from "../dsl/load.js";
 import { FpdError } from "../protocol/errors.js";
 
-export { deviceFlag, setFlag } from "./flags.js";
+export { deviceFlag, launchFlags, launchOf, setFlag } from "./flags.js";
 
 /** Load a preset or file with overrides; a ConfigError ends the command with its message (exit 2). */
 export async function experimentOrExit(cmd: Command, ref: string, set: string[]): Promise<Experiment> {
@@ -38,8 +38,8 @@ export function runExperiment(cmd: Command, runDir: string, set: string[]): Expe
  * Open a session, run `fn`, close it. Worker-side refusals (bad config, unreadable checkpoint)
  * end the command with their message and exit 2; a divergence with exit 3; cancellation 130.
  */
-export async function withSession<T>(cmd: Command, device: string, fn: (session: Session) => Promise<T>): Promise<T> {
-  const session = await Session.open({ device });
+export async function withSession<T>(cmd: Command, device: string, fn: (session: Session) => Promise<T>, launch?: LaunchOptions): Promise<T> {
+  const session = await Session.open({ device, ...(launch ? { launch } : {}) });
   try {
     return await fn(session);
   } catch (err) {

@@ -1,11 +1,11 @@
 /** The body shared by `fpd train` and `fpd finetune`: progress, run directory, summary. */
 import { Flags, type Command } from "@oclif/core";
-import { defaultRunDir, type TrainOutcome } from "../api/session.js";
+import { defaultRunDir, runNode, type TrainOutcome } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
 import { withInterrupt } from "./interrupt.js";
 import { ProgressLine } from "./progress.js";
 import { table } from "./render.js";
-import { deviceFlag, setFlag, withSession } from "./common.js";
+import { deviceFlag, launchFlags, launchOf, setFlag, withSession } from "./common.js";
 
 export const trainFlags = {
   set: setFlag,
@@ -13,6 +13,8 @@ export const trainFlags = {
   "run-dir": Flags.string({ description: "run directory (default runs/<experiment name>)" }),
   "no-resume": Flags.boolean({ description: "refuse to continue a run directory that already has a meta checkpoint", default: false }),
   "max-steps": Flags.integer({ description: "stop after this many updates (resumable later)", min: 0 }),
+  "no-eval": Flags.boolean({ description: "skip held-out losses, snapshot samples / bits/dim and TensorBoard", default: false }),
+  ...launchFlags,
 };
 
 export interface TrainSummary {
@@ -29,10 +31,28 @@ export interface TrainSummary {
 export async function trainAndReport(
   cmd: Command & { jsonEnabled(): boolean },
   experiment: Experiment,
-  flags: { device: string; "run-dir"?: string | undefined; "no-resume": boolean; "max-steps"?: number | undefined },
+  flags: {
+    device: string;
+    "run-dir"?: string | undefined;
+    "no-resume": boolean;
+    "max-steps"?: number | undefined;
+    "no-eval"?: boolean;
+    nproc: number;
+    nnodes: number;
+    "node-rank": number;
+    rdzv?: string | undefined;
+  },
   init?: string,
 ): Promise<TrainSummary> {
   const quiet = cmd.jsonEnabled();
+  const launch = launchOf(flags);
+  if (launch && (launch.nodeRank ?? 0) > 0) {
+    // a compute-only node: its ranks follow node 0's session until the job ends
+    if (!quiet) cmd.log(`node ${launch.nodeRank} of ${launch.nnodes}: ${launch.nproc} processes joining ${launch.rdzv}`);
+    const code = await runNode(launch, { onLog: (l) => process.stderr.write(l + "\n") });
+    if (code !== 0) cmd.error(`this node's ranks ended with exit code ${code}`, { exit: 1 });
+    return { runDir: "", handle: "", status: "completed", step: 0, steps: 0, seconds: 0, lastMetrics: null, checkpoints: [] };
+  }
   const runDir = flags["run-dir"] ?? defaultRunDir(experiment);
   const line = new ProgressLine(experiment.name, { quiet });
   const outcome = await withSession(cmd, flags.device, (session) =>
@@ -43,14 +63,19 @@ export async function trainAndReport(
         ...(flags["no-resume"] ? { resume: false } : {}),
         ...(flags["max-steps"] !== undefined ? { maxSteps: flags["max-steps"] } : {}),
         ...(init ? { init } : {}),
+        ...(flags["no-eval"] ? { evaluate: false } : {}),
         onEvent: (e) => {
           if (e.type === "progress") line.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
           else if (e.type === "metrics") line.metrics({ loss: e.loss, ...e.terms, "|g|": e.gradNorm });
           else if (e.type === "checkpoint") line.note(`checkpoint (${e.kind}) step ${e.step}: ${e.path}`);
           else if (e.type === "warning") line.note(`warning: ${e.message}`);
+          else if (e.type === "eval") line.note(`step ${e.step}: held-out loss ${e.loss.toPrecision(5)}`);
+          else if (e.type === "samples") line.note(`step ${e.step}: ${e.n} samples in ${e.png ?? e.path}`);
+          else if (e.type === "bpd") line.note(`step ${e.step}: ${e.metric} ${e.value.toFixed(4)} ± ${e.stderr.toFixed(4)} (${e.n} test points)`);
         },
       }),
     ).finally(() => line.done()),
+    launch,
   );
   const { run, handle, result } = outcome;
   if (!quiet) {

@@ -1,7 +1,9 @@
-import { Command, Flags } from "@oclif/core";
+import { Command, Flags, type Interfaces } from "@oclif/core";
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { withSession } from "../cli/common.js";
+import { launchFlags, launchOf, withSession } from "../cli/common.js";
+import { withInterrupt } from "../cli/interrupt.js";
+import type { OpResult } from "../protocol/ops/index.js";
 import { chooseModel, configArg, loadChosen, modelFlags } from "../cli/model.js";
 import { ProgressLine } from "../cli/progress.js";
 import { toNpy } from "../cli/npy.js";
@@ -11,7 +13,9 @@ export default class Sample extends Command {
   static override description =
     "PC: reverse-diffusion (or Euler–Maruyama) predictor with a Langevin corrector (snr 0.16, one step), N steps, denoised " +
     "at the end; ODE: the probability-flow ODE from T to eps. Defaults come from the experiment's sampling section. Writes " +
-    "the samples as a .npy file ([n, D] for toys, [n, C, H, W] in [0, 1] for images) and, with --plot, a PNG (toys).";
+    "the samples as a .npy file ([n, D] for toys, [n, C, H, W] in [0, 1] for images) and, with --plot, a PNG (toys). " +
+    "With --num, samples at scale: batches split over the processes of the job (--nproc), one .npz shard per batch " +
+    "(uint8 NHWC images) in --shards plus grid.png, reproducible per seed whatever the number of processes, resumable.";
   static override examples = [
     "<%= config.bin %> sample --run runs/toy_checkerboard_ve_order3 --n 5000 --out samples.npy --plot samples.png",
     "<%= config.bin %> sample ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --n 64 --method pc --device cuda --out x.npy",
@@ -26,11 +30,16 @@ export default class Sample extends Command {
     steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
     out: Flags.string({ description: ".npy file for the samples", default: "samples.npy" }),
     plot: Flags.string({ description: "PNG scatter of the samples (toy data)" }),
+    num: Flags.integer({ description: "samples at scale: this many, in .npz shards (see --shards)", min: 1 }),
+    shards: Flags.string({ description: "with --num: output directory (default samples-<seed>)" }),
+    "batch-size": Flags.integer({ description: "with --num: samples per shard", min: 1 }),
+    ...launchFlags,
   };
 
   async run(): Promise<{ out: string; shape: readonly number[]; nfe: number; method: string; seconds: number; plot?: string }> {
     const { args, flags } = await this.parse(Sample);
     const choice = await chooseModel(this, args.config, flags);
+    if (flags.num) return this.atScale(choice, flags) as never;
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled() });
     const out = resolve(flags.out);
     const res = await withSession(this, flags.device, async (session) => {
@@ -56,5 +65,35 @@ export default class Sample extends Command {
     line.done();
     if (!this.jsonEnabled()) this.log(`wrote ${out}: ${res.x.shape.join("×")} samples (${res.method}, ${res.nfe} evaluations, ${res.seconds.toFixed(1)} s)`);
     return { out, shape: res.x.shape, nfe: res.nfe, method: res.method, seconds: res.seconds, ...(flags.plot ? { plot: resolve(flags.plot) } : {}) };
+  }
+
+  private async atScale(choice: Awaited<ReturnType<typeof chooseModel>>, flags: Interfaces.InferredFlags<typeof Sample.flags>): Promise<OpResult<"sample.shards">> {
+    const out = resolve(flags.shards ?? `samples-${flags.seed}`);
+    const line = new ProgressLine("sampling", { quiet: this.jsonEnabled(), unit: "samples" });
+    const res = await withSession(
+      this,
+      flags.device,
+      async (session) => {
+        const handle = await loadChosen(session, choice);
+        return withInterrupt((signal) =>
+          session.sampleShards(
+            handle,
+            {
+              n: flags.num!,
+              seed: flags.seed,
+              out,
+              weights: flags.weights as "ema" | "model",
+              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
+              ...(flags.method ? { method: flags.method as "pc" | "ode" } : {}),
+              ...(flags.steps ? { N: flags.steps } : {}),
+            },
+            { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
+          ),
+        );
+      },
+      launchOf(flags),
+    ).finally(() => line.done());
+    if (!this.jsonEnabled()) this.log(`wrote ${res.n} samples in ${res.shards.length} shards under ${res.out}${res.grid ? `; grid ${res.grid}` : ""}`);
+    return res;
   }
 }

@@ -44,6 +44,30 @@ export const TrainEventSchema = z.discriminatedUnion("type", [
   TrainMetricsSchema.extend({ type: z.literal("metrics") }),
   TrainCheckpointSchema.extend({ type: z.literal("checkpoint") }),
   z.object({ type: z.literal("warning"), message: z.string() }),
+  /** Every loss term of the EMA model on held-out batch `step` (every training.evalFreq). */
+  z.object({ type: z.literal("eval"), step: z.number().int(), loss: z.number(), terms: LossTermsSchema }),
+  /** Samples of the EMA model at a snapshot: samples/iter_<step>/sample.npz and sample.png. */
+  z.object({
+    type: z.literal("samples"),
+    step: z.number().int(),
+    path: z.string(),
+    png: z.string().nullable(),
+    n: z.number().int(),
+    nfe: z.number().int(),
+    method: z.string(),
+    seconds: z.number(),
+  }),
+  /** Bits/dim (images) or NLL in nats (toys) on the first training.snapshotBpd test points. */
+  z.object({
+    type: z.literal("bpd"),
+    step: z.number().int(),
+    metric: z.enum(["bpd", "nll"]),
+    value: z.number(),
+    stderr: z.number(),
+    n: z.number().int(),
+    nfe: z.number(),
+    seconds: z.number(),
+  }),
 ]);
 export type TrainEvent = z.infer<typeof TrainEventSchema>;
 
@@ -62,6 +86,8 @@ export const TrainRunArgsSchema = z.strictObject({
   maxSteps: z.number().int().nonnegative().optional(),
   /** Wall-clock interval between progress events (default 1 s). */
   eventIntervalSeconds: z.number().nonnegative().optional(),
+  /** Held-out losses, snapshot samples / bits/dim and TensorBoard, on the experiment's schedule (default true). */
+  evaluate: z.boolean().optional(),
 });
 
 export const TrainRunResultSchema = z.object({
