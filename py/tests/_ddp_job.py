@@ -3,7 +3,7 @@
     python -m torch.distributed.run --standalone --nproc_per_node N py/tests/_ddp_job.py SPEC.json
 
 SPEC: {experiment (wire form), workdir, out, maxSteps?, init?, resume?, killRank?, killAtStep?,
-pidFile?}. Every rank trains with ``fpdiff.train.train(dist=…)``; each rank writes
+pidFile?, stopAtStep?}, or {runs: [SPEC, …]} to run several in the same processes. Every rank trains with ``fpdiff.train.train(dist=…)``; each rank writes
 ``<out>.rank<r>.pt`` with its final parameters, EMA and step, and rank 0 also writes the events.
 ``killRank``/``killAtStep``: that rank exits abruptly (os._exit) before that step — a dead rank.
 """
@@ -29,6 +29,12 @@ def main() -> int:
     d = D.init_from_env()
     assert d is not None, "run me under torchrun with more than one process"
     D.die_with_parent()
+    for sub in spec.get("runs", [spec]):  # several runs share one start-up of the processes
+        run_one({**spec, **sub}, d)
+    return 0
+
+
+def run_one(spec: dict, d) -> None:
     if spec.get("pidFile"):
         with open(f"{spec['pidFile']}.{d.rank}", "w") as fh:
             fh.write(str(os.getpid()))
@@ -62,7 +68,6 @@ def main() -> int:
     if d.is_main:
         with open(spec["out"] + ".events.json", "w") as fh:
             json.dump({"status": status, "step": step, "events": events}, fh)
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ LOSSES = {
     "order2": [DSM, {"kind": "highOrder", "order": 2}],
     "order3": [DSM, {"kind": "highOrder", "order": 3}],
     "dsm_fpe": [DSM, {"kind": "scoreFpe", "mode": "vector", "weighting": "convention", "div": "exact"}],
+    # 'both' adds the scalar term, an L2 norm over the batch: with W ranks it is the mean of the
+    # shards' norms (docs/contracts.md), which is what the reference below computes too
+    "dsm_fpe_both": [DSM, {"kind": "scoreFpe", "mode": "both", "div": "exact", "dt": {"finiteDifference": {"hs": 1e-3, "hd": 5e-4}}}],
 }
 
 
@@ -96,22 +99,29 @@ def reference_run(terms, world: int, n_steps: int, **kw):
     return reference_steps(state, world, range(n_steps)), state
 
 
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-def test_two_ranks_equal_one_process_drawing_the_same_samples(tmp_path, loss):
+def test_two_ranks_equal_one_process_drawing_the_same_samples(tmp_path):
+    """dsm, order 2, order 3 and dsm + score FPE, each 5 steps on 2 ranks (one launch)."""
     n = 5
-    rc, _out, err = launch(tmp_path, {"experiment": wire(LOSSES[loss], n_iters=n)})
+    runs = [{"experiment": wire(LOSSES[name], n_iters=n), "workdir": str(tmp_path / name), "out": str(tmp_path / name / "out")}
+            for name in sorted(LOSSES)]
+    rc, _out, err = launch(tmp_path, {"runs": runs})
     assert rc == 0, err[-3000:]
-    ev = read_events(tmp_path)
+    for name in sorted(LOSSES):
+        check_equal_to_reference(tmp_path / name, LOSSES[name], n)
+
+
+def check_equal_to_reference(where, terms, n):
+    ev = json.loads((where / "out.events.json").read_text())
     assert ev["status"] == "completed" and ev["step"] == n
     got = {e["step"]: e["loss"] for e in ev["events"] if e["type"] == "metrics"}
-    r0 = torch.load(str(tmp_path / "out.rank0.pt"))
-    r1 = torch.load(str(tmp_path / "out.rank1.pt"))
+    r0 = torch.load(str(where / "out.rank0.pt"))
+    r1 = torch.load(str(where / "out.rank1.pt"))
     # every rank holds the same parameters, EMA and Adam moments, bit for bit
     for a, b in zip(r0["params"] + r0["ema"], r1["params"] + r1["ema"]):
         assert torch.equal(a, b)
     for k in r0["adam"]:
         assert torch.equal(r0["adam"][k]["exp_avg"], r1["adam"][k]["exp_avg"])
-    ref_losses, ref = reference_run(LOSSES[loss], 2, n)
+    ref_losses, ref = reference_run(terms, 2, n)
     assert sorted(got) == list(range(n))
     for k in range(n):
         assert got[k] == pytest.approx(ref_losses[k], rel=1e-5, abs=1e-6), k
@@ -124,7 +134,7 @@ def test_two_ranks_equal_one_process_drawing_the_same_samples(tmp_path, loss):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     # the checkpoint rank 0 wrote is the job's state
     from fpdiff import checkpoints as ck
-    loaded = ck.load_checkpoint(ck.meta_checkpoint_path(str(tmp_path / "run")))
+    loaded = ck.load_checkpoint(ck.meta_checkpoint_path(str(where)))
     assert loaded.step == n
     for name, p in zip(ref.network.state_dict(), r0["params"]):
         assert torch.equal(loaded.model[name], p)

@@ -1,10 +1,18 @@
 // Running at scale through the real `fpd` binary: a two-process training job (PyTorch's elastic
 // launcher, gloo on the CPU) with evaluation during training, then sampling in shards.
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { resolvePython } from "../../src/bridge/python.js";
 import { fpdJson as fpd, runCli } from "../helpers/cli.js";
+
+/** max |a − b| of the `samples` arrays of two .npz shards (read by NumPy in the project's Python). */
+function shardDiff(a: string, b: string): number {
+  const code = "import sys, numpy as np; x, y = (np.load(p)['samples'] for p in sys.argv[1:]); print(float(abs(x.astype(float) - y).max()) if x.shape == y.shape else 'shape')";
+  return Number(execFileSync(resolvePython().python, ["-c", code, a, b], { encoding: "utf8" }).trim());
+}
 
 describe("fpd at scale (2 processes, CPU)", () => {
   const dir = mkdtempSync(join(tmpdir(), "fpd-scale-"));
@@ -38,7 +46,9 @@ describe("fpd at scale (2 processes, CPU)", () => {
     expect(a.world).toBe(2);
     const b = await fpd(["sample", "--run", runDir, "--num", "10", "--batch-size", "4", "--shards", join(dir, "b"), "--method", "pc", "--steps", "4", "--device", "cpu"]);
     expect(b.world).toBe(1);
-    for (let i = 0; i < 3; i++) expect(readFileSync(b.shards[i]).equals(readFileSync(a.shards[i]))).toBe(true);
+    // the same units from the same seeds; the ranks run with fewer threads, which may round
+    // matrix products differently — nothing more
+    for (let i = 0; i < 3; i++) expect(shardDiff(a.shards[i], b.shards[i])).toBeLessThan(1e-4);
     // the same request again finds every unit done
     const again = await fpd(["sample", "--run", runDir, "--num", "10", "--batch-size", "4", "--shards", join(dir, "b"), "--method", "pc", "--steps", "4", "--device", "cpu"]);
     expect(again.shards).toEqual(b.shards);
@@ -58,6 +68,6 @@ describe("fpd at scale (2 processes, CPU)", () => {
     expect(r.stderr).toMatch(/FID is for image models/);
     const s = await runCli(["eval", "fid-stats", "--dataset", "cifar10", "--data", join(dir, "no-data"), "--out", join(dir, "s.npz"), "--device", "cpu"]);
     expect(s.status).toBe(2);
-    expect(s.stderr).toMatch(/no-data: no such file or directory/);
+    expect(s.stderr.replace(/\s*›\s*/g, " ")).toMatch(/no-data: no such file/);
   });
 });
