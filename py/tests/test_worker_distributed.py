@@ -136,3 +136,26 @@ def test_a_killed_rank_fails_the_job_within_seconds_and_no_process_remains(job, 
     assert elapsed < 30, f"{elapsed:.1f} s from the kill to the job's end"
     time.sleep(0.5)
     assert alive(ranks) == []
+
+
+def test_whole_split_bpd_on_two_ranks_equals_one_process(job, tmp_path):
+    data = job.call("data.synthetic", {"path": str(tmp_path / "data"), "imagesPerFile": 6, "seed": 2})["path"]
+    exp = {"name": "img/bpd2", "sde": {"kind": "ve"},
+           "model": {"kind": "ncsnpp", "nf": 8, "chMult": [1, 2], "numResBlocks": 1, "attnResolutions": [16]},
+           "data": {"kind": "cifar10", "path": data}, "loss": {"terms": [{"kind": "dsm"}]}}
+    args = {"n": 5, "batchSize": 2, "repeats": 1, "solver": "euler", "steps": 4, "seed": 1}
+    handle = job.call("model.load", {"experiment": exp, "device": "cpu"})["handle"]
+    events = []
+    two = job.call("eval.bpd_dataset", {"model": handle, "out": str(tmp_path / "two"), **args}, on_event=events.append)
+    assert two["world"] == 2 and two["complete"] and two["images"] == 5
+    assert events and events[-1]["done"] == 5 and events[-1]["unit"] == "images"
+    one_worker = WorkerClient()
+    try:
+        h1 = one_worker.call("model.load", {"experiment": exp, "device": "cpu"})["handle"]
+        one = one_worker.call("eval.bpd_dataset", {"model": h1, "out": str(tmp_path / "one"), **args})
+    finally:
+        one_worker.close()
+    assert one["world"] == 1
+    # the same units from the same draws; the ranks' single-threaded products may round differently
+    assert two["bpd"] == pytest.approx(one["bpd"], rel=1e-5)
+    assert [r["bpd"] for r in two["repeats"]] == pytest.approx([r["bpd"] for r in one["repeats"]], rel=1e-5)

@@ -45,9 +45,10 @@ def unit_generator(seed: int, unit: int, device: Any) -> torch.Generator:
 
 def settings(*, dataset: str, split: str, n: int, repeats: int, batch_size: int, solver: str, rtol: float,
              atol: float, eps: float, probe: str, dequantize: bool, centered: bool, seed: int,
-             model: dict) -> dict:
+             model: dict, steps: int = FIXED_STEPS) -> dict:
     return {"dataset": dataset, "split": split, "n": int(n), "repeats": int(repeats), "batchSize": int(batch_size),
             "solver": solver, "rtol": float(rtol), "atol": float(atol), "eps": float(eps), "probe": probe,
+            "steps": int(steps) if solver != "dopri5" else None,
             "divergence": "hutchinson", "dequantize": bool(dequantize), "centered": bool(centered),
             "seed": int(seed), "offset": bpd_offset(centered), "model": model}
 
@@ -55,14 +56,15 @@ def settings(*, dataset: str, split: str, n: int, repeats: int, batch_size: int,
 def dataset_bpd(model: ScoreModel, images: Tensor, wd: WorkDir, *, repeats: int = 1, batch_size: int = 128,
                 solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
                 probe: str = "rademacher", dequantize: bool = True, centered: bool = False, seed: int = 0,
-                device: Any = "cpu", d: Optional[D.Dist] = None, should_stop: Callable[[], bool] = lambda: False,
+                steps: int = FIXED_STEPS, device: Any = "cpu", d: Optional[D.Dist] = None, should_stop: Callable[[], bool] = lambda: False,
                 on_records: Callable[[list[dict]], None] = lambda r: None,
                 on_nfe: Optional[Callable[[int, Any], None]] = None) -> dict:
     """bits/dim of every image of ``images`` (uint8 [N, C, H, W]), ``repeats`` times; returns the
-    summary (:func:`summarize`). Raises ``ShardsStopped`` when stopped (results kept in ``wd``)."""
+    summary (:func:`summarize`). Raises ``ShardsStopped`` when stopped (results kept in ``wd``).
+    ``steps``: fixed steps over [eps, 1] for rk4 / euler (dopri5 adapts its own)."""
     n = images.shape[0]
     units = make_units(n, batch_size, repeats)
-    options = None if solver == "dopri5" else {"step_size": (1.0 - float(eps)) / FIXED_STEPS}
+    options = None if solver == "dopri5" else {"step_size": (1.0 - float(eps)) / int(steps)}
 
     def compute(u: Unit) -> tuple[dict, None]:
         t0 = time.perf_counter()

@@ -134,9 +134,9 @@ class TrainingEvaluator:
             if isinstance(exp.data, C.ToyDataConfig):
                 self._held_out = ToyBatches(exp.data, batch, step_seed(seed, 0, STREAM_EVAL))
             else:
-                try:
-                    self._held_out = make_batches(exp.data, batch, seed, split="test")
-                except (DataError, OSError) as exc:
+                try:  # every rank must agree, or one would wait in the all-reduce for the others
+                    self._held_out = D.all_or_none(self.dist, lambda: make_batches(exp.data, batch, seed, split="test"))
+                except (DataError, OSError, D.PeerFailed) as exc:
                     self._held_out_error = f"no held-out losses: the test split cannot be read ({exc})"
                     self.emit({"type": "warning", "message": self._held_out_error})
         if self._held_out is None:
@@ -234,8 +234,8 @@ class TrainingEvaluator:
         t0 = time.perf_counter()
         image = not isinstance(exp.data, C.ToyDataConfig)
         try:
-            pts = self._bpd_subset()
-        except (DataError, OSError) as exc:
+            pts = D.all_or_none(d, self._bpd_subset)
+        except (DataError, OSError, D.PeerFailed) as exc:
             self.emit({"type": "warning", "message": f"no snapshot bits/dim: the test split cannot be read ({exc})"})
             self.snapshot_bpd = 0
             return None

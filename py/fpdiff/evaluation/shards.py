@@ -76,6 +76,17 @@ class WorkDir:
         else:
             with atomic_path(manifest) as tmp, open(tmp, "w") as fh:
                 json.dump(self.settings, fh, indent=1, sort_keys=True)
+        self._drop_torn_line()
+
+    def _drop_torn_line(self) -> None:
+        """A kill in the middle of an append leaves a line without its newline: cut it off, so the
+        next record starts on a line of its own (that unit is simply computed again)."""
+        if not os.path.isfile(self.log):
+            return
+        with open(self.log, "rb+") as fh:
+            data = fh.read()
+            if data and not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
 
     def finished(self) -> dict[int, dict]:
         """Records of the finished units; a torn last line (a kill mid-write) is ignored."""

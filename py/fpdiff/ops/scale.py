@@ -100,6 +100,7 @@ def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
     atol = args.float("atol", float(bc.atol), min=0)
     eps = args.float("eps", float(bc.eps), min=0, max=1)
     probe = args.str("probe", bc.probe, choices=("rademacher", "gaussian"))
+    steps = args.int("steps", B.FIXED_STEPS, min=1)
     dequantize = args.bool("dequantize", True if bc.dequantize is None else bool(bc.dequantize))
     seed = args.int("seed", 0, min=0)
     out = os.path.abspath(args.str("out"))
@@ -113,8 +114,8 @@ def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
         images = images[:n_max] if n_max else images
         s = B.settings(dataset=exp.data.kind, split=split, n=images.shape[0], repeats=repeats, batch_size=batch,
                        solver=solver, rtol=rtol, atol=atol, eps=eps, probe=probe, dequantize=dequantize,
-                       centered=centered, seed=seed, model={"name": exp.name, "source": lm.source, "step": lm.step,
-                                                            "weights": weights})
+                       centered=centered, seed=seed, steps=steps,
+                       model={"name": exp.name, "source": lm.source, "step": lm.step, "weights": weights})
         return images, WorkDir(out, s, main=d is None or d.is_main)
 
     images, wd = _setup(prepare)
@@ -128,7 +129,7 @@ def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
     try:
         summary = B.dataset_bpd(lm.score_model(weights), images, wd, repeats=repeats, batch_size=batch, solver=solver,
                                 rtol=rtol, atol=atol, eps=eps, probe=probe, dequantize=dequantize, centered=centered,
-                                seed=seed, device=lm.device, d=d, should_stop=lambda: ctx.cancel_event.is_set(),
+                                seed=seed, steps=steps, device=lm.device, d=d, should_stop=lambda: ctx.cancel_event.is_set(),
                                 on_records=rep, on_nfe=on_nfe if d is None else None)
     except ShardsStopped as exc:
         raise _stopped(exc, out) from None

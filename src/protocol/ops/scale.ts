@@ -98,6 +98,8 @@ export const scaleOps = {
       atol: z.number().positive().optional(),
       eps: z.number().min(0).max(1).optional(),
       probe: z.enum(["rademacher", "gaussian"]).optional(),
+      /** Fixed steps over [eps, 1] for rk4 / euler (default 100). */
+      steps: z.number().int().positive().optional(),
       dequantize: z.boolean().optional(),
       seed: z.number().int().nonnegative().optional(),
       /** Output directory: manifest.json, units.jsonl, result.json. */
