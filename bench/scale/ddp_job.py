@@ -20,6 +20,9 @@ from fpdiff import train as T  # noqa: E402
 def main() -> int:
     spec = json.load(open(sys.argv[1]))
     d = D.init_from_env()
+    # the machine's cores shared evenly: one process uses them all, each of W ranks a W-th
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // (d.world if d else 1)))
     exp = C.experiment_from_wire(spec["experiment"])
     stamps: list[tuple[int, float, float]] = []
 
