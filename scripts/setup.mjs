@@ -80,6 +80,9 @@ function build() {
   if (existsSync(stamp) && statSync(stamp).mtimeMs >= sources) return;
   say("compiling TypeScript (sources changed since the last build)");
   must(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", join(ROOT, "tsconfig.json")], "TypeScript build");
+  // What Python validates and types is generated from the zod schemas just built (npm run gen);
+  // it rewrites nothing when the committed files are current.
+  must(process.execPath, [join(ROOT, "dist", "src", "protocol", "codegen", "main.js"), "--quiet"], "code generation");
   mkdirSync(dirname(stamp), { recursive: true });
   writeFileSync(stamp, new Date().toISOString());
 }

@@ -23,12 +23,15 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "py"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "numerics"))
+sys.path.insert(0, os.path.join(ROOT, "py", "tests"))  # _resolve: experiments resolved by the TS DSL
 
 from common import machine, write  # noqa: E402
 
 from fpdiff import checkpoints as ck  # noqa: E402
 from fpdiff import config as C  # noqa: E402
-from fpdiff.data import load_images, preprocess  # noqa: E402
+from _resolve import resolved  # noqa: E402
+from fpdiff.data import load_images  # noqa: E402
+from fpdiff.evaluation.images import model_space  # noqa: E402
 from fpdiff.derivatives import divergence_eval, sample_probes  # noqa: E402
 from fpdiff.evaluation import bpd_dataset as B  # noqa: E402
 from fpdiff.evaluation.shards import WorkDir  # noqa: E402
@@ -53,8 +56,8 @@ def main() -> None:
     dev = "cuda"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = ns.precision == "tf32"
     sde_cfg, model_cfg = ARCH[ns.arch]
-    exp = C.experiment_from_wire({"name": "bench/bpd", "sde": sde_cfg, "model": model_cfg, "data": {"kind": "cifar10"},
-                                  "loss": {"terms": [{"kind": "dsm"}]}})
+    exp = C.experiment_from_wire(resolved({"name": "bench/bpd", "sde": sde_cfg, "model": model_cfg, "data": {"kind": "cifar10"},
+                                  "loss": {"terms": [{"kind": "dsm"}]}}))
     torch.manual_seed(0)
     net = build_network(exp.model, exp.data).to(dev).eval()
     if ns.checkpoint:
@@ -72,7 +75,7 @@ def main() -> None:
         recs = wd.finished()
     ours = np.concatenate([recs[i]["bpd"] for i in sorted(recs)])
     # time per image-evaluation: one drift + Hutchinson divergence at the batch size
-    x = preprocess(images[: ns.batch], {"centered": False}, train=False, device=dev)
+    x = model_space(images[: ns.batch], False, dev)
     v = sample_probes(x, 1, "rademacher")
     t = torch.full((x.shape[0],), 0.5, device=dev)
     for _ in range(3):
@@ -99,7 +102,7 @@ def main() -> None:
         for u in range(0, ns.images, ns.batch):
             unit = u // ns.batch
             g = B.unit_generator(0, unit, dev)
-            xb = preprocess(images[u:u + ns.batch], {"centered": False}, train=False, device=dev)
+            xb = model_space(images[u:u + ns.batch], False, dev)
             xd = (255.0 * xb + torch.rand(xb.shape, generator=g, device=dev)) / 256.0
             probe = sample_probes(xd, 1, "rademacher", g)[0]
             real = torch.randint_like

@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "py"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "numerics"))
+sys.path.insert(0, os.path.join(ROOT, "py", "tests"))  # _resolve: experiments resolved by the TS DSL
 
 from common import machine, write  # noqa: E402
 
@@ -98,10 +99,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = os.path.join(tmp, "data")
         if ns.model == "ncsnpp":
-            from fpdiff.ops.data import write_synthetic_cifar10
+            from fpdiff.synthetic import write_synthetic_cifar10
 
             write_synthetic_cifar10(data_dir, 256, 0)
-        spec = {"experiment": experiment(ns.model, ns.loss, ns.steps, batch, data_dir)}
+        from _resolve import resolved
+
+        spec = {"experiment": resolved(experiment(ns.model, ns.loss, ns.steps, batch, data_dir))}
         one = run_job(spec, 1, tmp, "one")
         two = run_job(spec, 2, tmp, "two")
         ref_losses, ref_params = reference(spec, 2, ns.steps)

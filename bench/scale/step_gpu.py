@@ -17,10 +17,12 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "py"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "numerics"))
+sys.path.insert(0, os.path.join(ROOT, "py", "tests"))  # _resolve: experiments resolved by the TS DSL
 
 from common import machine, write  # noqa: E402
 
 from fpdiff import config as C  # noqa: E402
+from _resolve import resolved  # noqa: E402
 from fpdiff import train as T  # noqa: E402
 
 LOSSES = {
@@ -41,9 +43,9 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = ns.tf32
     out = {}
     for name, terms in LOSSES.items():
-        exp = C.experiment_from_wire({"name": f"bench/{name}", "sde": {"kind": "ve"}, "model": {"kind": "ncsnpp"},
+        exp = C.experiment_from_wire(resolved({"name": f"bench/{name}", "sde": {"kind": "ve"}, "model": {"kind": "ncsnpp"},
                                       "data": {"kind": "cifar10"}, "loss": {"terms": terms},
-                                      "training": {"batchSize": ns.batch}})
+                                      "training": {"batchSize": ns.batch}}))
         state = T.build_state(exp, dev)
         x = torch.rand(ns.batch, 3, 32, 32, device=dev)
         g = torch.Generator(device=dev).manual_seed(0)

@@ -31,8 +31,7 @@ import zmq
 
 from . import distributed
 from . import protocol as P
-from . import worker_dist
-from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
+from .ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState, load_all
 
 
 ZERO_COPY_BYTES = 1 << 16
@@ -45,6 +44,7 @@ class Job:
     op: str
     args: Any
     ctx: OpContext
+    raw: Any = None  # the args as they arrived (what rank 0 forwards to the other ranks of a job)
 
 
 def _configure_torch(local_world: int = 1) -> None:
@@ -189,8 +189,8 @@ class Server:
             collective = self.dist is not None and worker_dist.is_collective(job.op)
             try:
                 if collective:
-                    worker_dist.announce(self.dist, job.op, job.args)
-                result = REGISTRY[job.op].handler(Args(job.args), job.ctx)
+                    worker_dist.announce(self.dist, job.op, job.raw)
+                result = REGISTRY[job.op].run(job.args, job.ctx)
                 self.send(job.identity, job.req_id, "result", result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -227,10 +227,16 @@ class Server:
             self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
             return
         spec = REGISTRY[op_name]
+        raw = args
+        try:
+            args = spec.parse(args)  # against the op's generated schema, before anything runs
+        except P.ProtocolError as exc:
+            self.send_error(identity, req_id, exc)
+            return
         ctx = OpContext(req_id, op_name, self.state, partial(self.send, identity, req_id, "event"), server=self)
         if spec.control:
             try:
-                self.send(identity, req_id, "result", spec.handler(Args(args), ctx))
+                self.send(identity, req_id, "result", spec.run(args, ctx))
             except BaseException as exc:  # noqa: BLE001
                 self.send_error(identity, req_id, exc)
             return
@@ -242,7 +248,7 @@ class Server:
                 self.send(identity, req_id, "error", P.error_data(P.BUSY, f"{len(self.queue)} requests already wait; retry later"))
                 return
             ctx.cancel_event  # created here, before another thread can race to make its own
-            self.queue.append(Job(identity, req_id, op_name, args, ctx))
+            self.queue.append(Job(identity, req_id, op_name, args, ctx, raw))
             self.cond.notify()
 
     def _check_envelope(self, doc: Any) -> tuple[str, Any]:

@@ -57,7 +57,7 @@ def fail_fast(what: str, exc: BaseException) -> None:
 
 def follow(d: Dist, limits: Optional[P.Limits] = None) -> int:
     """Ranks ≥ 1: run the collective ops rank 0 announces, until it says stop."""
-    from .ops import REGISTRY, Args, OpContext, OpError, WorkerState
+    from .ops import REGISTRY, OpContext, OpError, WorkerState
 
     state = WorkerState()
     limits = limits or P.Limits()
@@ -73,7 +73,8 @@ def follow(d: Dist, limits: Optional[P.Limits] = None) -> int:
         op, args = msg["op"], msg.get("args") or {}
         ctx = OpContext(None, op, state, lambda _e: None)
         try:
-            REGISTRY[op].handler(Args(args), ctx)
+            spec = REGISTRY[op]
+            spec.run(spec.parse(args), ctx)
         except (OpError, PeerFailed):
             pass  # rank 0 raises the same error (or learns ours through all_or_none) and reports it
         except BaseException as exc:  # noqa: BLE001

@@ -19,6 +19,8 @@ from fpdiff import distributed as D
 from fpdiff import train as T
 from fpdiff.data import STREAM_DROPOUT, STREAM_LOSS, make_batches
 
+import _resolve as resolve
+
 PY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(PY_DIR, "tests", "_ddp_job.py")
 
@@ -36,11 +38,12 @@ LOSSES = {
 
 
 def wire(terms, *, n_iters=5, batch=64, seed=3, meta=2, snap=100, dataset="checkerboard"):
-    return {"name": "toy/ddp", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
+    """The experiment as the worker receives it: resolved by the TypeScript DSL."""
+    return resolve.resolved({"name": "toy/ddp", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
             "data": {"kind": "toy", "dataset": dataset}, "loss": {"terms": terms},
             "optim": {"kind": "adam", "lr": 1e-3, "warmup": 0, "gradClip": 1},
             "training": {"batchSize": batch, "nIters": n_iters, "logFreq": 1, "snapshotFreq": snap,
-                         "snapshotFreqForPreemption": meta, "seed": seed, "deterministic": True}}
+                         "snapshotFreqForPreemption": meta, "seed": seed, "deterministic": True}})
 
 
 def launch(tmp_path, spec: dict, nproc: int = 2, timeout: float = 240.0, wait: bool = True):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fpdiff import config as C
-from fpdiff.data import preprocess
+import _resolve as resolve
 from fpdiff.derivatives import sample_probes
 from fpdiff.evaluation import bpd_dataset as B
 from fpdiff.evaluation.sample_shards import collect, sample_units
@@ -33,7 +33,7 @@ FAST = dict(solver="euler", steps=4)  # a fixed, small cost (dopri5 on an untrai
 
 @pytest.fixture(scope="module")
 def model():
-    exp = C.experiment_from_wire({"name": "t/bpd", "sde": {"kind": "ve"}, "model": TINY, "data": {"kind": "cifar10"},
+    exp = resolve.experiment({"name": "t/bpd", "sde": {"kind": "ve"}, "model": TINY, "data": {"kind": "cifar10"},
                                   "loss": {"terms": [{"kind": "dsm"}]}})
     torch.manual_seed(0)
     net = build_network(exp.model, exp.data).eval()
@@ -62,7 +62,7 @@ def test_units_are_bits_per_dim_of_their_batch_and_a_stopped_run_resumes_to_the_
     recs = WorkDir(str(tmp_path / "a"), settings()).finished()
     assert sorted(recs) == list(range(6))  # 3 batches × 2 repeats
     # unit 4 = repeat 1, rows 2..3: bits_per_dim with that unit's generator
-    x = preprocess(images()[2:4], {"centered": False}, train=False)
+    x = images()[2:4].float() / 255.0
     direct = bits_per_dim(model, x, centered=False, dequantize=True, generator=B.unit_generator(3, 4, "cpu"),
                           divergence="hutchinson", probe="rademacher", method="euler", rtol=1e-5, atol=1e-5,
                           options={"step_size": (1 - 1e-5) / 4})
@@ -97,7 +97,7 @@ def test_other_settings_in_the_same_directory_are_refused(model, tmp_path):
 
 
 def test_sample_shards_depend_on_seed_and_unit_only(tmp_path):
-    exp = C.experiment_from_wire({"name": "toy/s", "sde": {"kind": "ve"},
+    exp = resolve.experiment({"name": "toy/s", "sde": {"kind": "ve"},
                                   "model": {"kind": "mlp", "embedDim": 8, "timeHidden": [16], "xHidden": [16],
                                             "width": 16, "hidden": [16]},
                                   "data": {"kind": "toy", "dataset": "checkerboard"}, "loss": {"terms": [{"kind": "dsm"}]},
@@ -131,17 +131,19 @@ def test_per_image_bpd_equals_score_sde_likelihood_py_on_the_fixture(tmp_path):
 
     model_cfg, data_cfg = fixture_configs("ve_ncsnpp_small_seed0")
     ckpt, _ = fixture_paths("ve_ncsnpp_small_seed0")
-    net = build_network(model_cfg, {"kind": "cifar10", **{k: v for k, v in data_cfg.items() if k in ("centered",)}})
+    net = build_network(model_cfg, data_cfg)
     ck.restore(net, ck.load_checkpoint(ckpt), weights="ema")
     net.eval()
-    ours = score_model(net, make_sde({"kind": "ve"}), {"kind": "ncsnpp"})
+    from fpdiff.sde import VESDE
+
+    ours = score_model(net, VESDE(0.01, 50, 1000), model_cfg)
     imgs = images(2, seed=4)
     tol = dict(rtol=1e-4, atol=1e-4)
     res = B.dataset_bpd(ours, imgs, WorkDir(str(tmp_path / "o"), {"t": 1}), repeats=1, batch_size=2, seed=0, **tol)
     mine = WorkDir(str(tmp_path / "o"), {"t": 1}).finished()[0]["bpd"]
     # the unit's draws, in bits_per_dim's order: dequantisation noise, then the probe
     g = B.unit_generator(0, 0, "cpu")
-    x = preprocess(imgs, {"centered": False}, train=False)
+    x = imgs.float() / 255.0
     u = torch.rand(x.shape, generator=g)
     x_deq = (255.0 * x + u) / 256.0
     probe = sample_probes(x_deq, 1, "rademacher", g)[0]

@@ -18,7 +18,8 @@ from fpdiff.data import ToyBatches, step_generator, step_seed
 from fpdiff.evaluation.during_training import STREAM_EVAL, TrainingEvaluator
 from fpdiff.evaluation.tensorboard import read_events
 from fpdiff.models import build_network
-from fpdiff.ops.data import write_synthetic_cifar10
+import _resolve as resolve
+from fpdiff.synthetic import write_synthetic_cifar10
 from fpdiff.score import score_model
 from fpdiff.sde import make_sde
 
@@ -27,7 +28,7 @@ DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean"}
 
 
 def toy(**training):
-    return C.experiment_from_wire({
+    return resolve.experiment({
         "name": "toy/evaltest", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
         "data": {"kind": "toy", "dataset": "checkerboard"},
         "loss": {"terms": [DSM, {"kind": "highOrder", "order": 2}]},
@@ -92,8 +93,8 @@ def test_snapshot_likelihood_uses_the_same_draws_every_time(tmp_path):
 
 
 def test_image_run_writes_a_sample_grid_and_bpd(tmp_path):
-    data = write_synthetic_cifar10(str(tmp_path / "data"), 8, seed=1)["path"]
-    exp = C.experiment_from_wire({
+    data = write_synthetic_cifar10(str(tmp_path / "data"), 8, seed=1)[0]
+    exp = resolve.experiment({
         "name": "img/evaltest", "sde": {"kind": "ve"},
         "model": {"kind": "ncsnpp", "nf": 8, "chMult": [1, 2], "numResBlocks": 1, "attnResolutions": [16]},
         "data": {"kind": "cifar10", "path": data},

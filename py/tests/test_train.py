@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fpdiff import checkpoints as ck
+import _resolve as resolve
 from fpdiff import config as C
 from fpdiff import train as T
 from fpdiff.data import STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed
@@ -27,7 +28,7 @@ DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean"}
 
 def toy_experiment(terms=None, *, n_iters=6, batch=64, lr=1e-3, warmup=0, clip=1.0, log=1, snap=4, meta=2,
                    deterministic=True, seed=3, dataset="checkerboard"):
-    return C.experiment_from_wire({
+    return resolve.experiment({
         "name": "toy/test",
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
@@ -246,7 +247,7 @@ def test_finetune_from_fixture_updates_step_ema_and_adam_as_the_original(tmp_pat
     orig_losses, orig_ema = reference_modules()
     torch.manual_seed(0)
     data_dir = write_cifar(tmp_path / "data")
-    exp = C.experiment_from_wire({
+    exp = resolve.experiment({
         "name": "ft/ve_small",
         "sde": {"kind": "ve"},
         "model": {"kind": "ncsnpp", "nf": 8},

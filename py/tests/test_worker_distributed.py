@@ -10,18 +10,19 @@ import time
 
 import pytest
 
+import _resolve as resolve
 from _worker_client import WorkerClient, WorkerError
 
 TINY_MLP = {"kind": "mlp", "embedDim": 16, "timeHidden": [32], "xHidden": [32], "width": 32, "hidden": [64]}
 
 
 def experiment(n_iters=4, meta=1000):
-    return {"name": "toy/wdist", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
+    return resolve.resolved({"name": "toy/wdist", "sde": {"kind": "ve"}, "model": dict(TINY_MLP),
             "data": {"kind": "toy", "dataset": "checkerboard"},
             "loss": {"terms": [{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}]},
             "optim": {"kind": "adam", "lr": 1e-3, "warmup": 0, "gradClip": 1},
             "training": {"batchSize": 64, "nIters": n_iters, "logFreq": 1, "snapshotFreq": 100000,
-                         "snapshotFreqForPreemption": meta, "seed": 1, "deterministic": True}}
+                         "snapshotFreqForPreemption": meta, "seed": 1, "deterministic": True}})
 
 
 def descendants(pid: int) -> list[int]:
@@ -140,9 +141,9 @@ def test_a_killed_rank_fails_the_job_within_seconds_and_no_process_remains(job, 
 
 def test_whole_split_bpd_on_two_ranks_equals_one_process(job, tmp_path):
     data = job.call("data.synthetic", {"path": str(tmp_path / "data"), "imagesPerFile": 6, "seed": 2})["path"]
-    exp = {"name": "img/bpd2", "sde": {"kind": "ve"},
+    exp = resolve.resolved({"name": "img/bpd2", "sde": {"kind": "ve"},
            "model": {"kind": "ncsnpp", "nf": 8, "chMult": [1, 2], "numResBlocks": 1, "attnResolutions": [16]},
-           "data": {"kind": "cifar10", "path": data}, "loss": {"terms": [{"kind": "dsm"}]}}
+           "data": {"kind": "cifar10", "path": data}, "loss": {"terms": [{"kind": "dsm"}]}})
     args = {"n": 5, "batchSize": 2, "repeats": 1, "solver": "euler", "steps": 4, "seed": 1}
     handle = job.call("model.load", {"experiment": exp, "device": "cpu"})["handle"]
     events = []

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from .. import distributed as D
-from ..data import preprocess, step_seed
+from ..data import step_seed
 from ..likelihood import bits_per_dim, bpd_offset
 from ..score import ScoreModel
+from .images import model_space
 from .shards import Unit, WorkDir, make_units, run_units
 
 Tensor = torch.Tensor
@@ -68,7 +69,7 @@ def dataset_bpd(model: ScoreModel, images: Tensor, wd: WorkDir, *, repeats: int 
 
     def compute(u: Unit) -> tuple[dict, None]:
         t0 = time.perf_counter()
-        x = preprocess(images[u.lo:u.hi], {"centered": centered}, train=False, device=device)
+        x = model_space(images[u.lo:u.hi], centered, device)
         res = bits_per_dim(model, x, centered=centered, dequantize=dequantize, repeats=1,
                            generator=unit_generator(seed, u.index, device), eps=eps, rtol=rtol, atol=atol,
                            method=solver, divergence="hutchinson", probe=probe, options=options, callback=on_nfe)

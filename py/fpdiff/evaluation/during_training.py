@@ -29,7 +29,7 @@ import torch
 
 from .. import config as C
 from .. import distributed as D
-from ..data import DataError, ToyBatches, inverse_scaler, load_images, make_batches, preprocess, step_generator, step_seed
+from ..data import DataError, ToyBatches, inverse_scaler, load_images, make_batches, step_generator, step_seed
 from ..score import score_model
 from . import images as I
 from .sampler import draw, sample_shape, sampler_spec
@@ -223,7 +223,7 @@ class TrainingEvaluator:
             else:
                 imgs = load_images(exp.data, "test")
                 # model space without dequantisation: bits_per_dim dequantises with its own noise
-                self._bpd_points = preprocess(imgs.images[:n], {"centered": exp.data.centered}, train=False)
+                self._bpd_points = I.model_space(imgs.images[:n], bool(exp.data.centered))
         return self._bpd_points
 
     def snapshot_likelihood(self, k: int) -> Optional[dict]:

@@ -15,6 +15,12 @@ from ..files import atomic_path
 Tensor = torch.Tensor
 
 
+def model_space(images: Tensor, centered: bool, device=None) -> Tensor:
+    """uint8 [N, C, H, W] → float32 in [0, 1], or [−1, 1] when ``centered`` (no flip, no noise)."""
+    x = images.to(device=device, dtype=torch.float32) / 255.0
+    return 2.0 * x - 1.0 if centered else x
+
+
 def to_uint8(x01: Tensor) -> Tensor:
     """[N, C, H, W] in [0, 1] → uint8 by truncation of x·255 (as Score SDE's ``astype(np.uint8)``)."""
     return (x01.detach().float().cpu() * 255.0).clamp(0, 255).to(torch.uint8)

@@ -29,18 +29,18 @@ def sampler_spec(experiment: Any, *, method: Optional[str] = None, N: Optional[i
                  ode_steps: int = 100) -> SamplerSpec:
     """The experiment's sampler (PC: predictor, corrector, snr, steps; ODE: solver, tolerances),
     with ``method`` / ``N`` overriding; sampling eps as Score SDE (VE 1e-5, VP/subVP 1e-3)."""
-    cfg = experiment.sampling
-    method = method or (cfg.method if cfg is not None else "pc")
-    eps = cfg.eps if cfg is not None and getattr(cfg, "eps", None) is not None else C.default_sampling_eps(experiment.sde)
+    cfg = experiment.sampling  # resolved: present, with eps (and N for PC)
+    method = method or cfg.method
+    eps = cfg.eps
     if method == "pc":
-        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig()
-        n_steps = N if N is not None else (pc.N if pc.N is not None else int(experiment.sde.N))
+        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig(N=int(experiment.sde.N), eps=float(eps))
+        n_steps = N if N is not None else int(pc.N)
         kw = dict(predictor=pc.predictor, corrector=pc.corrector, snr=float(pc.snr), n_steps_each=int(pc.n_steps_each),
                   noise_removal=bool(pc.noise_removal), N=int(n_steps))
         return SamplerSpec("pc", float(eps), kw)
     if method != "ode":
         raise ValueError(f"sampling method must be 'pc' or 'ode', got {method!r}")
-    oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig()
+    oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig(eps=float(eps))
     kw = dict(rtol=float(oc.rtol), atol=float(oc.atol), method=oc.solver, noise_removal=bool(oc.noise_removal),
               options=None if oc.solver == "dopri5" else {"step_size": (1.0 - float(eps)) / ode_steps})
     return SamplerSpec("ode", float(eps), kw)

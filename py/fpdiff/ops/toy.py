@@ -18,7 +18,7 @@ from .. import config as C
 from .. import toys
 from ..data import step_seed
 from ..protocol import BAD_REQUEST
-from . import Args, OpContext, OpError, op
+from . import REGISTRY, Args, OpContext, OpError, op
 from .state import LoadedModel, get_model
 
 Tensor = torch.Tensor
@@ -73,8 +73,14 @@ def entropy_floor(dataset: str, dim: Optional[int] = None, scale: Optional[float
 # Helpers
 
 
+def _call(name: str, raw: dict[str, Any], ctx: OpContext) -> Any:
+    """Transitional: another op's handler on these args, answered as a wire value."""
+    spec = REGISTRY[name]
+    return spec.run(spec.parse(raw), ctx)
+
+
 def _toy_model(args: Args, ctx: OpContext) -> tuple[LoadedModel, Any]:
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"), f"{args.path}.model")
     data = lm.experiment.data
     if not isinstance(data, C.ToyDataConfig):
         raise OpError(BAD_REQUEST, f"{args.path}.model: {lm.handle!r} was trained on {data.kind} data; toy ops need a toy model", f"{args.path}.model")
@@ -130,16 +136,16 @@ def toy_data(args: Args, ctx: OpContext) -> dict[str, Any]:
     """n samples of a toy data set (seeded), with its entropy where known."""
     dataset = args.str("dataset", choices=toys.DATASETS)
     n = args.int("n", min=1, max=10_000_000)
-    dim = args.int("dim", C.TOY_DIMS.get(dataset) or 2, min=1)
+    dim = opt(args, "int", "dim", min=1)
     scale = opt(args, "float", "scale", min=1e-12)
     seed = args.int("seed", 0, min=0)
     args.done()
-    want = C.TOY_DIMS.get(dataset)
-    if want is not None and dim != want:
-        raise OpError(BAD_REQUEST, f"args.dim: {dataset} lives in {want} dimension(s), got {dim}", "args.dim")
     g = torch.Generator().manual_seed(step_seed(seed, 0, STREAM_TEST))
-    x = toys.sample_toy(dataset, n, dim=dim, scale=scale, generator=g, dtype=torch.float32)
-    h = toys.toy_entropy(dataset, dim, scale)
+    try:
+        x = toys.sample_toy(dataset, n, dim=dim, scale=scale, generator=g, dtype=torch.float32)
+    except ValueError as exc:
+        raise OpError(BAD_REQUEST, f"args.dim: {exc}", "args.dim") from None
+    h = toys.toy_entropy(dataset, x.shape[1], scale)
     return {"x": x, "entropy": h}
 
 
@@ -160,8 +166,6 @@ ODE_ARGS = ("rtol", "atol", "eps", "method", "steps")
 @op("toy.density")
 def toy_density(args: Args, ctx: OpContext) -> dict[str, Any]:
     """A toy model's ODE log-density on a 1-D / 2-D grid (exact divergence), and the true one."""
-    from .numerics import likelihood_nll
-
     lm, data = _toy_model(args, ctx)
     n = args.int("n", 100, min=2, max=2000)
     truth = args.bool("truth", True)
@@ -180,7 +184,7 @@ def toy_density(args: Args, ctx: OpContext) -> dict[str, Any]:
                     {"batchSize": pts.shape[0]})
     raw = {k: v for k, v in sub.raw.items() if k not in ("n", "truth", "gridLo", "gridHi")}
     raw.update({"x": pts.float(), "divergence": "exact", "dequantize": False, "repeats": 1})
-    res = likelihood_nll(Args(raw, args.path), ctx)
+    res = _call("likelihood.nll", raw, ctx)
     shape = (n,) if dim == 1 else (n, n)
     true = true_log_prob(data.dataset, pts, dim, data.scale) if truth else None
     return {
@@ -195,12 +199,10 @@ def toy_density(args: Args, ctx: OpContext) -> dict[str, Any]:
 @op("toy.nll")
 def toy_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
     """Mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor."""
-    from .numerics import likelihood_nll
-
     lm, data = _toy_model(args, ctx)
     sub = _delegate(args, ("model", "weights", "n", "seed", "batchSize") + ODE_ARGS, {"n": 2000})
     sub.raw.update({"divergence": "exact", "dequantize": False, "repeats": 1})
-    res = likelihood_nll(sub, ctx)
+    res = _call("likelihood.nll", sub.raw, ctx)
     floor, how = entropy_floor(data.dataset, data.dim, data.scale)
     return {
         "dataset": data.dataset,
@@ -221,12 +223,10 @@ def toy_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
 def toy_samples(args: Args, ctx: OpContext) -> dict[str, Any]:
     """Samples of a toy model by the probability-flow ODE or the PC sampler (the numerics area's
     ``sample`` op, restricted to toy models)."""
-    from .numerics import sample
-
     _toy_model(args, ctx)
     sub = _delegate(args, ("model", "weights", "n", "seed", "method", "eps", "noiseRemoval") + ODE_KEYS + PC_KEYS,
                     {"n": 2000})
-    return sample(sub, ctx)
+    return _call("sample", sub.raw, ctx)
 
 
 # ---------------------------------------------------------------------------------------------

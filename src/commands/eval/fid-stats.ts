@@ -39,7 +39,7 @@ export default class EvalFidStats extends Command {
         withInterrupt((signal) =>
           session.fidStats(
             {
-              data: { kind: flags.dataset, ...(flags.data ? { path: resolve(flags.data) } : {}) },
+              data: { kind: flags.dataset as "cifar10" | "imagenet32", ...(flags.data ? { path: resolve(flags.data) } : {}) },
               split: flags.split as "train" | "test",
               out: flags.out,
               batchSize: flags["batch-size"],

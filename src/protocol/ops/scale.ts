@@ -159,8 +159,8 @@ export const scaleOps = {
   }),
   "eval.fid_stats": defineOp({
     args: z.strictObject({
-      /** The data section: {kind: "cifar10" | "imagenet32", path}. */
-      data: z.record(z.string(), z.unknown()),
+      /** Which data set, where (absent: the worker's FPD_DATA_DIR). */
+      data: z.strictObject({ kind: z.enum(["cifar10", "imagenet32"]), path: z.string().min(1).optional() }),
       split: z.enum(["train", "test"]).optional(),
       n: z.number().int().positive().optional(),
       batchSize: z.number().int().positive().optional(),
