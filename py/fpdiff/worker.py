@@ -31,6 +31,7 @@ import zmq
 
 from . import distributed
 from . import protocol as P
+from . import worker_dist
 from .ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState, load_all
 
 

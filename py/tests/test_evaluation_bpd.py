@@ -138,7 +138,7 @@ def test_per_image_bpd_equals_score_sde_likelihood_py_on_the_fixture(tmp_path):
 
     ours = score_model(net, VESDE(0.01, 50, 1000), model_cfg)
     imgs = images(2, seed=4)
-    tol = dict(rtol=1e-4, atol=1e-4)
+    tol = dict(rtol=1e-5, atol=1e-5)
     res = B.dataset_bpd(ours, imgs, WorkDir(str(tmp_path / "o"), {"t": 1}), repeats=1, batch_size=2, seed=0, **tol)
     mine = WorkDir(str(tmp_path / "o"), {"t": 1}).finished()[0]["bpd"]
     # the unit's draws, in bits_per_dim's order: dequantisation noise, then the probe
@@ -170,4 +170,5 @@ def test_per_image_bpd_equals_score_sde_likelihood_py_on_the_fixture(tmp_path):
             if v is not None:
                 sys.modules[k] = v
     assert res["complete"]
-    assert mine == pytest.approx(bpd.tolist(), abs=2e-3), (mine, bpd.tolist(), nfe)
+    # at rtol = atol = 1e-3 the two differ by 0.011 bpd (7e-4 relative, both images alike): solver error
+    assert mine == pytest.approx(bpd.tolist(), abs=1e-3), (mine, bpd.tolist(), nfe)
