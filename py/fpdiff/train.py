@@ -571,13 +571,13 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
     if batches is None:
         batches = D.all_or_none(dist, lambda: make_batches(experiment.data, int(experiment.training.batch_size),
                                                            int(experiment.training.seed)))
-    run_emit = emit
+    def run_emit(e: dict) -> None:
+        if hooks is not None:
+            hooks.on_event(e)  # TensorBoard sees the training scalars
+        emit(e)
+
     if hooks is not None:
         hooks.bind(state, workdir, emit)
-
-        def run_emit(e: dict) -> None:
-            hooks.on_event(e)
-            emit(e)
     try:
         result = run(state, workdir, batches, max_steps=max_steps, callback=run_emit, event_interval=event_interval,
                      should_stop=should_stop, last_checkpoint=start_from, hooks=hooks)

@@ -188,7 +188,6 @@ def test_resume_moves_between_process_counts(tmp_path):
     exp = C.experiment_from_wire(wire(terms, n_iters=7, meta=100))
     state, res = T.train(exp, str(tmp_path / "run"), resume=True, max_steps=2)
     assert res.step == 5 and res.steps == 2
-    one = [p.detach().clone() for p in state.network.parameters()]
     rc, _o, err = launch(tmp_path, {"experiment": wire(terms, n_iters=7, meta=100), "resume": True})
     assert rc == 0, err[-3000:]
     ev = read_events(tmp_path)

@@ -5,7 +5,6 @@ the fixture network with the same dequantisation noise and probes."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from fpdiff import config as C
 import _resolve as resolve
 from fpdiff.derivatives import sample_probes
 from fpdiff.evaluation import bpd_dataset as B

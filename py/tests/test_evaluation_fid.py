@@ -3,7 +3,6 @@ Inception feature pipeline with random weights, statistics files in both formats
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

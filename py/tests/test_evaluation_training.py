@@ -8,11 +8,9 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fpdiff import checkpoints as ck
-from fpdiff import config as C
 from fpdiff import train as T
 from fpdiff.data import ToyBatches, step_generator, step_seed
 from fpdiff.evaluation.during_training import STREAM_EVAL, TrainingEvaluator
