@@ -85,7 +85,7 @@ def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
 @op("eval.bpd_dataset")
 def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
     """Bits/dim of a loaded image model over a whole split, resumable and sharded over ranks."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     weights = args.str("weights", "ema", choices=("ema", "model"))
     exp = lm.experiment
     if not C.is_image_data(exp.data):
@@ -151,7 +151,7 @@ def _sampling_args(args: Args, exp: Any):
 @op("sample.shards")
 def sample_shards(args: Args, ctx: OpContext) -> dict[str, Any]:
     """n samples in .npz shards (one per batch) and a PNG grid, resumable and sharded over ranks."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     weights = args.str("weights", "ema", choices=("ema", "model"))
     exp = lm.experiment
     n = args.int("n", min=1, max=10_000_000)
@@ -202,7 +202,7 @@ def _load_inception(path: Optional[str], resize: str, device: Any):
 @op("eval.fid")
 def eval_fid(args: Args, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     weights = args.str("weights", "ema", choices=("ema", "model"))
     exp = lm.experiment
     if not C.is_image_data(exp.data):
