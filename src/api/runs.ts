@@ -107,7 +107,17 @@ export class RunDir {
     return [...this.record.checkpoints].sort((a, b) => b.step - a.step || (a.kind === "snapshot" ? -1 : 1))[0];
   }
 
+  /** The training lines of metrics.jsonl (one per logged step). */
   readMetrics(): Array<Record<string, unknown>> {
+    return this.readLines().filter((l) => l.kind === undefined);
+  }
+
+  /** The evaluation lines of metrics.jsonl (`kind`: "eval" | "samples" | "bpd"). */
+  readEvaluations(): Array<Record<string, unknown>> {
+    return this.readLines().filter((l) => l.kind !== undefined);
+  }
+
+  private readLines(): Array<Record<string, unknown>> {
     const p = join(this.dir, "metrics.jsonl");
     if (!existsSync(p)) return [];
     return readFileSync(p, "utf8")

@@ -29,7 +29,8 @@ const losses = (dir: string) =>
     readFileSync(join(dir, "metrics.jsonl"), "utf8")
       .trim()
       .split("\n")
-      .map((l) => JSON.parse(l) as { step: number; loss: number })
+      .map((l) => JSON.parse(l) as { step: number; loss: number; kind?: string })
+      .filter((m) => m.kind === undefined) // training lines; evaluation lines carry a kind
       .map((m) => [m.step, m.loss]),
   );
 
