@@ -70,7 +70,7 @@ def test_tiny_run_writes_original_layout_checkpoints(tmp_path):
         for s, p in zip(loaded.ema["shadow_params"], state.ema.shadow_params):
             assert torch.equal(s, p)
     # the raw file carries the DataParallel prefix, as the original's
-    from fpdiff.safe_load import safe_torch_load
+    from fpdiff.checkpoints import safe_torch_load
     raw, _ = safe_torch_load(ck.meta_checkpoint_path(str(tmp_path)))
     assert set(raw) == {"optimizer", "model", "ema", "step"} and all(k.startswith("module.") for k in raw["model"])
     # events: metrics every step (logFreq 1), a progress event with the contract's fields
@@ -309,3 +309,53 @@ def test_finetune_from_fixture_updates_step_ema_and_adam_as_the_original(tmp_pat
     assert saved.step == 125 and saved.ema["num_updates"] == 125
     for s, r in zip(saved.ema["shadow_params"], ema.shadow_params):
         assert torch.equal(s, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming when the meta checkpoint is gone or broken; other histories' snapshots are never lost
+
+
+def test_resume_without_a_meta_file_continues_from_the_newest_intact_snapshot(tmp_path):
+    exp = toy_experiment(n_iters=12, snap=4, meta=100)
+    full_events, part_events = [], []
+    T.train(exp, str(tmp_path / "full"), callback=full_events.append)
+    work = str(tmp_path / "part")
+    T.train(exp, work, callback=part_events.append, max_steps=10)  # snapshots at k = 4, 8: steps 5, 9
+    os.remove(ck.meta_checkpoint_path(work))
+    snap2 = ck.snapshot_path(work, 2)
+    with open(snap2, "r+b") as fh:  # the newest snapshot is damaged too
+        fh.truncate(100)
+    snap1_sha = ck.load_checkpoint(ck.snapshot_path(work, 1)).sha256
+    events = []
+    state, res = T.train(exp, work, callback=events.append, resume=True)
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert any("newest intact snapshot" in w and "checkpoint_1.pth" in w and "step 5" in w and "is missing" in w
+               and "unreadable" in w for w in warnings), warnings
+    assert res.status == "completed" and res.step == 12 and res.steps == 7
+    # deterministic mode: the resumed losses are the uninterrupted run's
+    a, b = losses_of(full_events), losses_of(events)
+    assert all(a[k] == b[k] for k in range(5, 12))
+    # the damaged snapshot was kept aside, not overwritten; the one resumed from is untouched
+    aside = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(work, "checkpoints")) for f in fs if "superseded" in dp]
+    assert [os.path.basename(p) for p in aside] == ["checkpoint_2.pth"] and os.path.getsize(aside[0]) == 100
+    assert ck.load_checkpoint(ck.snapshot_path(work, 1)).sha256 == snap1_sha
+    assert any("kept in" in w for w in warnings)
+
+
+def test_a_fresh_start_never_overwrites_another_runs_checkpoints(tmp_path):
+    exp = toy_experiment(n_iters=4, snap=2, meta=100)
+    T.train(exp, str(tmp_path))
+    os.remove(ck.meta_checkpoint_path(str(tmp_path)))
+    before = {p: ck.load_checkpoint(p).sha256 for p in T.run_checkpoints(str(tmp_path))}
+    with pytest.raises(T.TrainingError, match="holds checkpoints of an earlier run.*never overwrites"):
+        T.train(exp, str(tmp_path), resume=False)
+    assert {p: ck.load_checkpoint(p).sha256 for p in T.run_checkpoints(str(tmp_path))} == before
+
+
+def test_a_corrupt_meta_file_with_no_snapshot_is_an_error_not_a_fresh_start(tmp_path):
+    exp = toy_experiment(n_iters=2, snap=100, meta=100)
+    T.train(exp, str(tmp_path), max_steps=1)
+    with open(ck.meta_checkpoint_path(str(tmp_path)), "r+b") as fh:
+        fh.truncate(50)
+    with pytest.raises(T.TrainingError, match="no checkpoint of this run can be read"):
+        T.train(exp, str(tmp_path), resume=True)

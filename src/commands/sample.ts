@@ -1,14 +1,25 @@
-import { Command, Flags, type Interfaces } from "@oclif/core";
+import { Flags, type Interfaces } from "@oclif/core";
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { launchFlags, launchOf, withSession } from "../cli/common.js";
+import { UsageError } from "../cli/errors.js";
+import { launchFlags, launchOf } from "../cli/flags.js";
 import { withInterrupt } from "../cli/interrupt.js";
-import type { OpResult } from "../protocol/ops/index.js";
-import { chooseModel, configArg, loadChosen, modelFlags } from "../cli/model.js";
+import { configArg, EvaluateCommand, type ModelChoice } from "../cli/model.js";
 import { ProgressLine } from "../cli/progress.js";
 import { toNpy } from "../cli/npy.js";
+import type { OpResult } from "../protocol/ops/index.js";
 
-export default class Sample extends Command {
+/** What `fpd sample` (without --num) reports. */
+export interface SampleSummary {
+  out: string;
+  shape: readonly number[];
+  nfe: number;
+  method: string;
+  seconds: number;
+  plot?: string;
+}
+
+export default class Sample extends EvaluateCommand {
   static override summary = "Draw samples from a model with the PC sampler or the probability-flow ODE.";
   static override description =
     "PC: reverse-diffusion (or Euler–Maruyama) predictor with a Langevin corrector (snr 0.16, one step), N steps, denoised " +
@@ -19,14 +30,13 @@ export default class Sample extends Command {
   static override examples = [
     "<%= config.bin %> sample --run runs/toy_checkerboard_ve_order3 --n 5000 --out samples.npy --plot samples.png",
     "<%= config.bin %> sample ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --n 64 --method pc --device cuda --out x.npy",
+    "<%= config.bin %> sample --run runs/highorder_ve_cifar10_order3 --num 50000 --batch-size 500 --nproc 8 --device cuda --shards samples-0",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     n: Flags.integer({ description: "number of samples", default: 1000, min: 1 }),
     seed: Flags.integer({ description: "sampling seed", default: 0 }),
-    method: Flags.string({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] }),
+    method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
     steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
     out: Flags.string({ description: ".npy file for the samples", default: "samples.npy" }),
     plot: Flags.string({ description: "PNG scatter of the samples (toy data)" }),
@@ -36,55 +46,58 @@ export default class Sample extends Command {
     ...launchFlags,
   };
 
-  async run(): Promise<{ out: string; shape: readonly number[]; nfe: number; method: string; seconds: number; plot?: string }> {
+  async run(): Promise<SampleSummary | OpResult<"sample.shards">> {
     const { args, flags } = await this.parse(Sample);
-    const choice = await chooseModel(this, args.config, flags);
-    if (flags.num) return this.atScale(choice, flags) as never;
+    const choice = await this.chooseModel(args.config, flags);
+    if (flags.num !== undefined) return this.atScale(choice, flags.num, flags);
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled() });
     const out = resolve(flags.out);
-    const res = await withSession(this, flags.device, async (session) => {
-      const handle = await loadChosen(session, choice);
-      const drawn = await session.sample(
-        handle,
-        {
-          n: flags.n,
-          seed: flags.seed,
-          weights: flags.weights as "ema" | "model",
-          ...(flags.method ? { method: flags.method as "pc" | "ode" } : {}),
-          ...(flags.steps ? { N: flags.steps } : {}),
-        },
-        { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-      );
-      writeFileSync(out, toNpy(drawn.x));
-      if (flags.plot) {
-        if (drawn.x.shape.length !== 2 || drawn.x.shape[1]! > 2) this.error("--plot draws toy samples ([n, 1] or [n, 2]) only", { exit: 2 });
-        await session.request("plot.toy", { path: resolve(flags.plot), panels: [{ kind: "samples", title: choice.experiment.name, x: drawn.x }] });
-      }
-      return drawn;
-    });
+    const res = await this.withSession(
+      flags.device,
+      async (session) => {
+        const handle = await this.loadChosen(session, choice);
+        const drawn = await session.sample(
+          handle,
+          {
+            n: flags.n,
+            seed: flags.seed,
+            weights: flags.weights,
+            ...(flags.method ? { method: flags.method } : {}),
+            ...(flags.steps ? { N: flags.steps } : {}),
+          },
+          { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
+        );
+        writeFileSync(out, toNpy(drawn.x));
+        if (flags.plot) {
+          if (drawn.x.shape.length !== 2 || drawn.x.shape[1]! > 2) throw new UsageError("--plot draws toy samples ([n, 1] or [n, 2]) only", "--plot");
+          await session.request("plot.toy", { path: resolve(flags.plot), panels: [{ kind: "samples", title: choice.experiment.name, x: drawn.x }] });
+        }
+        return drawn;
+      },
+      launchOf(flags),
+    );
     line.done();
     if (!this.jsonEnabled()) this.log(`wrote ${out}: ${res.x.shape.join("×")} samples (${res.method}, ${res.nfe} evaluations, ${res.seconds.toFixed(1)} s)`);
     return { out, shape: res.x.shape, nfe: res.nfe, method: res.method, seconds: res.seconds, ...(flags.plot ? { plot: resolve(flags.plot) } : {}) };
   }
 
-  private async atScale(choice: Awaited<ReturnType<typeof chooseModel>>, flags: Interfaces.InferredFlags<typeof Sample.flags>): Promise<OpResult<"sample.shards">> {
+  private async atScale(choice: ModelChoice, num: number, flags: Interfaces.InferredFlags<typeof Sample.flags & typeof Sample.baseFlags>): Promise<OpResult<"sample.shards">> {
     const out = resolve(flags.shards ?? `samples-${flags.seed}`);
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled(), unit: "samples" });
-    const res = await withSession(
-      this,
+    const res = await this.withSession(
       flags.device,
       async (session) => {
-        const handle = await loadChosen(session, choice);
+        const handle = await this.loadChosen(session, choice);
         return withInterrupt((signal) =>
           session.sampleShards(
             handle,
             {
-              n: flags.num!,
+              n: num,
               seed: flags.seed,
               out,
-              weights: flags.weights as "ema" | "model",
+              weights: flags.weights,
               ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-              ...(flags.method ? { method: flags.method as "pc" | "ode" } : {}),
+              ...(flags.method ? { method: flags.method } : {}),
               ...(flags.steps ? { N: flags.steps } : {}),
             },
             { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },

@@ -1,14 +1,14 @@
-import { Command, Flags } from "@oclif/core";
-import { Session } from "../api/session.js";
+import { Flags } from "@oclif/core";
 import { runToyJob, TOY_METHODS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
+import { ModelCommand } from "../cli/base.js";
+import { choiceListFlag, overrideFlag } from "../cli/flags.js";
 import { withInterrupt } from "../cli/interrupt.js";
 import { ProgressLine } from "../cli/progress.js";
 import { table } from "../cli/render.js";
-import { deviceFlag } from "../cli/common.js";
 
 const PHASES = { train: "training", nll: "NLL by the ODE", density: "ODE density on a grid", samples: "ODE samples" } as const;
 
-export default class Toy extends Command {
+export default class Toy extends ModelCommand {
   static override summary = "The toy main job: compare losses by their ScoreODE likelihood on a toy data set.";
   static override description =
     "Trains the toy MLP of the high-order DSM paper with each method for the same number of updates, measures each ScoreODE's " +
@@ -22,13 +22,12 @@ export default class Toy extends Command {
     "<%= config.bin %> toy --methods dsm,order2,order3 --steps 5000 --out runs/toy-long",
     "<%= config.bin %> toy --set loss.terms[1].alpha=0.5 --json",
   ];
-  static override enableJsonFlag = true;
   static override flags = {
-    data: Flags.string({ description: "toy data set", options: ["checkerboard", "mog1d"], default: "checkerboard" }),
-    sde: Flags.string({ description: "forward SDE", options: ["ve", "vp"], default: "ve" }),
-    methods: Flags.string({
+    data: Flags.option({ description: "toy data set", options: ["checkerboard", "mog1d"] as const, default: "checkerboard" as const })(),
+    sde: Flags.option({ description: "forward SDE", options: ["ve", "vp"] as const, default: "ve" as const })(),
+    methods: choiceListFlag(Object.keys(TOY_METHODS) as ToyMethod[])({
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")}`,
-      default: "dsm,order3,dsm_fpe",
+      default: ["dsm", "order3", "dsm_fpe"],
     }),
     steps: Flags.integer({ description: "training updates per method (the shared budget)", default: 1500, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: 500, min: 1 }),
@@ -36,25 +35,23 @@ export default class Toy extends Command {
     grid: Flags.integer({ description: "grid points per axis for the density pictures", default: 60, min: 2 }),
     samples: Flags.integer({ description: "samples drawn per model for the pictures", default: 2000, min: 1 }),
     out: Flags.string({ description: "output directory (runs and report.md)" }),
-    set: Flags.string({ description: "override a field of every method's experiment: path=value (repeatable)", multiple: true, default: [] }),
-    device: deviceFlag,
+  };
+  static override baseFlags = {
+    ...ModelCommand.baseFlags,
+    set: overrideFlag("override a field of every method's experiment: path=value (repeatable)"),
   };
 
   async run(): Promise<ToyJobResult> {
     const { flags } = await this.parse(Toy);
-    const methods = flags.methods.split(",").map((m) => m.trim()).filter(Boolean) as ToyMethod[];
-    for (const m of methods) {
-      if (!(m in TOY_METHODS)) this.error(`--methods: unknown method ${m}; one of ${Object.keys(TOY_METHODS).join(", ")}`, { exit: 2 });
-    }
+    const methods = flags.methods;
     const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}`;
     const quiet = this.jsonEnabled();
-    const session = await Session.open({ device: flags.device });
     let line: ProgressLine | undefined;
-    try {
+    return this.withSession(flags.device, async (session) => {
       const result = await withInterrupt((signal) =>
         runToyJob(session, {
-          data: flags.data as "checkerboard" | "mog1d",
-          sde: flags.sde as "ve" | "vp",
+          data: flags.data,
+          sde: flags.sde,
           methods,
           steps: flags.steps,
           batchSize: flags.batch,
@@ -87,9 +84,6 @@ export default class Toy extends Command {
         this.log(`report: ${result.report}`);
       }
       return result;
-    } finally {
-      line?.done();
-      await session.close();
-    }
+    }).finally(() => line?.done());
   }
 }

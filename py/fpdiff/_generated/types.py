@@ -56,16 +56,42 @@ class CancelResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetails:
+    code: Literal["not_a_checkpoint", "corrupt_checkpoint", "unsafe_checkpoint", "architecture_mismatch", "no_space", "checkpoint_error"]
+    message: str
+    path: Optional[str]
+    field: Optional[str] = None
+    missing: Optional[tuple[str, ...]] = None
+    unexpected: Optional[tuple[str, ...]] = None
+    shape_mismatches: Optional[tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]] = None
+    matching_presets: Optional[tuple[PresetMatch, ...]] = None
+    counts: Optional[CheckpointErrorDetailsCounts] = None
+    globals: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"code": "code", "message": "message", "path": "path", "field": "field", "missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches", "matching_presets": "matchingPresets", "counts": "counts", "globals": "globals"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"field", "missing", "unexpected", "shape_mismatches", "matching_presets", "counts", "globals"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetailsCounts:
+    missing: int
+    unexpected: int
+    shape_mismatches: int
+    WIRE: ClassVar[dict[str, str]] = {"missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointInfo:
     path: Optional[str]
     sha256: Optional[str]
     bytes: Optional[int]
     step: Optional[int]
-    format: Literal["score_sde", "state_dict"]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
+    format: Literal["score_sde", "state_dict", "flax"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
     has_ema: bool
     has_optimizer: bool
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer"}
+    warnings: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer", "warnings": "warnings"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warnings"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,10 +112,10 @@ class CkptConvertArgs:
     path: str
     out: str
     to: Literal["safetensors", "state_dict", "score_sde"]
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     experiment: Optional[ExperimentConfig] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "out": "out", "to": "to", "weights": "weights", "experiment": "experiment"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "experiment"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"experiment"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,9 +140,9 @@ class CkptSaveArgs:
     path: Optional[str] = None
     workdir: Optional[str] = None
     snapshot: Optional[int] = None
-    meta: Optional[bool] = None
+    meta: bool = False
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "path": "path", "workdir": "workdir", "snapshot": "snapshot", "meta": "meta"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot", "meta"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,11 +161,11 @@ class CkptScoreArgs:
     checkpoint: str
     input: str
     out: str
-    weights: Optional[Literal["ema", "model"]] = None
-    device: Optional[str] = None
-    batch_size: Optional[int] = None
-    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "device", "batch_size"})
+    weights: Literal["ema", "model"] = "ema"
+    device: str = "auto"
+    batch_size: int = 64
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize", "layout": "layout"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,6 +177,13 @@ class CkptScoreResult:
     step: int
     checkpoint: Optional[CheckpointInfo]
     WIRE: ClassVar[dict[str, str]] = {"out": "out", "n": "n", "shape": "shape", "weights": "weights", "step": "step", "checkpoint": "checkpoint"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigIssue:
+    path: str
+    message: str
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "message": "message"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,7 +345,7 @@ class DSMTerm:
 @dataclass(frozen=True, kw_only=True)
 class EvalBpdDatasetArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     dataset: Optional[Literal["test", "train"]] = None
     n: Optional[int] = None
     repeats: Optional[int] = None
@@ -322,13 +355,13 @@ class EvalBpdDatasetArgs:
     atol: Optional[float] = None
     eps: Optional[float] = None
     probe: Optional[Literal["rademacher", "gaussian"]] = None
-    steps: Optional[int] = None
+    steps: int = 100
     dequantize: Optional[bool] = None
-    seed: Optional[int] = None
+    seed: int = 0
     out: str
-    event_interval_seconds: Optional[float] = None
+    event_interval_seconds: float = 1.0
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "dataset": "dataset", "n": "n", "repeats": "repeats", "batch_size": "batchSize", "solver": "solver", "rtol": "rtol", "atol": "atol", "eps": "eps", "probe": "probe", "steps": "steps", "dequantize": "dequantize", "seed": "seed", "out": "out", "event_interval_seconds": "eventIntervalSeconds"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "dataset", "n", "repeats", "batch_size", "solver", "rtol", "atol", "eps", "probe", "steps", "dequantize", "seed", "event_interval_seconds"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"dataset", "n", "repeats", "batch_size", "solver", "rtol", "atol", "eps", "probe", "dequantize"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,20 +432,20 @@ class EvalConfig:
 @dataclass(frozen=True, kw_only=True)
 class EvalFidArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
-    n: Optional[int] = None
-    batch_size: Optional[int] = None
-    seed: Optional[int] = None
+    weights: Literal["ema", "model"] = "ema"
+    n: int = 50000
+    batch_size: int = 500
+    seed: int = 0
     out: str
     stats: str
     inception: Optional[str] = None
-    resize: Optional[Literal["tf1", "pytorch"]] = None
-    keep_samples: Optional[bool] = None
-    event_interval_seconds: Optional[float] = None
+    resize: Literal["tf1", "pytorch"] = "tf1"
+    keep_samples: bool = False
+    event_interval_seconds: float = 1.0
     method: Optional[Literal["pc", "ode"]] = None
     N: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "batch_size": "batchSize", "seed": "seed", "out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "keep_samples": "keepSamples", "event_interval_seconds": "eventIntervalSeconds", "method": "method", "N": "N"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "n", "batch_size", "seed", "inception", "resize", "keep_samples", "event_interval_seconds", "method", "N"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"inception", "method", "N"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -484,17 +517,17 @@ class EvalFidResultNfe:
 @dataclass(frozen=True, kw_only=True)
 class EvalFidStatsArgs:
     data: EvalFidStatsArgsData
-    split: Optional[Literal["train", "test"]] = None
+    split: Literal["train", "test"] = "train"
     n: Optional[int] = None
-    batch_size: Optional[int] = None
+    batch_size: int = 500
     out: str
-    keep_pool: Optional[bool] = None
-    device: Optional[str] = None
+    keep_pool: bool = True
+    device: str = "auto"
     inception: Optional[str] = None
-    resize: Optional[Literal["tf1", "pytorch"]] = None
-    event_interval_seconds: Optional[float] = None
+    resize: Literal["tf1", "pytorch"] = "tf1"
+    event_interval_seconds: float = 1.0
     WIRE: ClassVar[dict[str, str]] = {"data": "data", "split": "split", "n": "n", "batch_size": "batchSize", "out": "out", "keep_pool": "keepPool", "device": "device", "inception": "inception", "resize": "resize", "event_interval_seconds": "eventIntervalSeconds"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"split", "n", "batch_size", "keep_pool", "device", "inception", "resize", "event_interval_seconds"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"n", "inception"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -670,8 +703,8 @@ class InspectResult:
     path: str
     bytes: Optional[int]
     sha256: Optional[str]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
-    format: Literal["score_sde", "state_dict"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
+    format: Literal["score_sde", "state_dict", "flax"]
     step: Optional[int]
     tensors: int
     parameter_count: int
@@ -679,10 +712,11 @@ class InspectResult:
     buffers: tuple[str, ...]
     ema: Optional[InspectResultEma0]
     optimizer: Optional[InspectResultOptimizer0]
+    adam_step: Optional[int]
     extra_keys: tuple[str, ...]
     matching_presets: tuple[PresetMatch, ...]
     globals: tuple[str, ...]
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "adam_step": "adamStep", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -795,21 +829,20 @@ class ModelLoadArgs:
     experiment: ExperimentConfig
     checkpoint: Optional[str] = None
     handle: Optional[str] = None
-    device: Optional[str] = None
+    device: str = "auto"
     seed: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "handle": "handle", "device": "device", "seed": "seed"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "device", "seed"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "seed"})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelScoreArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     x: Tensor
     t: Union[Tensor, float]
-    batch_size: Optional[int] = None
+    batch_size: int = 64
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "x": "x", "t": "t", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "batch_size"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -972,6 +1005,35 @@ class PresetMatch:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunLockArgs:
+    dir: str
+    owner: Optional[dict[str, Any]] = None
+    WIRE: ClassVar[dict[str, str]] = {"dir": "dir", "owner": "owner"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"owner"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLockResult:
+    locked: bool
+    dir: str
+    holder: Optional[dict[str, Any]]
+    WIRE: ClassVar[dict[str, str]] = {"locked": "locked", "dir": "dir", "holder": "holder"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunUnlockArgs:
+    dir: str
+    WIRE: ClassVar[dict[str, str]] = {"dir": "dir"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunUnlockResult:
+    unlocked: bool
+    dir: str
+    WIRE: ClassVar[dict[str, str]] = {"unlocked": "unlocked", "dir": "dir"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SampleArgs:
     model: str
     weights: Literal["ema", "model"] = "ema"
@@ -1006,17 +1068,17 @@ class SampleResult:
 @dataclass(frozen=True, kw_only=True)
 class SampleShardsArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     n: int
-    batch_size: Optional[int] = None
-    seed: Optional[int] = None
+    batch_size: int = 500
+    seed: int = 0
     out: str
-    grid: Optional[int] = None
-    event_interval_seconds: Optional[float] = None
+    grid: int = 64
+    event_interval_seconds: float = 1.0
     method: Optional[Literal["pc", "ode"]] = None
     N: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "batch_size": "batchSize", "seed": "seed", "out": "out", "grid": "grid", "event_interval_seconds": "eventIntervalSeconds", "method": "method", "N": "N"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "batch_size", "seed", "grid", "event_interval_seconds", "method", "N"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"method", "N"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1065,6 +1127,15 @@ class SamplesPanel:
     histogram: Optional[bool] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "x": "x", "xlim": "xlim", "ylim": "ylim", "histogram": "histogram"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlim", "ylim", "histogram"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavedFile:
+    path: str
+    step: Optional[int]
+    sha256: str
+    bytes: int
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "step": "step", "sha256": "sha256", "bytes": "bytes"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1127,7 +1198,8 @@ class SubVPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1421,7 +1493,8 @@ class VPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 __all__ = [
@@ -1429,6 +1502,8 @@ __all__ = [
     "BpdConfig",
     "CancelArgs",
     "CancelResult",
+    "CheckpointErrorDetails",
+    "CheckpointErrorDetailsCounts",
     "CheckpointInfo",
     "CIFAR10Config",
     "CkptConvertArgs",
@@ -1438,6 +1513,7 @@ __all__ = [
     "CkptSaveResult",
     "CkptScoreArgs",
     "CkptScoreResult",
+    "ConfigIssue",
     "ConfigScheduleArgs",
     "ConfigScheduleResult",
     "ConfigValidateArgs",
@@ -1505,6 +1581,10 @@ __all__ = [
     "PlotLinesArgsSeries",
     "PlotToyArgs",
     "PresetMatch",
+    "RunLockArgs",
+    "RunLockResult",
+    "RunUnlockArgs",
+    "RunUnlockResult",
     "SampleArgs",
     "SampleResult",
     "SampleShardsArgs",
@@ -1512,6 +1592,7 @@ __all__ = [
     "SampleShardsResult",
     "SampleShardsResultNfe",
     "SamplesPanel",
+    "SavedFile",
     "SavedPng",
     "ScoreFPETerm",
     "ShutdownArgs",

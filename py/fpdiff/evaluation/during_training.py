@@ -60,9 +60,9 @@ class TrainingEvaluator:
         tc = experiment.training
         self.eval_freq = int(tc.eval_freq)
         self.snapshot_sampling = bool(tc.snapshot_sampling)
-        self.snapshot_bpd = int(getattr(tc, "snapshot_bpd", 0) or 0)
-        self.snapshot_samples = int(getattr(tc, "snapshot_samples", None) or tc.batch_size)
-        self.tensorboard = bool(getattr(tc, "tensorboard", True))
+        self.snapshot_bpd = int(tc.snapshot_bpd)
+        self.snapshot_samples = int(tc.snapshot_samples or tc.batch_size)  # absent: the batch size, as Score SDE
+        self.tensorboard = bool(tc.tensorboard)
         self.state: Any = None
         self.workdir = ""
         self.emit: Callback = lambda e: None

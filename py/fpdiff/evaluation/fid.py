@@ -271,8 +271,8 @@ def metrics(pool: np.ndarray, logits: np.ndarray, ref: Stats) -> dict:
     s = stats_of(pool)
     is1, _ = inception_score(logits, 1)
     is10, is10_std = inception_score(logits, 10) if logits.shape[0] >= 10 else (float("nan"), float("nan"))
-    out = {"fid": frechet_distance(s.mu, s.sigma, ref.mu, ref.sigma), "inceptionScore": is1,
-           "inceptionScore10": {"mean": is10, "std": is10_std}, "n": int(pool.shape[0]), "referenceN": int(ref.n)}
+    out = {"fid": frechet_distance(s.mu, s.sigma, ref.mu, ref.sigma), "inception_score": is1,
+           "inception_score10": {"mean": is10, "std": is10_std}, "n": int(pool.shape[0]), "reference_n": int(ref.n)}
     if ref.pool is not None:
         kid, kid_std = kernel_inception_distance(ref.pool, pool)
         out["kid"] = {"mean": kid, "std": kid_std}

@@ -1,7 +1,7 @@
 """Worker operations: a registry of handlers and their execution context.
 
 Each area of fpdiff registers its ops in its own module (``core``, ``config``, ``numerics``,
-``models``, ``train``, ``toy``, ``data``) with :func:`op`. An op's contract is its zod schema
+``models``, ``train``, ``toy``, ``data``, ``runs``) with :func:`op`. An op's contract is its zod schema
 (``src/protocol/ops``); :meth:`OpSpec.parse` validates the incoming ``args`` against the JSON Schema
 generated from it and hands the handler the generated dataclass (snake_case fields, zod defaults).
 Handlers return a result dataclass (or a plain value), encoded back to camelCase once, here; they
@@ -54,13 +54,13 @@ class OpSpec:
 
     def run(self, args: Any, ctx: "OpContext") -> Any:
         """The handler's answer as a wire value."""
-        return schema.encode(self.handler(args, ctx))
+        return schema.to_wire(f"{self.name}.result", self.handler(args, ctx))
 
 
 REGISTRY: dict[str, OpSpec] = {}
 
 # Modules whose import registers ops.
-AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "scale")
+AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "runs", "scale")
 
 
 def op(name: str) -> Callable[[Handler], Handler]:
@@ -120,7 +120,7 @@ class OpContext:
 
     def emit(self, data: Any) -> None:
         """Stream an ``event`` reply to the caller (progress, metrics, checkpoints...)."""
-        self.emit_fn(schema.encode(data))
+        self.emit_fn(schema.to_wire(f"{self.op}.event", data))
 
     @property
     def cancelled(self) -> bool:

@@ -3,8 +3,11 @@ samples in shards, FID / IS / KID and reference statistics. Each is collective i
 rank computes its share; ``worker_dist.COLLECTIVE_OPS``), resumable from its output directory, and
 a thin adapter: read the arguments, make one call into ``fpdiff.evaluation``, return the result.
 
-Progress events: ``{type: "progress", done, total, unit, elapsedSeconds, bpd?, stderr?, nfe?}``
-after each round of units (at most every ``eventIntervalSeconds``).
+Arguments arrive as the generated dataclasses (zod's defaults filled); defaults that depend on the
+loaded model (split, repeats, solver, tolerances, batch size) come from its experiment's ``eval``
+section. Progress events: ``{type: "progress", done, total, unit, elapsedSeconds, bpd?, stderr?,
+nfe?}`` after each round of units (at most every ``eventIntervalSeconds``); the four ops share the
+event schema.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from .. import config as C
 from .. import distributed as D
+from .._generated import types as T
 from ..data import DataError, load_images
 from ..evaluation import bpd_dataset as B
 from ..evaluation import fid as FID
@@ -23,18 +27,10 @@ from ..evaluation.fid_stats import dataset_stats
 from ..evaluation.sample_shards import collect, nfe_summary, sample_units
 from ..evaluation.sampler import sample_shape, sampler_spec
 from ..evaluation.shards import SettingsMismatch, ShardsStopped, WorkDir
+from ..files import atomic_path
 from ..protocol import BAD_REQUEST
-from . import Args, Cancelled, OpContext, OpError, op
-from .state import get_model
-
-SOLVERS = ("dopri5", "rk4", "euler")
-
-
-def _opt(a: Args, kind: str, key: str, **kw: Any) -> Any:
-    a.seen.add(key)
-    if a.raw.get(key) is None:
-        return None
-    return getattr(a, kind)(key, **kw)
+from . import Cancelled, OpContext, OpError, bad_request, op
+from .state import get_model, resolve_device
 
 
 class _Reporter:
@@ -56,11 +52,11 @@ class _Reporter:
         if now - self.last < self.interval and sum(r["hi"] - r["lo"] for r in self.records) < self.total:
             return
         self.last = now
-        ev = {"type": "progress", "done": int(sum(r["hi"] - r["lo"] for r in self.records)), "total": int(self.total),
-              "unit": self.unit, "elapsedSeconds": now - self.t0}
+        extra = {}
         if self.summary is not None:
-            ev.update({k: v for k, v in self.summary(self.records).items() if k in ("bpd", "stderr", "nfe")})
-        self.ctx.emit(ev)
+            extra = {k: v for k, v in self.summary(self.records).items() if k in ("bpd", "stderr", "nfe")}
+        self.ctx.emit(T.EvalBpdDatasetEvent(done=int(sum(r["hi"] - r["lo"] for r in self.records)), total=int(self.total),
+                                            unit=self.unit, elapsed_seconds=now - self.t0, **extra))
 
 
 def _setup(fn: Callable[[], Any]) -> Any:
@@ -83,43 +79,37 @@ def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
 
 
 @op("eval.bpd_dataset")
-def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
+def eval_bpd_dataset(args: T.EvalBpdDatasetArgs, ctx: OpContext) -> dict[str, Any]:
     """Bits/dim of a loaded image model over a whole split, resumable and sharded over ranks."""
-    lm = get_model(ctx.state, args.str("model"))
-    weights = args.str("weights", "ema", choices=("ema", "model"))
+    lm = get_model(ctx.state, args.model)
     exp = lm.experiment
     if not C.is_image_data(exp.data):
-        raise OpError(BAD_REQUEST, "args.model: whole-data-set bits/dim is for image models (toys: toy.nll)", "args.model")
+        raise bad_request("args.model", "whole-data-set bits/dim is for image models (toys: toy.nll)")
     bc = exp.eval.bpd
-    split = args.str("dataset", bc.dataset, choices=("test", "train"))
-    n_max = _opt(args, "int", "n", min=1)
-    repeats = args.int("repeats", int(bc.repeats), min=1, max=100)
-    batch = args.int("batchSize", int(exp.eval.batch_size), min=1)
-    solver = args.str("solver", bc.solver, choices=SOLVERS)
-    rtol = args.float("rtol", float(bc.rtol), min=0)
-    atol = args.float("atol", float(bc.atol), min=0)
-    eps = args.float("eps", float(bc.eps), min=0, max=1)
-    probe = args.str("probe", bc.probe, choices=("rademacher", "gaussian"))
-    steps = args.int("steps", B.FIXED_STEPS, min=1)
-    dequantize = args.bool("dequantize", True if bc.dequantize is None else bool(bc.dequantize))
-    seed = args.int("seed", 0, min=0)
-    out = os.path.abspath(args.str("out"))
-    interval = args.float("eventIntervalSeconds", 1.0, min=0)
-    args.done()
+    split = args.dataset or bc.dataset
+    repeats = args.repeats or int(bc.repeats)
+    batch = args.batch_size or int(exp.eval.batch_size)
+    solver = args.solver or bc.solver
+    rtol = float(bc.rtol) if args.rtol is None else args.rtol
+    atol = float(bc.atol) if args.atol is None else args.atol
+    eps = float(bc.eps) if args.eps is None else args.eps
+    probe = args.probe or bc.probe
+    dequantize = bool(bc.dequantize) if args.dequantize is None else args.dequantize
+    out = os.path.abspath(args.out)
     d = D.current()
     centered = bool(exp.data.centered)
 
     def prepare():
         images = load_images(exp.data, split).images
-        images = images[:n_max] if n_max else images
+        images = images[: args.n] if args.n else images
         s = B.settings(dataset=exp.data.kind, split=split, n=images.shape[0], repeats=repeats, batch_size=batch,
                        solver=solver, rtol=rtol, atol=atol, eps=eps, probe=probe, dequantize=dequantize,
-                       centered=centered, seed=seed, steps=steps,
-                       model={"name": exp.name, "source": lm.source, "step": lm.step, "weights": weights})
+                       centered=centered, seed=args.seed, steps=args.steps,
+                       model={"name": exp.name, "source": lm.source, "step": lm.step, "weights": args.weights})
         return images, WorkDir(out, s, main=d is None or d.is_main)
 
     images, wd = _setup(prepare)
-    rep = _Reporter(ctx, images.shape[0] * repeats, "images", interval, B.running)
+    rep = _Reporter(ctx, images.shape[0] * repeats, "images", args.event_interval_seconds, B.running)
     if wd.main:
         rep.start(list(wd.finished().values()))
 
@@ -127,70 +117,59 @@ def eval_bpd_dataset(args: Args, ctx: OpContext) -> dict[str, Any]:
         ctx.check_cancelled()  # one process: a cancel need not wait for the batch's solve
 
     try:
-        summary = B.dataset_bpd(lm.score_model(weights), images, wd, repeats=repeats, batch_size=batch, solver=solver,
-                                rtol=rtol, atol=atol, eps=eps, probe=probe, dequantize=dequantize, centered=centered,
-                                seed=seed, steps=steps, device=lm.device, d=d, should_stop=lambda: ctx.cancel_event.is_set(),
-                                on_records=rep, on_nfe=on_nfe if d is None else None)
+        summary = B.dataset_bpd(lm.score_model(args.weights), images, wd, repeats=repeats, batch_size=batch,
+                                solver=solver, rtol=rtol, atol=atol, eps=eps, probe=probe, dequantize=dequantize,
+                                centered=centered, seed=args.seed, steps=args.steps, device=lm.device, d=d,
+                                should_stop=lambda: ctx.cancel_event.is_set(), on_records=rep,
+                                on_nfe=on_nfe if d is None else None)
     except ShardsStopped as exc:
         raise _stopped(exc, out) from None
     if wd.main:
-        from ..files import atomic_path
         import json
 
         with atomic_path(os.path.join(out, "result.json")) as tmp, open(tmp, "w") as fh:
             json.dump(summary, fh, indent=1)
+    # the summary is result.json's content (its keys are that file's, camelCase, as the schema's)
     return {"out": out, "world": d.world if d is not None else 1, "seconds": time.perf_counter() - rep.t0, **summary}
 
 
-def _sampling_args(args: Args, exp: Any):
-    method = _opt(args, "str", "method", choices=("pc", "ode"))
-    n_steps = _opt(args, "int", "N", min=1)
-    return sampler_spec(exp, method=method, N=n_steps)
+def _sampler(args: Any, exp: Any):
+    """The sampler the request asks for (method, N), else the experiment's."""
+    return sampler_spec(exp, method=args.method, N=args.N)
 
 
 @op("sample.shards")
-def sample_shards(args: Args, ctx: OpContext) -> dict[str, Any]:
+def sample_shards(args: T.SampleShardsArgs, ctx: OpContext) -> T.SampleShardsResult:
     """n samples in .npz shards (one per batch) and a PNG grid, resumable and sharded over ranks."""
-    lm = get_model(ctx.state, args.str("model"))
-    weights = args.str("weights", "ema", choices=("ema", "model"))
+    lm = get_model(ctx.state, args.model)
     exp = lm.experiment
-    n = args.int("n", min=1, max=10_000_000)
-    batch = args.int("batchSize", min(n, 500), min=1)
-    seed = args.int("seed", 0, min=0)
-    out = os.path.abspath(args.str("out"))
-    grid_n = args.int("grid", 64, min=0)
-    interval = args.float("eventIntervalSeconds", 1.0, min=0)
-    spec = _sampling_args(args, exp)
-    args.done()
+    n = args.n
+    batch = min(n, args.batch_size)
+    out = os.path.abspath(args.out)
+    spec = _sampler(args, exp)
     d = D.current()
     image = C.is_image_data(exp.data)
-    settings = {"n": n, "batchSize": batch, "seed": seed, "sampler": spec.describe(), "model": exp.name,
-                "source": lm.source, "step": lm.step, "weights": weights}
+    settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
+                "source": lm.source, "step": lm.step, "weights": args.weights}
     wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main))
-    rep = _Reporter(ctx, n, "samples", interval)
+    rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
     try:
-        records = sample_units(lm.score_model(weights), spec, sample_shape(exp), wd, n=n, batch_size=batch, seed=seed,
-                               device=lm.device, data_cfg=exp.data, image=image, d=d,
+        records = sample_units(lm.score_model(args.weights), spec, sample_shape(exp), wd, n=n, batch_size=batch,
+                               seed=args.seed, device=lm.device, data_cfg=exp.data, image=image, d=d,
                                should_stop=lambda: ctx.cancel_event.is_set(), on_records=rep)
     except ShardsStopped as exc:
         raise _stopped(exc, out) from None
-    result = {"out": out, "n": n, "shards": [wd.arrays_path(i) for i in sorted(records)], "nfe": nfe_summary(records),
-              "sampler": spec.describe(), "world": d.world if d is not None else 1, "grid": None,
-              "seconds": time.perf_counter() - rep.t0}
-    if wd.main and image and grid_n > 0:
-        first = collect(wd, "samples", {i: records[i] for i in sorted(records)[: max(1, -(-grid_n // batch))]})[:grid_n]
+    grid = None
+    if wd.main and image and args.grid > 0:
+        first = collect(wd, "samples", {i: records[i] for i in sorted(records)[: max(1, -(-args.grid // batch))]})[: args.grid]
         import torch
 
-        result["grid"] = I.save_png(os.path.join(out, "grid.png"), I.grid(torch.from_numpy(first).permute(0, 3, 1, 2)))["path"]
-    return result
-
-
-def _inception(args: Args):
-    path = _opt(args, "str", "inception")
-    resize = args.str("resize", "tf1", choices=FID.RESIZES)
-    return path, resize
+        grid = I.save_png(os.path.join(out, "grid.png"), I.grid(torch.from_numpy(first).permute(0, 3, 1, 2)))["path"]
+    return T.SampleShardsResult(
+        out=out, n=n, shards=[wd.arrays_path(i) for i in sorted(records)], nfe=T.SampleShardsResultNfe(**nfe_summary(records)),
+        sampler=spec.describe(), world=d.world if d is not None else 1, grid=grid, seconds=time.perf_counter() - rep.t0)
 
 
 def _load_inception(path: Optional[str], resize: str, device: Any):
@@ -200,44 +179,38 @@ def _load_inception(path: Optional[str], resize: str, device: Any):
 
 
 @op("eval.fid")
-def eval_fid(args: Args, ctx: OpContext) -> dict[str, Any]:
+def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
-    lm = get_model(ctx.state, args.str("model"))
-    weights = args.str("weights", "ema", choices=("ema", "model"))
+    lm = get_model(ctx.state, args.model)
     exp = lm.experiment
     if not C.is_image_data(exp.data):
-        raise OpError(BAD_REQUEST, "args.model: FID is for image models", "args.model")
-    n = args.int("n", 50000, min=2, max=10_000_000)
-    batch = args.int("batchSize", min(n, 500), min=1)
-    seed = args.int("seed", 0, min=0)
-    out = os.path.abspath(args.str("out"))
-    stats_path = args.str("stats")
-    keep = args.bool("keepSamples", False)
-    inception_path, resize = _inception(args)
-    interval = args.float("eventIntervalSeconds", 1.0, min=0)
-    spec = _sampling_args(args, exp)
-    args.done()
+        raise bad_request("args.model", "FID is for image models")
+    n = args.n
+    batch = min(n, args.batch_size)
+    out = os.path.abspath(args.out)
+    spec = _sampler(args, exp)
     d = D.current()
 
     def prepare():
-        ref = FID.load_stats(stats_path)
-        net, info = _load_inception(inception_path, resize, lm.device)
-        settings = {"n": n, "batchSize": batch, "seed": seed, "sampler": spec.describe(), "model": exp.name,
-                    "source": lm.source, "step": lm.step, "weights": weights, "inceptionSha256": info["sha256"],
-                    "resize": resize, "keepSamples": keep}
+        ref = FID.load_stats(args.stats)
+        net, info = _load_inception(args.inception, args.resize, lm.device)
+        settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
+                    "source": lm.source, "step": lm.step, "weights": args.weights, "inceptionSha256": info["sha256"],
+                    "resize": args.resize, "keepSamples": args.keep_samples}
         return ref, net, info, WorkDir(out, settings, main=d is None or d.is_main)
 
     ref, net, info, wd = _setup(prepare)
-    rep = _Reporter(ctx, n, "samples", interval)
+    rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
     try:
-        records = sample_units(lm.score_model(weights), spec, sample_shape(exp), wd, n=n, batch_size=batch, seed=seed,
-                               device=lm.device, data_cfg=exp.data, image=True, keep_samples=keep, inception=net, d=d,
+        records = sample_units(lm.score_model(args.weights), spec, sample_shape(exp), wd, n=n, batch_size=batch,
+                               seed=args.seed, device=lm.device, data_cfg=exp.data, image=True,
+                               keep_samples=args.keep_samples, inception=net, d=d,
                                should_stop=lambda: ctx.cancel_event.is_set(), on_records=rep)
     except ShardsStopped as exc:
         raise _stopped(exc, out) from None
-    result: dict[str, Any] = {"out": out, "stats": os.path.abspath(stats_path), "inception": info, "resize": resize,
+    result: dict[str, Any] = {"out": out, "stats": os.path.abspath(args.stats), "inception": info, "resize": args.resize,
                               "sampler": spec.describe(), "nfe": nfe_summary(records),
                               "world": d.world if d is not None else 1, "seconds": time.perf_counter() - rep.t0}
     if wd.main:
@@ -249,45 +222,30 @@ def eval_fid(args: Args, ctx: OpContext) -> dict[str, Any]:
 
 
 @op("eval.fid_stats")
-def eval_fid_stats(args: Args, ctx: OpContext) -> dict[str, Any]:
+def eval_fid_stats(args: T.EvalFidStatsArgs, ctx: OpContext) -> dict[str, Any]:
     """Reference statistics (pool3 activations, mean, covariance) of a data set split."""
-    data_raw = args.map("data")
-    from types import SimpleNamespace
-
-    # load_images reads kind and path only (the schema has checked both)
-    data_cfg = SimpleNamespace(kind=data_raw["kind"], path=data_raw.get("path"))
-    split = args.str("split", "train", choices=("train", "test"))
-    n_max = _opt(args, "int", "n", min=1)
-    batch = args.int("batchSize", 500, min=1)
-    out = os.path.abspath(args.str("out"))
-    keep_pool = args.bool("keepPool", True)
-    device_name = args.str("device", "auto")
-    inception_path, resize = _inception(args)
-    interval = args.float("eventIntervalSeconds", 1.0, min=0)
-    args.done()
-    import torch
-
+    out = os.path.abspath(args.out)
+    device = resolve_device(args.device)
     d = D.current()
-    device = torch.device("cuda" if device_name == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device_name == "auto" else device_name))
 
     def prepare():
-        images = load_images(data_cfg, split).images
-        images = images[:n_max] if n_max else images
-        net, info = _load_inception(inception_path, resize, device)
-        settings = {"data": data_raw, "split": split, "n": int(images.shape[0]), "batchSize": batch,
-                    "inceptionSha256": info["sha256"], "resize": resize}
+        images = load_images(args.data, args.split).images  # reads the data's kind and path only
+        images = images[: args.n] if args.n else images
+        net, info = _load_inception(args.inception, args.resize, device)
+        settings = {"data": {"kind": args.data.kind, **({"path": args.data.path} if args.data.path else {})},
+                    "split": args.split, "n": int(images.shape[0]), "batchSize": args.batch_size,
+                    "inceptionSha256": info["sha256"], "resize": args.resize}
         return images, net, info, WorkDir(out + ".parts", settings, main=d is None or d.is_main)
 
     images, net, info, wd = _setup(prepare)
-    rep = _Reporter(ctx, images.shape[0], "images", interval)
+    rep = _Reporter(ctx, images.shape[0], "images", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
     try:
-        saved = dataset_stats(images, net, wd, out, batch_size=batch, keep_pool=keep_pool, d=d,
-                              meta={"split": split, "resize": resize, "inception_sha256": info["sha256"]},
+        saved = dataset_stats(images, net, wd, out, batch_size=args.batch_size, keep_pool=args.keep_pool, d=d,
+                              meta={"split": args.split, "resize": args.resize, "inception_sha256": info["sha256"]},
                               should_stop=lambda: ctx.cancel_event.is_set(), on_records=rep)
     except ShardsStopped as exc:
         raise _stopped(exc, out + ".parts") from None
-    return {**(saved or {"path": out}), "split": split, "inception": info, "resize": resize,
+    return {**(saved or {"path": out}), "split": args.split, "inception": info, "resize": args.resize,
             "world": d.world if d is not None else 1, "seconds": time.perf_counter() - rep.t0}

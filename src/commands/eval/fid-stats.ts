@@ -1,11 +1,12 @@
-import { Command, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { resolve } from "node:path";
-import { deviceFlag, launchFlags, launchOf, withSession } from "../../cli/common.js";
+import { FpdCommand } from "../../cli/base.js";
+import { deviceFlag, launchFlags, launchOf } from "../../cli/flags.js";
 import { withInterrupt } from "../../cli/interrupt.js";
 import { ProgressLine } from "../../cli/progress.js";
 import type { OpResult } from "../../protocol/ops/index.js";
 
-export default class EvalFidStats extends Command {
+export default class EvalFidStats extends FpdCommand {
   static override summary = "Reference statistics of a data set for FID / KID (pool3 activations, mean, covariance).";
   static override description =
     "Runs pytorch-fid's Inception (TF 2015-12-05 port) over every image of a split, as stored (uint8), and writes an .npz " +
@@ -14,17 +15,16 @@ export default class EvalFidStats extends Command {
   static override examples = [
     "<%= config.bin %> eval fid-stats --dataset cifar10 --data /data/cifar-10-batches-py --split train --out cifar10_train_stats.npz --device cuda",
   ];
-  static override enableJsonFlag = true;
   static override flags = {
-    dataset: Flags.string({ description: "data set", options: ["cifar10", "imagenet32"], required: true }),
+    dataset: Flags.option({ description: "data set", options: ["cifar10", "imagenet32"] as const, required: true })(),
     data: Flags.string({ description: "where it is (default: FPD_DATA_DIR)" }),
-    split: Flags.string({ description: "split", options: ["train", "test"], default: "train" }),
+    split: Flags.option({ description: "split", options: ["train", "test"] as const, default: "train" as const })(),
     n: Flags.integer({ description: "only the first n images", min: 1 }),
     out: Flags.string({ description: "statistics file (.npz)", required: true }),
-    "batch-size": Flags.integer({ description: "images per unit", default: 500, min: 1 }),
+    "batch-size": Flags.integer({ description: "images per unit (default 500)", min: 1 }),
     "no-pool": Flags.boolean({ description: "store mu and sigma only (no KID against this file)", default: false }),
     inception: Flags.string({ description: "pt_inception-2015-12-05-6726825d.pth (else FPD_INCEPTION, torch.hub's cache)" }),
-    resize: Flags.string({ description: "299×299 resize", options: ["tf1", "pytorch"], default: "tf1" }),
+    resize: Flags.option({ description: "299×299 resize", options: ["tf1", "pytorch"] as const, default: "tf1" as const })(),
     device: deviceFlag,
     ...launchFlags,
   };
@@ -32,19 +32,18 @@ export default class EvalFidStats extends Command {
   async run(): Promise<OpResult<"eval.fid_stats">> {
     const { flags } = await this.parse(EvalFidStats);
     const line = new ProgressLine("fid-stats", { quiet: this.jsonEnabled(), unit: "images" });
-    const res = await withSession(
-      this,
+    const res = await this.withSession(
       flags.device,
       (session) =>
         withInterrupt((signal) =>
           session.fidStats(
             {
-              data: { kind: flags.dataset as "cifar10" | "imagenet32", ...(flags.data ? { path: resolve(flags.data) } : {}) },
-              split: flags.split as "train" | "test",
+              data: { kind: flags.dataset, ...(flags.data ? { path: resolve(flags.data) } : {}) },
+              split: flags.split,
               out: flags.out,
-              batchSize: flags["batch-size"],
               keepPool: !flags["no-pool"],
-              resize: flags.resize as "tf1" | "pytorch",
+              resize: flags.resize,
+              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
               ...(flags.n ? { n: flags.n } : {}),
               ...(flags.inception ? { inception: flags.inception } : {}),
             },

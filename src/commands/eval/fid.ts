@@ -1,13 +1,13 @@
-import { Command, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { resolve } from "node:path";
 import type { FidResult } from "../../protocol/ops/scale.js";
-import { launchFlags, launchOf, withSession } from "../../cli/common.js";
-import { chooseModel, configArg, loadChosen, modelFlags } from "../../cli/model.js";
+import { launchFlags, launchOf } from "../../cli/flags.js";
+import { configArg, EvaluateCommand } from "../../cli/model.js";
 import { withInterrupt } from "../../cli/interrupt.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 
-export default class EvalFid extends Command {
+export default class EvalFid extends EvaluateCommand {
   static override summary = "FID, Inception score and KID of a model's samples, without TensorFlow.";
   static override description =
     "Samples --num images in batches on every process of the job (resumable: units are logged in --out as they finish; " +
@@ -20,10 +20,8 @@ export default class EvalFid extends Command {
     "<%= config.bin %> eval fid --run runs/fp_ve_cifar10 --num 50000 --stats assets/stats/cifar10_stats.npz --nproc 8 --device cuda",
     "<%= config.bin %> eval fid vp/cifar10_ddpmpp_continuous --checkpoint checkpoint_26.pth --num 1000 --stats cifar10_stats.npz --inception pt_inception-2015-12-05-6726825d.pth",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     ...launchFlags,
     num: Flags.integer({ description: "number of samples", default: 50000, min: 2 }),
     stats: Flags.string({ description: "reference statistics (.npz: pool_3, or mu and sigma)", required: true }),
@@ -31,36 +29,35 @@ export default class EvalFid extends Command {
     seed: Flags.integer({ description: "sampling seed", default: 0 }),
     "batch-size": Flags.integer({ description: "samples per unit (per process and round)", min: 1 }),
     inception: Flags.string({ description: "pt_inception-2015-12-05-6726825d.pth (else FPD_INCEPTION, torch.hub's cache)" }),
-    resize: Flags.string({ description: "299×299 resize: TF 1.x bilinear (as TF-GAN) or PyTorch's", options: ["tf1", "pytorch"], default: "tf1" }),
+    resize: Flags.option({ description: "299×299 resize: TF 1.x bilinear (as TF-GAN) or PyTorch's", options: ["tf1", "pytorch"] as const, default: "tf1" as const })(),
     "keep-samples": Flags.boolean({ description: "keep the samples (uint8) in the units as well as the features", default: false }),
-    method: Flags.string({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] }),
+    method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
     steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
   };
 
   async run(): Promise<FidResult> {
     const { args, flags } = await this.parse(EvalFid);
-    const choice = await chooseModel(this, args.config, flags);
+    const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("fid", { quiet: this.jsonEnabled(), unit: "samples" });
     const out = resolve(flags.out ?? `fid-${flags.seed}`);
-    const res = await withSession(
-      this,
+    const res = await this.withSession(
       flags.device,
       async (session) => {
-        const handle = await loadChosen(session, choice);
+        const handle = await this.loadChosen(session, choice);
         return withInterrupt((signal) =>
           session.fid(
             handle,
             {
-              weights: flags.weights as "ema" | "model",
+              weights: flags.weights,
               n: flags.num,
               seed: flags.seed,
               out,
               stats: flags.stats,
-              resize: flags.resize as "tf1" | "pytorch",
+              resize: flags.resize,
               keepSamples: flags["keep-samples"],
               ...(flags.inception ? { inception: flags.inception } : {}),
               ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-              ...(flags.method ? { method: flags.method as "pc" | "ode" } : {}),
+              ...(flags.method ? { method: flags.method } : {}),
               ...(flags.steps ? { N: flags.steps } : {}),
             },
             { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },

@@ -9,6 +9,7 @@ import { dataOps } from "./data.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
 import { numericsOps } from "./numerics.js";
+import { runsOps } from "./runs.js";
 import { scaleOps } from "./scale.js";
 import { toyOps } from "./toy.js";
 import { trainOps } from "./train.js";
@@ -21,6 +22,7 @@ export const ops = {
   ...trainOps,
   ...toyOps,
   ...dataOps,
+  ...runsOps,
   ...scaleOps,
 } as const;
 

@@ -86,7 +86,7 @@ export const scaleOps = {
   "eval.bpd_dataset": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg.default("ema"),
       /** The split (default: the experiment's eval.bpd.dataset). */
       dataset: z.enum(["test", "train"]).optional(),
       /** Only the first n images (default: all). */
@@ -98,13 +98,14 @@ export const scaleOps = {
       atol: z.number().positive().optional(),
       eps: z.number().min(0).max(1).optional(),
       probe: z.enum(["rademacher", "gaussian"]).optional(),
-      /** Fixed steps over [eps, 1] for rk4 / euler (default 100). */
-      steps: z.number().int().positive().optional(),
+      /** Fixed steps over [eps, 1] for rk4 / euler. */
+      steps: z.number().int().positive().default(100),
+      /** Uniform dequantisation (default: the experiment's eval.bpd.dequantize, else true). */
       dequantize: z.boolean().optional(),
-      seed: z.number().int().nonnegative().optional(),
+      seed: z.number().int().nonnegative().default(0),
       /** Output directory: manifest.json, units.jsonl, result.json. */
       out: z.string().min(1),
-      eventIntervalSeconds: z.number().nonnegative().optional(),
+      eventIntervalSeconds: z.number().nonnegative().default(1),
     }),
     result: BpdDatasetResultSchema,
     event: ScaleProgressSchema,
@@ -113,14 +114,15 @@ export const scaleOps = {
   "sample.shards": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      n: z.number().int().positive(),
-      batchSize: z.number().int().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
+      weights: weightsArg.default("ema"),
+      n: z.number().int().positive().max(10_000_000),
+      /** Samples per shard (at most n). */
+      batchSize: z.number().int().positive().default(500),
+      seed: z.number().int().nonnegative().default(0),
       out: z.string().min(1),
       /** Samples in grid.png (images; 0: none). */
-      grid: z.number().int().nonnegative().optional(),
-      eventIntervalSeconds: z.number().nonnegative().optional(),
+      grid: z.number().int().nonnegative().default(64),
+      eventIntervalSeconds: z.number().nonnegative().default(1),
       ...samplerArgs,
     }),
     result: z.object({
@@ -139,18 +141,19 @@ export const scaleOps = {
   "eval.fid": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      n: z.number().int().min(2).optional(),
-      batchSize: z.number().int().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
+      weights: weightsArg.default("ema"),
+      n: z.number().int().min(2).max(10_000_000).default(50000),
+      /** Samples per unit (at most n). */
+      batchSize: z.number().int().positive().default(500),
+      seed: z.number().int().nonnegative().default(0),
       out: z.string().min(1),
       /** Reference statistics: Score SDE's cifar10_stats.npz (pool_3) or pytorch-fid's (mu, sigma). */
       stats: z.string().min(1),
       /** pt_inception-2015-12-05-6726825d.pth (default: FPD_INCEPTION, then torch.hub's cache). */
       inception: z.string().optional(),
-      resize: z.enum(["tf1", "pytorch"]).optional(),
-      keepSamples: z.boolean().optional(),
-      eventIntervalSeconds: z.number().nonnegative().optional(),
+      resize: z.enum(["tf1", "pytorch"]).default("tf1"),
+      keepSamples: z.boolean().default(false),
+      eventIntervalSeconds: z.number().nonnegative().default(1),
       ...samplerArgs,
     }),
     result: FidResultSchema,
@@ -161,16 +164,16 @@ export const scaleOps = {
     args: z.strictObject({
       /** Which data set, where (absent: the worker's FPD_DATA_DIR). */
       data: z.strictObject({ kind: z.enum(["cifar10", "imagenet32"]), path: z.string().min(1).optional() }),
-      split: z.enum(["train", "test"]).optional(),
+      split: z.enum(["train", "test"]).default("train"),
       n: z.number().int().positive().optional(),
-      batchSize: z.number().int().positive().optional(),
+      batchSize: z.number().int().positive().default(500),
       out: z.string().min(1),
-      /** Keep the activations (pool_3, needed for KID). Default true. */
-      keepPool: z.boolean().optional(),
-      device: z.string().optional(),
+      /** Keep the activations (pool_3, needed for KID). */
+      keepPool: z.boolean().default(true),
+      device: z.string().describe("auto | cpu | cuda | cuda:N").default("auto"),
       inception: z.string().optional(),
-      resize: z.enum(["tf1", "pytorch"]).optional(),
-      eventIntervalSeconds: z.number().nonnegative().optional(),
+      resize: z.enum(["tf1", "pytorch"]).default("tf1"),
+      eventIntervalSeconds: z.number().nonnegative().default(1),
     }),
     result: z.object({
       path: z.string(),
