@@ -90,7 +90,7 @@ def _sha256(path: str) -> str:
 def load_weights(path: str) -> tuple[dict, dict]:
     """The state dict of a weights file (read by fpdiff's restricted unpickler) and what it is:
     ``{path, sha256, verified}`` (verified: the sha256 starts with the official file's prefix)."""
-    from ..safe_load import safe_torch_load
+    from ..checkpoints import safe_torch_load
 
     sd, _report = safe_torch_load(path)
     if not isinstance(sd, dict) or "fc.weight" not in sd:
