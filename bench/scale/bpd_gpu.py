@@ -32,7 +32,8 @@ from fpdiff import config as C  # noqa: E402
 from _resolve import resolved  # noqa: E402
 from fpdiff.data import load_images  # noqa: E402
 from fpdiff.evaluation.images import model_space  # noqa: E402
-from fpdiff.derivatives import divergence_eval, sample_probes  # noqa: E402
+from fpdiff.derivatives import sample_probes  # noqa: E402
+from fpdiff.divergence import divergence_eval  # noqa: E402
 from fpdiff.evaluation import bpd_dataset as B  # noqa: E402
 from fpdiff.evaluation.shards import WorkDir  # noqa: E402
 from fpdiff.models import build_network  # noqa: E402

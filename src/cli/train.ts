@@ -75,7 +75,7 @@ export abstract class TrainCommand extends ModelCommand {
             else if (e.type === "warning") line.note(`warning: ${e.message}`);
             else if (e.type === "eval") line.note(`step ${e.step}: held-out loss ${e.loss.toPrecision(5)}`);
             else if (e.type === "samples") line.note(`step ${e.step}: ${e.n} samples in ${e.png ?? e.path}`);
-            else if (e.type === "bpd") line.note(`step ${e.step}: ${e.metric} ${e.value.toFixed(4)} ± ${e.stderr.toFixed(4)} (${e.n} test points)`);
+            else if (e.type === "bpd") line.note(`step ${e.step}: ${e.metric} ${e.value.toFixed(4)}${e.stderr === null ? "" : ` ± ${e.stderr.toFixed(4)}`} (${e.n} test points)`);
           },
         }),
       ).finally(() => line.done()),

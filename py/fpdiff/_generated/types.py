@@ -1347,7 +1347,7 @@ class TrainEventBpd:
     step: int
     metric: Literal["bpd", "nll"]
     value: float
-    stderr: float
+    stderr: Optional[float]
     n: int
     nfe: float
     seconds: float

@@ -159,6 +159,13 @@ class TrainingEvaluator:
             vec = d.all_sum(vec) / d.world
         values = vec.tolist()
         out = {"type": "eval", "step": int(k), "loss": values[0], "terms": {n: values[1 + i] for i, n in enumerate(names)}}
+        if not all(math.isfinite(v) for v in values):
+            # a diverging run: the training loss stops it (with the last good checkpoint) once its
+            # own batch shows it; the event schema (JSON numbers) has no NaN, so say it in words
+            bad = ", ".join(f"{n}={v}" for n, v in zip(["loss"] + names, values) if not math.isfinite(v))
+            if self.is_main:
+                self.emit({"type": "warning", "message": f"step {k}: held-out loss of the EMA model is not finite ({bad})"})
+            return None
         if self.is_main:
             self.emit(out)
             self.board.scalars(k, {"eval_loss": out["loss"]})
@@ -266,8 +273,11 @@ class TrainingEvaluator:
         if not self.is_main:
             return None
         mean = float(v.mean())
-        se = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
+        se = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else None
         key = "bpd" if image else "nll"
+        if not math.isfinite(mean) or (se is not None and not math.isfinite(se)):
+            self.emit({"type": "warning", "message": f"step {k}: snapshot {key} of the EMA model is not finite ({mean}, s.e. {se})"})
+            return None
         event = {"type": "bpd", "step": int(k), "metric": key, "value": mean, "stderr": se, "n": int(v.numel()),
                  "nfe": float(np.mean(nfes)) if nfes else 0.0, "seconds": time.perf_counter() - t0}
         self.emit(event)

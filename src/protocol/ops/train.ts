@@ -62,7 +62,8 @@ export const TrainEventSchema = z.discriminatedUnion("type", [
     step: z.number().int(),
     metric: z.enum(["bpd", "nll"]),
     value: z.number(),
-    stderr: z.number(),
+    /** Standard error over the points; null for a single point. */
+    stderr: z.number().nullable(),
     n: z.number().int(),
     nfe: z.number(),
     seconds: z.number(),
