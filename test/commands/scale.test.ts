@@ -1,10 +1,11 @@
 // Running at scale through the real `fpd` binary: a two-process training job (PyTorch's elastic
 // launcher, gloo on the CPU) with evaluation during training, then sampling in shards.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { Session } from "../../src/api/session.js";
 import { resolvePython } from "../../src/bridge/python.js";
 import { fpdJson as fpd, runCli } from "../helpers/cli.js";
 
@@ -69,5 +70,40 @@ describe("fpd at scale (2 processes, CPU)", () => {
     const s = await runCli(["eval", "fid-stats", "--dataset", "cifar10", "--data", join(dir, "no-data"), "--out", join(dir, "s.npz"), "--device", "cpu"]);
     expect(s.status).toBe(2);
     expect(s.stderr.replace(/\s*›\s*/g, " ")).toMatch(/no-data: no such file/);
+  });
+
+  it("fpd eval bpd --dataset covers the whole split on 2 processes, and running it again continues from --out", { timeout: 300_000 }, async () => {
+    // a synthetic CIFAR-10 in the official python format (6 test images) and a small NCSN++
+    const session = await Session.open({ device: "cpu" });
+    let data: string;
+    try {
+      data = (await session.request("data.synthetic", { path: join(dir, "cifar"), imagesPerFile: 6, seed: 3 })).path;
+    } finally {
+      await session.close();
+    }
+    const exp = join(dir, "img.json");
+    writeFileSync(exp, JSON.stringify({
+      name: "img/bpd-cli", sde: { kind: "ve" }, data: { kind: "cifar10", path: data }, loss: { terms: [{ kind: "dsm" }] },
+      model: { kind: "ncsnpp", nf: 8, chMult: [1, 2], numResBlocks: 1, attnResolutions: [16] },
+    }));
+    const out = join(dir, "bpd");
+    const argv = ["eval", "bpd", exp, "--dataset", "test", "--out", out, "--method", "euler", "--steps", "10", "--repeats", "2", "--batch-size", "4", "--seed", "5", "--device", "cpu"];
+    const two = await fpd([...argv, "--nproc", "2"]);
+    expect(two.world).toBe(2);
+    expect(two.complete).toBe(true);
+    expect(two.images).toBe(6);
+    expect(two.repeats.map((r: { images: number }) => r.images)).toEqual([6, 6]);
+    expect(Number.isFinite(two.bpd) && two.bpd > 0).toBe(true);
+    expect(two.settings.dequantize).toBe(true);
+    expect(JSON.parse(readFileSync(join(out, "result.json"), "utf8")).bpd).toBe(two.bpd);
+    // one process, same directory: every unit is already there, so nothing is recomputed
+    const again = await fpd(argv);
+    expect(again.world).toBe(1);
+    expect(again.bpd).toBe(two.bpd);
+    expect(again.computeSeconds).toBe(two.computeSeconds);
+    // another setting in the same directory is refused, naming it
+    const other = await runCli([...argv.filter((a) => a !== "--seed" && a !== "5"), "--seed", "6"]);
+    expect(other.status).toBe(2);
+    expect(other.stderr).toMatch(/seed/);
   });
 });

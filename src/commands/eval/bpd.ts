@@ -34,6 +34,7 @@ export default class EvalBpd extends EvaluateCommand {
     out: Flags.string({ description: "whole-split mode: output directory (default bpd-<split>-<seed>)" }),
     "no-dequantize": Flags.boolean({ description: "whole-split mode: no uniform dequantisation (Score SDE's README figures)", default: false }),
     probe: Flags.option({ description: "whole-split mode: Hutchinson probe", options: ["rademacher", "gaussian"] as const })(),
+    steps: Flags.integer({ description: "whole-split mode: fixed steps over [eps, 1] for --method rk4 | euler (default 100)", min: 1 }),
     ...launchFlags,
   };
 
@@ -94,6 +95,7 @@ export default class EvalBpd extends EvaluateCommand {
               ...(flags.atol !== undefined ? { atol: flags.atol } : {}),
               ...(flags.method ? { solver: flags.method } : {}),
               ...(flags.probe ? { probe: flags.probe } : {}),
+              ...(flags.steps ? { steps: flags.steps } : {}),
               ...(flags["no-dequantize"] ? { dequantize: false } : {}),
               ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
             },
