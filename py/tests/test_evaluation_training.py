@@ -128,3 +128,30 @@ def test_tensorboard_can_be_turned_off(tmp_path):
     exp = toy(tensorboard=False, snapshotBpd=0, snapshotSampling=False)
     T.train(exp, str(tmp_path), hooks=TrainingEvaluator(exp))
     assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "samples").exists()
+
+
+def test_a_non_finite_held_out_loss_or_snapshot_nll_is_a_warning_not_an_event(tmp_path):
+    """A diverging EMA model: the events' numbers are JSON numbers (no NaN), so the evaluator says
+    it in a warning and the training loss decides whether the run stops (fpdiff.train)."""
+    import torch
+
+    exp = toy()
+    state = T.build_state(exp, "cpu")
+    ev = TrainingEvaluator(exp)
+    events = []
+    ev.bind(state, str(tmp_path), events.append)
+    try:
+        assert ev.eval_losses(0)["type"] == "eval"  # finite: an event
+        with torch.no_grad():
+            for p in state.ema.shadow_params:
+                p.fill_(float("nan"))
+        state.step += 1  # the evaluator copies the EMA weights again at a new step
+        assert ev.eval_losses(1) is None
+        assert ev.snapshot_likelihood(1) is None
+    finally:
+        ev.close()
+    kinds = [e["type"] for e in events]
+    assert kinds.count("eval") == 1 and "bpd" not in kinds
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert any("held-out loss of the EMA model is not finite" in w and "loss=nan" in w for w in warnings)
+    assert any("snapshot nll of the EMA model is not finite" in w for w in warnings)
