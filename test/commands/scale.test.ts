@@ -67,9 +67,12 @@ describe("fpd at scale (2 processes, CPU)", () => {
     const r = await runCli(["eval", "fid", "--run", runDir, "--num", "4", "--stats", join(dir, "nope.npz"), "--device", "cpu"]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/FID is for image models/);
-    const s = await runCli(["eval", "fid-stats", "--dataset", "cifar10", "--data", join(dir, "no-data"), "--out", join(dir, "s.npz"), "--device", "cpu"]);
+    const s = await runCli(["eval", "fid-stats", "--dataset", "cifar10", "--data", join(dir, "no-data"), "--out", join(dir, "s.npz"), "--device", "cpu", "--json"]);
     expect(s.status).toBe(2);
-    expect(s.stderr.replace(/\s*›\s*/g, " ")).toMatch(/no-data: no such file/);
+    const err = JSON.parse(s.stdout).error;
+    expect(err.code).toBe("BAD_REQUEST");
+    expect(err.path).toBe("args.data.path");
+    expect(err.message).toMatch(/no-data: no such file/);
   });
 
   it("fpd eval bpd --dataset covers the whole split on 2 processes, and running it again continues from --out", { timeout: 300_000 }, async () => {

@@ -59,16 +59,29 @@ class _Reporter:
                                             unit=self.unit, elapsed_seconds=now - self.t0, **extra))
 
 
-def _setup(fn: Callable[[], Any]) -> Any:
-    """Set-up every rank must pass (data, output directory, weights), as an OpError when it fails."""
+def _setup(fn: Callable[[], Any], data_field: str) -> Any:
+    """Set-up every rank must pass (data, output directory, weights), as a BAD_REQUEST naming the
+    field at fault when it fails (``data_field``: where the data set's path came from)."""
     try:
         return D.all_or_none(D.current(), fn)
-    except (DataError, OSError) as exc:
+    except DataError as exc:
+        raise bad_request(data_field, str(exc)) from None
+    except FID.InceptionMissing as exc:
+        raise bad_request("args.inception", str(exc)) from None
+    except SettingsMismatch as exc:
+        raise bad_request("args.out", str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise OpError(BAD_REQUEST, f"args: {exc}") from None
-    except (SettingsMismatch, FID.InceptionMissing, ValueError) as exc:
-        raise OpError(BAD_REQUEST, str(exc)) from None
     except D.PeerFailed as exc:
         raise OpError(BAD_REQUEST, f"another rank could not start: {exc}") from None
+
+
+def _stats(path: str) -> Any:
+    """Reference statistics for FID / KID, or BAD_REQUEST naming ``args.stats``."""
+    try:
+        return FID.load_stats(path)
+    except (OSError, ValueError) as exc:
+        raise bad_request("args.stats", str(exc)) from None
 
 
 def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
@@ -108,7 +121,7 @@ def eval_bpd_dataset(args: T.EvalBpdDatasetArgs, ctx: OpContext) -> dict[str, An
                        model={"name": exp.name, "source": lm.source, "step": lm.step, "weights": args.weights})
         return images, WorkDir(out, s, main=d is None or d.is_main)
 
-    images, wd = _setup(prepare)
+    images, wd = _setup(prepare, "experiment.data.path")
     rep = _Reporter(ctx, images.shape[0] * repeats, "images", args.event_interval_seconds, B.running)
     if wd.main:
         rep.start(list(wd.finished().values()))
@@ -151,7 +164,7 @@ def sample_shards(args: T.SampleShardsArgs, ctx: OpContext) -> T.SampleShardsRes
     image = C.is_image_data(exp.data)
     settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
                 "source": lm.source, "step": lm.step, "weights": args.weights}
-    wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main))
+    wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main), "experiment.data.path")
     rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
@@ -192,14 +205,14 @@ def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     d = D.current()
 
     def prepare():
-        ref = FID.load_stats(args.stats)
+        ref = _stats(args.stats)
         net, info = _load_inception(args.inception, args.resize, lm.device)
         settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
                     "source": lm.source, "step": lm.step, "weights": args.weights, "inceptionSha256": info["sha256"],
                     "resize": args.resize, "keepSamples": args.keep_samples}
         return ref, net, info, WorkDir(out, settings, main=d is None or d.is_main)
 
-    ref, net, info, wd = _setup(prepare)
+    ref, net, info, wd = _setup(prepare, "experiment.data.path")
     rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
@@ -237,7 +250,7 @@ def eval_fid_stats(args: T.EvalFidStatsArgs, ctx: OpContext) -> dict[str, Any]:
                     "inceptionSha256": info["sha256"], "resize": args.resize}
         return images, net, info, WorkDir(out + ".parts", settings, main=d is None or d.is_main)
 
-    images, net, info, wd = _setup(prepare)
+    images, net, info, wd = _setup(prepare, "args.data.path")
     rep = _Reporter(ctx, images.shape[0], "images", args.event_interval_seconds)
     if wd.main:
         rep.start(list(wd.finished().values()))
