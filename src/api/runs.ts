@@ -106,6 +106,9 @@ const CONTINUABLE = [
   "training.logFreq",
   "training.evalFreq",
   "training.snapshotSampling",
+  "training.snapshotSamples",
+  "training.snapshotBpd",
+  "training.tensorboard",
   "eval",
   "sampling",
 ];
