@@ -126,6 +126,8 @@ export async function trainToy(
   const started = Date.now();
   const { run, handle, result } = await session.train(experiment, {
     runDir: opts.runDir,
+    // the job measures the NLL and draws samples itself, after training; training time stays training
+    evaluate: false,
     ...(opts.handle ? { handle: opts.handle } : {}),
     ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
