@@ -129,7 +129,11 @@ for (const [command, cases] of Object.entries(CASES)) {
         const argv = (suffix: string) =>
           c.argv[c.argv.length - 1] === "--run-dir" ? [...c.argv, join(dir, `${command.replace(/ /g, "-")}-${c.kind.replace(/ /g, "-")}-${suffix}`)] : c.argv;
         const env = { ...process.env, OCLIF_COLUMNS: "100000" }; // no wrapping of the plain message
-        const [plain, asJson] = await Promise.all([runCli(argv("plain"), env), runCli([...argv("json"), "--json"], env)]);
+        // a run directory named in the case is one both runs would lock: they take turns
+        const shared = c.argv.some((a, i) => c.argv[i - 1] === "--run-dir" && a !== undefined);
+        const runPlain = () => runCli(argv("plain"), env);
+        const runJson = () => runCli([...argv("json"), "--json"], env);
+        const [plain, asJson] = shared ? [await runPlain(), await runJson()] : await Promise.all([runPlain(), runJson()]);
         expect(plain.status, plain.stderr).toBe(c.exit);
         expect(asJson.status, asJson.stdout + asJson.stderr).toBe(c.exit);
         const doc = JSON.parse(asJson.stdout) as { error: { code: string; message: string; path?: string; details?: unknown } };
