@@ -95,3 +95,25 @@ for (const dataset of ["checkerboard", "mog1d"] as const) {
     }
   }
 }
+
+/**
+ * The demo's budget (`npm run demo` = `fpd toy` with these defaults): sized for ≤ 10 minutes on 2
+ * CPU cores including set-up. `set` applies to every experiment of the job (base and methods),
+ * `finetuneSet` to the continuations only; `why` is quoted in the report.
+ */
+export const TOY_DEMO = {
+  methods: ["dsm", "order3", "dsm_fpe"] as ("dsm" | "order2" | "order3" | "dsm_fpe" | "order3_fpe")[],
+  baseSteps: 3000,
+  steps: 300,
+  batch: 1000,
+  seeds: [0, 1],
+  nllPoints: 1000,
+  grid: 44,
+  samples: 2000,
+  times: 6,
+  curvePoints: 256,
+  fisher: false,
+  set: [] as string[],
+  finetuneSet: [] as string[],
+  why: "provisional",
+};

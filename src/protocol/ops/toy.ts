@@ -1,6 +1,7 @@
 /**
  * Ops of the toy main job (py/fpdiff/ops/toy.py): toy data, a model's ODE log-density on a grid
- * and its NLL against the entropy floor, samples, and the report's PNG pictures.
+ * (and its mass on the data's support), its NLL against the entropy floor with the per-sample
+ * values for paired comparisons, samples, the mechanism curves along t, and the report's PNGs.
  */
 import { z } from "zod";
 import { defineOp, tensorSchema } from "./define.js";
@@ -40,6 +41,9 @@ export const ToyNllResultSchema = z.object({
   floor: z.number().nullable(),
   floorMethod: z.enum(["exact", "monte-carlo"]).nullable(),
   gap: z.number().nullable(),
+  /** −log p of each test point (float64), in the order of the points: the same points for every
+   *  model given the same (n, seed), so differences between models can be paired. */
+  perSample: tensorSchema,
   n: z.number().int(),
   nfe: z.number().int(),
   /** The ODE solver that answered (see likelihood.nll). */
@@ -49,6 +53,27 @@ export const ToyNllResultSchema = z.object({
   step: z.number().int(),
 });
 export type ToyNllResult = z.infer<typeof ToyNllResultSchema>;
+
+/** Curves along t (each list aligned with `t`); those that need the data score in closed form
+ *  (mixtures, checkerboard) are null for other data, `fisherOde` also when `ode` was false. */
+export const ToyDiagnosticsResultSchema = z.object({
+  t: z.array(z.number()),
+  /** E‖∂t s − ∇x φ̃‖ at x_t ~ q_t (absolute; exact divergence, autodiff ∂t). */
+  residual: z.array(z.number()),
+  /** E‖∂t s‖ and E‖∇x φ̃‖: the two sides of the score FPE. */
+  dtScore: z.array(z.number()),
+  gradPhi: z.array(z.number()),
+  /** E‖std(t)·s_θ‖ and the truth's E‖std(t)·∇log q_t‖. */
+  sigmaScore: z.array(z.number()).nullable(),
+  sigmaScoreTrue: z.array(z.number()).nullable(),
+  /** E[g²‖s_θ − ∇log q_t‖²]: the model score's weighted Fisher divergence to the truth. */
+  scoreError: z.array(z.number()).nullable(),
+  /** E[g²‖∇log p_t^ODE − ∇log q_t‖²]: the ScoreODE's own score's (high-order DSM paper, Fig. 3). */
+  fisherOde: z.array(z.number()).nullable(),
+  n: z.number().int(),
+  seconds: z.number(),
+});
+export type ToyDiagnostics = z.infer<typeof ToyDiagnosticsResultSchema>;
 
 export const DensityPanelSchema = z.strictObject({
   kind: z.literal("density"),
@@ -78,7 +103,39 @@ export const CurvesPanelSchema = z.strictObject({
   /** Optional samples, drawn as a normalised histogram. */
   samples: arrayLike.optional(),
 });
-export const PanelSchema = z.discriminatedUnion("kind", [DensityPanelSchema, SamplesPanelSchema, CurvesPanelSchema]);
+export const LinesPanelSchema = z.strictObject({
+  kind: z.literal("lines"),
+  title: z.string().optional(),
+  series: z
+    .array(
+      z.strictObject({
+        label: z.string().optional(),
+        x: z.array(z.number()),
+        y: z.array(z.number()),
+        yerr: z.array(z.number()).optional(),
+        /** Matplotlib line style and colour (e.g. "C0"): one colour per method across panels. */
+        style: z.enum(["-", "--", ":", "-."]).optional(),
+        color: z.string().optional(),
+      }),
+    )
+    .min(1),
+  xlabel: z.string().optional(),
+  ylabel: z.string().optional(),
+  /** Log axes leave out non-positive values. */
+  logx: z.boolean().optional(),
+  logy: z.boolean().optional(),
+  hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
+});
+export const BarsPanelSchema = z.strictObject({
+  kind: z.literal("bars"),
+  title: z.string().optional(),
+  labels: z.array(z.string()).min(1),
+  values: z.array(z.number()),
+  /** Error bars (e.g. paired standard errors), one per bar. */
+  errors: z.array(z.number()).optional(),
+  ylabel: z.string().optional(),
+});
+export const PanelSchema = z.discriminatedUnion("kind", [DensityPanelSchema, SamplesPanelSchema, CurvesPanelSchema, LinesPanelSchema, BarsPanelSchema]);
 export type Panel = z.input<typeof PanelSchema>;
 
 export const SavedPngSchema = z.object({ path: z.string(), bytes: z.number().int() });
@@ -101,7 +158,8 @@ export const toyOps = {
       weights: weightsArg.optional(),
       /** Points per axis (default 100). */
       n: z.number().int().min(2).max(2000).optional(),
-      /** Grid bounds, one number for every axis or one per axis (default: the data's range ± 5 %). */
+      /** Grid bounds, one number for every axis or one per axis (default: the data's range ± 5 %;
+       *  checkerboard: cells that tile [−4, 4]² exactly, plus ≈ 5 % margin). `n` cells per axis. */
       gridLo: bound.optional(),
       gridHi: bound.optional(),
       /** Also return the true log-density where known (default true). */
@@ -117,7 +175,14 @@ export const toyOps = {
       logp: tensorSchema,
       /** The data law's log-density on the same grid (−inf off the checkerboard), or null. */
       trueLogp: tensorSchema.nullable(),
+      /** Σ over grid cells of density × cell area × the cell's share on the data's support (the
+       *  checkerboard's 8 squares; uniform noise on [−4, 4]² scores 0.5, the data 1), or null. */
+      massOnSupport: z.number().nullable(),
+      /** Σ density × cell area over the grid (≈ 1 when the grid holds the model's mass). */
+      massInGrid: z.number(),
       nfe: z.number().int(),
+      /** The ODE solver that answered (a fallback names itself). */
+      solver: z.string(),
       seconds: z.number(),
     }),
     event: ToyProgressSchema,
@@ -161,6 +226,24 @@ export const toyOps = {
     event: ToyProgressSchema,
     doc: "samples [n, D] of a toy model by the probability-flow ODE or the PC sampler",
   }),
+  "toy.diagnostics": defineOp({
+    args: z.strictObject({
+      model: z.string(),
+      weights: weightsArg.optional(),
+      /** Times in (0, 1] (log-spaced in the toy job). */
+      t: z.array(z.number().gt(0).max(1)).min(1),
+      /** Data points perturbed to each t (default 256), drawn from `seed` as toy.nll's. */
+      n: z.number().int().positive().optional(),
+      seed: z.number().int().nonnegative().optional(),
+      /** Also the ScoreODE's own score and its Fisher divergence (two ODE solves per t; default true). */
+      ode: z.boolean().optional(),
+      rtol: z.number().positive().optional(),
+      atol: z.number().positive().optional(),
+    }),
+    result: ToyDiagnosticsResultSchema,
+    event: ToyProgressSchema,
+    doc: "a toy model's mechanism curves along t: score-FPE residual, ‖σ·s‖, score error, ScoreODE Fisher divergence",
+  }),
   "plot.toy": defineOp({
     args: z.strictObject({
       path: z.string().min(1),
@@ -169,9 +252,11 @@ export const toyOps = {
       columns: z.number().int().positive().optional(),
       /** One colour scale for every density panel (default true). */
       sharedScale: z.boolean().optional(),
+      /** Inches per panel (default 3.2). */
+      panelSize: z.number().min(1).max(20).optional(),
     }),
     result: SavedPngSchema,
-    doc: "a PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves",
+    doc: "a PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves, lines, bars",
   }),
   "plot.lines": defineOp({
     args: z.strictObject({
