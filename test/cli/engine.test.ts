@@ -8,23 +8,78 @@ import { BIN as bin, fpdJson as fpd, runCli } from "../helpers/cli.js";
 const isPng = (p: string) => readFileSync(p).subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
 
 describe("fpd toy (the main job, tiny budget)", () => {
-  it("trains every method, measures the ODE NLL against the floor, writes report.md and pictures", { timeout: 240_000 }, async () => {
+  const jsonKeys = ["protocol", "data", "sde", "budget", "seeds", "control", "methods"];
+  const methodKeys = ["name", "nll", "nllStderr", "pairedDiffToControl", "pairedDiffStderr", "massOnSupport", "residualAbs", "scoreError"];
+
+  it("fine-tunes one DSM base with each method and the control, pairs the NLLs, writes report.md/json and pictures; a rerun resumes to the same numbers", { timeout: 600_000 }, async () => {
     const out = mkdtempSync(join(tmpdir(), "fpd-toy-"));
-    const r = await fpd(["toy", "--steps", "30", "--batch", "128", "--nll-points", "100", "--grid", "12", "--samples", "200", "--out", out, "--device", "cpu"]);
-    expect(r.methods.map((m: { method: string }) => m.method)).toEqual(["dsm", "order3", "dsm_fpe"]);
+    const args = ["toy", "--base-steps", "20", "--steps", "10", "--batch", "128", "--seeds", "0,1", "--nll-points", "60", "--grid", "8",
+      "--samples", "100", "--times", "3", "--curve-points", "16", "--out", out, "--device", "cpu"];
+    const r = await fpd(args);
+    expect(r.protocol).toBe("finetune");
+    expect(r.control).toBe("dsm");
     expect(r.floor).toBeCloseTo(Math.log(32), 4);
-    for (const m of r.methods) {
-      expect(Number.isFinite(m.nll)).toBe(true);
-      expect(m.gap).toBeCloseTo(m.nll - r.floor, 6);
-      expect(m.steps).toBe(30);
-      for (const f of ["metrics.jsonl", "config.json", "run.json", "checkpoints-meta/checkpoint.pth"]) expect(existsSync(join(m.runDir, f)), f).toBe(true);
+    expect(r.base.step).toBe(20);
+    // every continuation starts from the base's step and adds the same further updates
+    expect(r.models.map((m: any) => [m.method, m.seed, m.step])).toEqual([
+      ["dsm", 0, 30], ["order3", 0, 30], ["dsm_fpe", 0, 30], ["dsm", 1, 30], ["order3", 1, 30], ["dsm_fpe", 1, 30]]);
+    for (const m of r.models) {
+      const steps = readFileSync(join(m.runDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+      expect(Math.min(...steps)).toBeGreaterThanOrEqual(20);
+      expect(m.massOnSupport).toBeGreaterThan(0);
+      expect(m.massOnSupport).toBeLessThanOrEqual(m.massInGrid + 1e-9);
     }
+    const json = JSON.parse(readFileSync(r.reportJson, "utf8"));
+    expect(Object.keys(json)).toEqual(jsonKeys);
+    expect(json.budget).toEqual({ baseSteps: 20, steps: 10, batch: 128 });
+    expect(json.seeds).toEqual([0, 1]);
+    expect(json.methods.map((m: any) => m.name)).toEqual(["dsm", "order3", "dsm_fpe"]);
+    for (const m of json.methods) {
+      expect(Object.keys(m)).toEqual(methodKeys); // --no-fisher by default: no fisherOde
+      expect(m.residualAbs.map((p: number[]) => p[0])).toEqual([0.0001, 0.01, 1]);
+      expect(m.scoreError).toHaveLength(3);
+      for (const [, v] of [...m.residualAbs, ...m.scoreError]) expect(v).toBeGreaterThanOrEqual(0);
+      // the pooled NLL is the mean of the seeds' NLLs on the same points
+      const seeds = r.models.filter((x: any) => x.method === m.name);
+      expect(m.nll).toBeCloseTo((seeds[0].nll + seeds[1].nll) / 2, 9);
+    }
+    const [control, order3] = json.methods;
+    expect(control.pairedDiffToControl).toBe(0);
+    expect(control.pairedDiffStderr).toBe(0);
+    expect(order3.pairedDiffToControl).toBeCloseTo(order3.nll - control.nll, 9); // paired on the same points
+    expect(order3.pairedDiffStderr).toBeGreaterThan(0);
+    expect(r.claims.map((c: any) => c.claim)).toHaveLength(3);
     const report = readFileSync(r.report, "utf8");
-    expect(report).toMatch(/\| method \| NLL \(nats\)/);
-    for (const m of r.methods) expect(report).toContain(m.nll.toFixed(4)); // the numbers are the measured ones
-    expect(r.figures).toHaveLength(2);
+    expect(report).toContain("Protocol: fine-tune");
+    for (const m of json.methods) expect(report).toContain(m.nll.toFixed(4)); // the numbers are the measured ones
+    expect(r.figures.map((f: string) => f.split("/").pop())).toEqual(["density.png", "samples.png", "mechanism.png", "nll_diff.png"]);
     for (const f of r.figures) expect(isPng(f)).toBe(true);
-    expect(report).toContain("](density.png)");
+    expect(report).toContain("](mechanism.png)");
+
+    const again = await fpd(args); // everything is resumed from the runs' meta checkpoints
+    expect(again.models.map((m: any) => m.trainSeconds < 30)).toEqual(r.models.map(() => true));
+    expect(JSON.parse(readFileSync(again.reportJson, "utf8"))).toEqual(json);
+  });
+
+  it("--protocol scratch trains each method from scratch and still pairs with the control", { timeout: 300_000 }, async () => {
+    const out = mkdtempSync(join(tmpdir(), "fpd-toy-scratch-"));
+    const r = await fpd(["toy", "--protocol", "scratch", "--methods", "order2", "--steps", "10", "--batch", "64", "--seeds", "3", "--nll-points", "30",
+      "--grid", "8", "--samples", "50", "--times", "0", "--out", out, "--device", "cpu"]);
+    expect(r.base).toBeNull();
+    expect(r.models.map((m: any) => [m.method, m.seed, m.step])).toEqual([["dsm", 3, 10], ["order2", 3, 10]]);
+    const json = JSON.parse(readFileSync(r.reportJson, "utf8"));
+    expect(json.budget).toEqual({ baseSteps: 0, steps: 10, batch: 64 });
+    expect(json.methods[1].residualAbs).toEqual([]);
+    expect(readFileSync(r.report, "utf8")).toContain("Protocol: scratch");
+  });
+
+  it("refuses bad seeds and methods with the flag's name", async () => {
+    const bad = await runCli(["toy", "--seeds", "0,0"]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("--seeds");
+    const m = await runCli(["toy", "--methods", "dsm,order9"]);
+    expect(m.status).toBe(2);
+    expect(m.stderr).toContain("--methods: unknown method order9");
   });
 });
 
