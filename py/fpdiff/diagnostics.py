@@ -319,7 +319,7 @@ def toy_mechanism(
                              callback=tick(0))
     out = {"t": res["t"], "residual": res["residual"], "dt_score": res["lhs"], "grad_phi": res["rhs"]}
     if law is not None:
-        truth = law.to(dtype=x0.dtype, device=x0.device).score_model(model.sde) if hasattr(law, "to") else law.score_model(model.sde)
+        truth = law.to(dtype=x0.dtype, device=x0.device).score_model(model.sde)
         fc = fisher_curve(model, truth, x0, times, ode=ode, rtol=rtol, atol=atol, prior_score=prior_score,
                           generator=generator, callback=tick(len(times)))
         for k, v in fc.items():

@@ -264,6 +264,10 @@ class Checkerboard:
     def dim(self) -> int:
         return 2
 
+    def to(self, dtype=None, device=None) -> "Checkerboard":
+        """Itself: every tensor it makes follows the dtype and device of the points."""
+        return self
+
     def squares(self, dtype=torch.float64, device=None) -> tuple[Tensor, Tensor]:
         """Lower and upper corners [8, 2] of the squares."""
         ij = [(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0]

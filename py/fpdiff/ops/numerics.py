@@ -219,10 +219,10 @@ def fisher(args: Args, ctx: OpContext) -> dict[str, Any]:
     data = lm.experiment.data
     if not isinstance(data, C.ToyDataConfig):
         raise OpError(BAD_REQUEST, "args.model: the Fisher diagnostic needs a toy model", "args.model")
-    mix = toys.toy_mixture(data.dataset, data.dim, data.scale)
+    mix = toys.toy_law(data.dataset, data.dim, data.scale)
     if mix is None:
         raise OpError(BAD_REQUEST, f"args.model: the data score of {data.dataset!r} is not known in closed form "
-                                   "(use mog1d, mog2d or gaussian)", "args.model")
+                                   "(use checkerboard, mog1d, mog2d or gaussian)", "args.model")
     x = _points(args, lm, 500, seed)
     args.done()
     progress = _Progress(ctx, len(ts))
