@@ -98,7 +98,10 @@ export default class Toy extends Command {
             if (e.type === "phase") {
               line?.done();
               line = new ProgressLine(`[${run}] ${PHASES[e.phase]}`, { quiet, unit: e.phase === "train" ? "step" : "points" });
-            } else if (e.type === "evalProgress") line?.progress({ step: e.done, total: e.total });
+            } else if (e.type === "evalProgress") {
+              line?.progress({ step: e.done, total: e.total });
+              if (e.nfe > 0) line?.metrics({ "ODE evaluations": e.nfe }); // one solve covers all points: show it moving
+            }
             else if (e.type === "progress") line?.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
             else if (e.type === "metrics") line?.metrics({ loss: e.loss, ...e.terms });
             else if (e.type === "warning") line?.note(`[${run}] warning: ${e.message}`);

@@ -11,10 +11,10 @@ describe("fpd toy (the main job, tiny budget)", () => {
   const jsonKeys = ["protocol", "data", "sde", "budget", "seeds", "control", "methods"];
   const methodKeys = ["name", "nll", "nllStderr", "pairedDiffToControl", "pairedDiffStderr", "massOnSupport", "residualAbs", "scoreError"];
 
-  it("fine-tunes one DSM base with each method and the control, pairs the NLLs, writes report.md/json and pictures; a rerun resumes to the same numbers", { timeout: 600_000 }, async () => {
+  it("fine-tunes one DSM base with each method and the control, pairs the NLLs, writes report.md/json and pictures; a rerun resumes to the same numbers", { timeout: 900_000 }, async () => {
     const out = mkdtempSync(join(tmpdir(), "fpd-toy-"));
-    const args = ["toy", "--base-steps", "20", "--steps", "10", "--batch", "128", "--seeds", "0,1", "--nll-points", "60", "--grid", "8",
-      "--samples", "100", "--times", "3", "--curve-points", "16", "--out", out, "--device", "cpu"];
+    const args = ["toy", "--base-steps", "20", "--steps", "10", "--batch", "128", "--seeds", "0,1", "--nll-points", "40", "--grid", "8",
+      "--samples", "50", "--times", "3", "--curve-points", "8", "--out", out, "--device", "cpu"];
     const r = await fpd(args);
     expect(r.protocol).toBe("finetune");
     expect(r.control).toBe("dsm");
