@@ -6,9 +6,9 @@
  * Score SDE checkpoint of the same architecture.
  *
  * ∂t s: the reference's 3-point finite difference (hs = 1e-3, hd = 5e-4) for VE. For VP / subVP it
- * would evaluate std(t − 1e-3) at t < 1e-3, which is NaN (a defect of the reference, FACTS §3), so
+ * would evaluate std(t − 1e-3) at t < 1e-3, which is NaN (a defect of the reference, docs/maths.md §5.4), so
  * those presets take ∂t s by forward-mode autodiff. The reference could not build subVP at all; the
- * subVP presets use the score FPE of FACTS §3 with the same hyper-parameters.
+ * subVP presets use the score FPE of docs/maths.md §5.1 with the same hyper-parameters.
  */
 import { data, experiment, loss, model, sampling, sde, training, type Experiment } from "../src/dsl/index.js";
 

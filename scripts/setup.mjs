@@ -65,8 +65,9 @@ function nodeDeps() {
   const want = digest(join(ROOT, "package.json"), join(ROOT, "package-lock.json"));
   if (existsSync(stamp) && readFileSync(stamp, "utf8") === want) return;
   say("installing Node dependencies (package.json changed or node_modules is missing)");
-  // `npm install` rather than `npm ci`: npm 11 lock files can omit other platforms' optional
-  // packages, which makes `npm ci` refuse a lock file that is fine for this machine.
+  // `npm install` rather than `npm ci` (which deletes node_modules every time). The committed lock
+  // is the one npm writes for package.json, every platform's optional packages included, so this
+  // leaves the tracked package-lock.json unmodified (checked by test/scripts/setup.test.ts).
   must("npm", ["install", "--no-audit", "--no-fund"], "npm install");
   writeFileSync(stamp, digest(join(ROOT, "package.json"), join(ROOT, "package-lock.json")));
 }
@@ -80,6 +81,9 @@ function build() {
   if (existsSync(stamp) && statSync(stamp).mtimeMs >= sources) return;
   say("compiling TypeScript (sources changed since the last build)");
   must(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", join(ROOT, "tsconfig.json")], "TypeScript build");
+  // What Python validates and types is generated from the zod schemas just built (npm run gen);
+  // it rewrites nothing when the committed files are current.
+  must(process.execPath, [join(ROOT, "dist", "src", "protocol", "codegen", "main.js"), "--quiet"], "code generation");
   mkdirSync(dirname(stamp), { recursive: true });
   writeFileSync(stamp, new Date().toISOString());
 }

@@ -97,7 +97,10 @@ def _original_class():
     return importlib.import_module("models.ncsnpp").NCSNpp
 
 
-def _original_config(model_cfg: dict, data_cfg: dict):
+def _original_config(model_cfg, data_cfg):
+    """The ml_collections-like object the original reads, from fpdiff's config dataclasses."""
+    import dataclasses
+    model_cfg, data_cfg = dataclasses.asdict(model_cfg), dataclasses.asdict(data_cfg)
     model = SimpleNamespace(**{k: (list(v) if isinstance(v, tuple) else v)
                                for k, v in model_cfg.items() if k != "kind"})
     model.name = "ncsnpp"
@@ -114,7 +117,7 @@ def _sync(device: str) -> None:
 def measure(args) -> dict:
     import torch
 
-    from fpdiff.models import build_network, count_parameters, preset
+    from fpdiff.models import architecture, build_network, count_parameters
 
     device = args.device
     if args.threads:
@@ -123,12 +126,12 @@ def measure(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
         torch.backends.cudnn.allow_tf32 = bool(args.tf32)
         torch.backends.cudnn.benchmark = True
-    p = preset(MODELS[args.model])
+    arch = architecture(MODELS[args.model])
     torch.manual_seed(0)
-    ours = build_network(p["model"], p["data"])
+    ours = build_network(arch.model, arch.data)
     if args.impl == "original":
         cls = _original_class()
-        net = cls(_original_config(p["model"], p["data"]))
+        net = cls(_original_config(arch.model, arch.data))
         net.load_state_dict(ours.state_dict(), strict=True)
     else:
         net = ours
@@ -137,10 +140,10 @@ def measure(args) -> dict:
     net = net.to(memory_format=fmt)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(args.batch, 3, 32, 32, generator=g)
-    if p["data"]["centered"]:
+    if arch.data.centered:
         x = 2 * x - 1
     t = torch.rand(args.batch, generator=g) * (1 - 1e-5) + 1e-5
-    labels = (0.01 * (50 / 0.01) ** t) if p["sde"] == "ve" else 999 * t
+    labels = (0.01 * (50 / 0.01) ** t) if arch.sde == "ve" else 999 * t
     x = x.to(device).contiguous(memory_format=fmt)
     labels = labels.to(device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)

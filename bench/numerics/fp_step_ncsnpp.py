@@ -8,7 +8,7 @@ with its `sde_lib.PDE`, its NCSN++ class, the same weights), in rotation in one 
     .venv/bin/python bench/numerics/fp_step_ncsnpp.py --batch 4 --repeats 5
     python bench/numerics/fp_step_ncsnpp.py --device cuda --batch 48 --nf 128 --repeats 10
 
-The original cannot be imported as published (FACTS §3): its `sde_lib` imports Reshape/Flatten/
+The original cannot be imported as published (docs/maths.md §5.5): its `sde_lib` imports Reshape/Flatten/
 Merge from a `utils` module that defines them inside a function and imports TensorFlow. This
 harness gives it a stand-in `utils` with module-level Reshape/Flatten/Merge (3×32×32 images) and
 its `op` package fpdiff's plain-PyTorch upfirdn2d (its own compiles a CUDA extension); everything
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import os
 import sys
@@ -94,17 +95,19 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from fpdiff.losses import build_loss
-    from fpdiff.models import build_network, preset
+    from fpdiff.models import architecture, build_network
     from fpdiff.score import score_model
     from fpdiff.sde import VPSDE
 
     dev = torch.device(a.device)
-    p = preset("vp/cifar10_ddpmpp_continuous")
-    p["model"].update(nf=a.nf, ch_mult=tuple(int(c) for c in a.ch_mult.split(",")), num_res_blocks=a.num_res_blocks)
+    arch = architecture("vp/cifar10_ddpmpp_continuous").with_model(
+        nf=a.nf, ch_mult=tuple(int(c) for c in a.ch_mult.split(",")), num_res_blocks=a.num_res_blocks)
+    model_fields = {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in dataclasses.asdict(arch.model).items()}
     torch.manual_seed(0)
-    net = build_network(p["model"], p["data"]).to(dev)
+    net = build_network(arch.model, arch.data).to(dev)
     sde = VPSDE()
-    model = score_model(net, sde, p["model"])
+    model = score_model(net, sde, arch.model)
     x = (torch.rand(a.batch, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(dev)
     gen = torch.Generator(device=dev).manual_seed(2)
     dsm = {"kind": "dsm", "weighting": "likelihood", "reduce": "sum"}
@@ -129,14 +132,13 @@ def main() -> None:
         return step
 
     fns = {f"fpdiff/{k}": ours(k) for k in presets}
-    out = {"machine": machine(a.device), "config": vars(a), "model": {k: (list(v) if isinstance(v, tuple) else v)
-                                                                        for k, v in p["model"].items()},
+    out = {"machine": machine(a.device), "config": vars(a), "model": model_fields,
            "parameters": sum(q.numel() for q in net.parameters()), "presets": presets}
     try:
         olosses, osde_lib, oncsnpp = _load_original()
-        cfg = SimpleNamespace(model=SimpleNamespace(**{k: (list(v) if isinstance(v, tuple) else v)
-                                                       for k, v in p["model"].items() if k != "kind"}),
-                              data=SimpleNamespace(**p["data"]), training=SimpleNamespace(continuous=True))
+        cfg = SimpleNamespace(model=SimpleNamespace(**{k: v for k, v in model_fields.items() if k != "kind"}),
+                              data=SimpleNamespace(**dataclasses.asdict(arch.data)),
+                              training=SimpleNamespace(continuous=True))
         cfg.model.name = "ncsnpp"
         onet = oncsnpp.NCSNpp(cfg).to(dev)
         onet.load_state_dict(net.state_dict(), strict=True)

@@ -7,7 +7,7 @@ same network weights, same points, same tolerances.
     .venv/bin/python bench/numerics/likelihood_toy.py                 # CPU
     python bench/numerics/likelihood_toy.py --device cuda --n 20000   # GPU
 
-The toy network (FACTS §4 architecture) is first trained for --train-steps DSM steps on the
+The toy network (docs/maths.md §7.1 architecture) is first trained for --train-steps DSM steps on the
 checkerboard so that the flow is not trivial. The original code runs from its checkout
 (FPD_ORIGINAL_MLE_SCORE_ODE, default /work/orig/LuChengTHU+mle_score_ode); if it cannot be loaded
 the JSON says so and only fpdiff is timed. Writes bench/results/likelihood_toy_<device>_<date>.json.
@@ -41,14 +41,14 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from fpdiff.likelihood import ode_likelihood
     from fpdiff.losses import build_loss
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
     from fpdiff.toys import sample_toy
 
     dev = torch.device(a.device)
     torch.manual_seed(a.seed)
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2}).to(dev)
+    net = ToyScoreMLP(dim=2).to(dev)
     sde = VESDE(0.01, 50.0)
     model = NetworkScore(net, sde, param="eps", label="t")
     loss = build_loss([{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cost of one training step on the 2-D toy (FACTS §4 network, VE, checkerboard, batch 5000): DSM,
+"""Cost of one training step on the 2-D toy (docs/maths.md §7.1 network, VE, checkerboard, batch 5000): DSM,
 error-bounded order 2 and order 3 (exact form, the toy presets), DSM + score-FPE, by fpdiff, side by
 side with the original toy code's steps (mle_score_ode `toy.py` `loss_fn` for `score_eps`,
 `score_eps_second_jac`, `score_eps_third`), run in rotation in one process on the same machine.
@@ -50,14 +50,14 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from fpdiff.losses import build_loss
-    from fpdiff.models import build_network
+    from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
     from fpdiff.toys import sample_toy
 
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2}).to(dev)
+    net = ToyScoreMLP(dim=2).to(dev)
     model = NetworkScore(net, VESDE(0.01, 50.0), param="eps", label="t")
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)

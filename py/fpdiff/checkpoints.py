@@ -1,4 +1,4 @@
-"""Score SDE checkpoints: load, check, restore, inspect, save (FACTS §7).
+"""Score SDE checkpoints: load, check, restore, inspect, save (docs/maths.md §10).
 
 The original format is ``torch.save({'optimizer': Adam.state_dict(), 'model': state_dict of the
 DataParallel-wrapped network ('module.' prefix), 'ema': {'decay', 'num_updates', 'shadow_params'},
@@ -24,9 +24,7 @@ import torch
 import torch.nn as nn
 
 from .files import atomic_path
-from .models import EMA, build_network, cfg_get
-from .models.layers import meta_init
-from .models.presets import PRESETS
+from .models import ARCHITECTURES, EMA, build_network, meta_init
 from .safe_load import (CheckpointError, CorruptCheckpointError, FileReport, NotACheckpointError,
                         UnsafeCheckpointError, safe_torch_load)
 
@@ -241,9 +239,9 @@ def _freeze(v: Any) -> Any:
     return v
 
 
-def preset_layout(model_cfg: Mapping, data_cfg: Mapping) -> Layout:
+def preset_layout(model_cfg: Any, data_cfg: Any) -> Layout:
     """The state-dict layout a config produces (built on the meta device; cached)."""
-    key = (_freeze(model_cfg), _freeze(data_cfg))
+    key = (_freeze(asdict(model_cfg)), _freeze(asdict(data_cfg)))
     lay = _LAYOUT_CACHE.get(key)
     if lay is None:
         with meta_init():
@@ -270,20 +268,21 @@ def match_presets(lay: Layout) -> List[dict]:
     names = [k for k, _, _ in lay]
     nf = _first_conv_width(lay)
     out: List[dict] = []
-    for name, p in PRESETS.items():
-        ref = preset_layout(p["model"], p["data"])
+    for name, arch in ARCHITECTURES.items():
+        ref = preset_layout(arch.model, arch.data)
         if ref == lay:
             out.append({"preset": name, "overrides": {}})
             continue
-        if [k for k, _, _ in ref] == names and nf and nf != p["model"]["nf"]:
-            if preset_layout(dict(p["model"], nf=nf), p["data"]) == lay:
+        if [k for k, _, _ in ref] == names and nf and nf != arch.model.nf:
+            resized = arch.with_model(nf=nf)
+            if preset_layout(resized.model, resized.data) == lay:
                 out.append({"preset": name, "overrides": {"nf": nf}})
     return out
 
 
 def _describe_matches(matches: List[dict]) -> str:
     if not matches:
-        return "it matches none of the known presets (" + ", ".join(sorted(PRESETS)) + ")"
+        return "it matches none of the known presets (" + ", ".join(sorted(ARCHITECTURES)) + ")"
     parts = []
     for m in matches:
         ov = ", ".join(f"model.{k}={v}" for k, v in m["overrides"].items())
@@ -599,7 +598,7 @@ def save_run_checkpoint(workdir: str, state: Mapping, *, k: Optional[int] = None
 # ----------------------------------------------------------------------------------------------
 # conversion between the original format and plain state-dict exports
 
-def infer_configs(ck: Checkpoint) -> Tuple[dict, dict, str]:
+def infer_configs(ck: Checkpoint) -> Tuple[Any, Any, str]:
     """(model_cfg, data_cfg, preset name) of the first preset whose layout the file has."""
     matches = match_presets(layout_of(ck.model))
     if not matches:
@@ -608,8 +607,8 @@ def infer_configs(ck: Checkpoint) -> Tuple[dict, dict, str]:
             + _describe_matches(matches) + "; pass the experiment (model and data config)",
             path=ck.path)
     m = matches[0]
-    p = PRESETS[m["preset"]]
-    return dict(p["model"], **m["overrides"]), dict(p["data"]), m["preset"]
+    arch = ARCHITECTURES[m["preset"]].with_model(**m["overrides"])
+    return arch.model, arch.data, m["preset"]
 
 
 def network_for(ck: Checkpoint, model_cfg: Any = None, data_cfg: Any = None) -> nn.Module:
@@ -678,7 +677,7 @@ def convert(src: str, dst: str, *, to: str, weights: str = "ema", model_cfg: Any
             restore(net, ck, weights="model", ema=ema, optimizer=opt)
             return save_checkpoint(dst, checkpoint_state(net, opt, ema, ck.step or 0))
         restore(net, ck, weights="model")
-        decay = float(cfg_get(model_cfg, "ema_rate", 0.9999))
+        decay = float(model_cfg.ema_rate)
         return save_checkpoint(dst, checkpoint_state(
             net, None, None, step if step is not None else (ck.step or 0), ema_decay=decay))
     raise ValueError("to must be 'safetensors', 'state_dict' or 'score_sde'")

@@ -1,6 +1,6 @@
 """Training data: CIFAR-10 and ImageNet 32×32 from their pickled batches, and the toy sets.
 
-Image files (FACTS §8) are Python pickles — a pickle can name any callable and call it — so they
+Image files (docs/maths.md §11) are Python pickles — a pickle can name any callable and call it — so they
 are read by :class:`RestrictedUnpickler`, which resolves only what a NumPy array needs
 (``numpy.core.multiarray._reconstruct`` of a plain ``ndarray``, numeric ``numpy.dtype``s, NumPy
 scalars, and ``_codecs.encode`` with latin-1 for bytes written by protocol 2) and refuses
@@ -262,24 +262,15 @@ def load_imagenet32(path: str, split: str = "train") -> ImageSet:
     return _load_named(path, names, f"ImageNet32 {split}", 32)
 
 
-def _field(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, dict):
-        if name in cfg:
-            return cfg[name]
-        head, *rest = name.split("_")
-        return cfg.get(head + "".join(p.title() for p in rest), default)
-    return getattr(cfg, name, default)
-
-
 def data_path(data_cfg: Any) -> str:
-    path = _field(data_cfg, "path") or os.environ.get("FPD_DATA_DIR")
+    path = data_cfg.path or os.environ.get("FPD_DATA_DIR")
     if not path:
-        raise DataError(f"data.path is not set (and FPD_DATA_DIR is not either): where is the {_field(data_cfg, 'kind')} data set?")
+        raise DataError(f"data.path is not set (and FPD_DATA_DIR is not either): where is the {data_cfg.kind} data set?")
     return os.path.expanduser(str(path))
 
 
 def load_images(data_cfg: Any, split: str = "train") -> ImageSet:
-    kind = _field(data_cfg, "kind")
+    kind = data_cfg.kind
     path = data_path(data_cfg)
     if kind == "cifar10":
         return load_cifar10(path, split)
@@ -294,23 +285,23 @@ def load_images(data_cfg: Any, split: str = "train") -> ImageSet:
 
 def scaler(data_cfg: Any) -> Callable[[Tensor], Tensor]:
     """[0, 1] → model space: identity, or 2x − 1 when ``centered``."""
-    return (lambda x: 2 * x - 1) if _field(data_cfg, "centered", False) else (lambda x: x)
+    return (lambda x: 2 * x - 1) if data_cfg.centered else (lambda x: x)
 
 
 def inverse_scaler(data_cfg: Any) -> Callable[[Tensor], Tensor]:
-    return (lambda x: (x + 1) / 2) if _field(data_cfg, "centered", False) else (lambda x: x)
+    return (lambda x: (x + 1) / 2) if data_cfg.centered else (lambda x: x)
 
 
 def preprocess(images: Tensor, data_cfg: Any, *, train: bool = True,
                generator: Optional[torch.Generator] = None, device: Any = None) -> Tensor:
     """uint8 [B, C, H, W] → float32 model-space images (Score SDE's pipeline, seeded)."""
     x = images.to(device=device, dtype=torch.float32) / 255.0
-    if train and _field(data_cfg, "random_flip", False):
+    if train and data_cfg.random_flip:
         flip = torch.rand(x.shape[0], generator=generator) < 0.5
         if bool(flip.any()):
             flip = flip.to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if _field(data_cfg, "uniform_dequantization", False):
+    if data_cfg.uniform_dequantization:
         u = torch.rand(x.shape, generator=generator, dtype=torch.float32).to(x.device)
         x = (255.0 * x + u) / 256.0
     return scaler(data_cfg)(x)
@@ -375,9 +366,9 @@ class ToyBatches:
     """A fresh toy sample per step (mle_score_ode's ``inf_train_gen``), seeded by (seed, k)."""
 
     def __init__(self, data_cfg: Any, batch_size: int, seed: int):
-        self.dataset = str(_field(data_cfg, "dataset"))
-        self.dim = _field(data_cfg, "dim")
-        self.scale = _field(data_cfg, "scale")
+        self.dataset = str(data_cfg.dataset)
+        self.dim = data_cfg.dim
+        self.scale = data_cfg.scale
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self._gen = torch.Generator()
@@ -391,7 +382,7 @@ class ToyBatches:
 def make_batches(data_cfg: Any, batch_size: int, seed: int, *, split: str = "train",
                  images: Optional[ImageSet] = None):
     """The batch source for an experiment's ``data`` (toy: fresh samples; images: the split)."""
-    if _field(data_cfg, "kind") == "toy":
+    if data_cfg.kind == "toy":
         return ToyBatches(data_cfg, batch_size, seed)
     if images is None:
         images = load_images(data_cfg, split)

@@ -35,33 +35,21 @@ MAX_EXACT_DIM = 256
 
 @dataclass(frozen=True)
 class FiniteDifference:
-    """The original asymmetric three-point stencil for ∂t s (FACTS §3)."""
+    """The original asymmetric three-point stencil for ∂t s (docs/maths.md §5.4)."""
 
     hs: float = 1e-3
     hd: float = 5e-4
 
 
 def parse_dt(dt: Any) -> str | FiniteDifference:
-    """`"autodiff"` or a finite-difference spec: {"finite_difference": {"hs", "hd"}} (or camelCase,
-    or an object with a `finite_difference` attribute, or a `FiniteDifference`)."""
+    """`"autodiff"`, or the stencil of a loss term's / op's `dt` (a generated `FiniteDifference`
+    config with its `finite_difference` steps), or a `FiniteDifference` as it is."""
     if dt is None or dt == "autodiff":
         return "autodiff"
     if isinstance(dt, FiniteDifference):
         return dt
-    if isinstance(dt, str):
-        if dt in ("finite_difference", "finiteDifference", "fd"):
-            return FiniteDifference()
-        raise ValueError(f"unknown dt estimator {dt!r}")
-    spec = None
-    if isinstance(dt, Mapping):
-        spec = dt.get("finite_difference", dt.get("finiteDifference"))
-    else:
-        spec = getattr(dt, "finite_difference", None)
-    if spec is None:
-        raise ValueError(f"unknown dt estimator {dt!r}")
-    if isinstance(spec, Mapping):
-        return FiniteDifference(float(spec.get("hs", 1e-3)), float(spec.get("hd", 5e-4)))
-    return FiniteDifference(float(getattr(spec, "hs", 1e-3)), float(getattr(spec, "hd", 5e-4)))
+    steps = dt.finite_difference
+    return FiniteDifference(steps.hs, steps.hd)
 
 
 def sample_probes(
@@ -95,7 +83,7 @@ def dt_stencil_offsets(t: Tensor, fd: FiniteDifference, t_min: float) -> tuple[T
     """Per-sample offsets (a, b) of the nodes t+a, t+b used with t itself.
 
     The original evaluates s at t − hs for every t, which leaves the SDE's domain for t < hs
-    (NaN scores for VP, ~5% of uniform draws, FACTS §3). Where t − hs < t_min this uses the
+    (NaN scores for VP, docs/maths.md §5.4). Where t − hs < t_min this uses the
     one-sided nodes t + hd, t + 2hd instead; elsewhere it is the original stencil.
     """
     a = torch.full_like(t, fd.hd)

@@ -1,5 +1,5 @@
 """Log-likelihood and bits/dim by the probability-flow ODE (Song et al. 2021, §4.3, App. D.2;
-FACTS §5).
+docs/maths.md §8).
 
     dx/dt = h(x, t) = f(x, t) − ½ g(t)² s(x, t),   d/dt Δ = ∇·h = ∇·f − ½ g² ∇·s
     log p_ε(x) = log p_T(x_T) + ∫_ε^T ∇·h(x_t, t) dt

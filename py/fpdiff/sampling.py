@@ -1,4 +1,4 @@
-"""Samplers over a `ScoreModel` (Song et al. 2021, §4 and Appendix G; FACTS §6).
+"""Samplers over a `ScoreModel` (Song et al. 2021, §4 and Appendix G; docs/maths.md §9).
 
 Pure functions in the k-diffusion style: a predictor step, a corrector step, and loops that
 call them. Every loop accepts `callback(step, total)` (called after each step; for the ODE
@@ -81,9 +81,8 @@ def langevin_step(model: ScoreModel, sde: SDE, x: Tensor, t: Tensor, snr: float,
 def _sde_with_n(sde: SDE, n: int | None) -> SDE:
     if n is None or int(n) == sde.N:
         return sde
-    cfg = sde.config()
-    cfg["N"] = int(n)
-    return make_sde(cfg)
+    kwargs = {k: v for k, v in sde.config().items() if k != "kind"}
+    return type(sde)(**{**kwargs, "N": int(n)})
 
 
 def pc_sample(
@@ -104,6 +103,8 @@ def pc_sample(
     callback: Callback | None = None,
 ) -> SampleResult:
     """Predictor–corrector sampling (defaults: Score SDE's reverse diffusion + Langevin, snr 0.16)."""
+    if predictor == "none" and corrector == "none":
+        raise ValueError('a PC sampler needs a predictor or a corrector (both are "none")')
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
     if corrector not in CORRECTORS:

@@ -5,7 +5,7 @@ Losses, the likelihood, the samplers and the diagnostics only ever see a `ScoreM
 of (x, t) — no hidden randomness besides a network's own dropout — because the derivative module
 differentiates it in x and t, forward and reverse mode.
 
-Parameterisations of the original networks (FACTS §1, §4):
+Parameterisations of the original networks (docs/maths.md §3):
 
 - VE (NCSN++): label σ(t); the output *is* the score (`scale_by_sigma` divides by σ inside).
 - VP / subVP (DDPM++): label 999·t; score = −output / std(t).
@@ -103,25 +103,15 @@ class FunctionScore(ScoreModel):
         return self.fn(x, t)
 
 
-def _get(cfg: Any, name: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    if isinstance(cfg, dict):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def score_model(network: nn.Module, sde: Any, model_cfg: Any = None) -> NetworkScore:
+def score_model(network: nn.Module, sde: Any, model_cfg: Any) -> NetworkScore:
     """The original parameterisation for a network built from `model_cfg` (contracts.md §1).
 
     ncsnpp / ddpmpp: VE → output is the score with label σ(t); VP / subVP → −output/std with
-    label 999·t. mlp: label t, `param` "eps" (default, score = ε̂/std) or "score".
+    label 999·t. mlp: label t, `param` "eps" (score = ε̂/std) or "score".
     """
     sde = make_sde(sde)
-    kind = str(_get(model_cfg, "kind", "ncsnpp")).lower()
-    if kind == "mlp":
-        param = str(_get(model_cfg, "param", "eps"))
-        return NetworkScore(network, sde, param="eps" if param == "eps" else "score", label="t")
+    if model_cfg.kind == "mlp":
+        return NetworkScore(network, sde, param="eps" if model_cfg.param == "eps" else "score", label="t")
     if sde.kind == "ve":
         return NetworkScore(network, sde, param="score", label="sde")
     return NetworkScore(network, sde, param="noise", label="sde")

@@ -71,7 +71,7 @@ class SDE(ABC):
 
     @abstractmethod
     def label(self, t: Tensor) -> Tensor:
-        """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (FACTS §1)."""
+        """Time label fed to the original networks: VE σ(t), VP / subVP 999·t (docs/maths.md §3)."""
 
     # --- derived quantities -------------------------------------------------------------------
     def mean_coef(self, t: Tensor) -> Tensor:
@@ -183,6 +183,8 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
         super().__init__(N)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"VE needs 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -235,6 +237,8 @@ class VESDE(SDE):
 class _BetaSDE(SDE):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         super().__init__(N)
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(f"{self.kind} needs 0 < beta_min <= beta_max, got {beta_min} and {beta_max}")
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
         # DDPM's discrete β_i = β(i/(N−1))/N and α_i = 1 − β_i, used by the VP discretisation and
@@ -326,31 +330,16 @@ class SubVPSDE(_BetaSDE):
 _KINDS = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 
-def _field(cfg: Any, name: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        for key in (name, _camel(name)):
-            if key in cfg:
-                return cfg[key]
-        return default
-    return getattr(cfg, name, default)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
-
-
 def make_sde(cfg: Any) -> SDE:
-    """Build an SDE from the experiment's `sde` entry (dataclass or snake/camel-case dict)."""
+    """The SDE an experiment's ``sde`` section describes (a generated ``VESDEConfig`` /
+    ``VPSDEConfig`` / ``SubVPSDEConfig``); an SDE is returned as it is."""
     if isinstance(cfg, SDE):
         return cfg
-    kind = _field(cfg, "kind")
-    n = int(_field(cfg, "N", 1000))
-    if kind == "ve":
-        return VESDE(_field(cfg, "sigma_min", 0.01), _field(cfg, "sigma_max", 50.0), n)
-    if kind in ("vp", "subvp"):
-        return _KINDS[kind](_field(cfg, "beta_min", 0.1), _field(cfg, "beta_max", 20.0), n)
-    raise ValueError(f"unknown SDE kind {kind!r}; expected one of {sorted(_KINDS)}")
+    if cfg.kind == "ve":
+        return VESDE(cfg.sigma_min, cfg.sigma_max, cfg.N)
+    if cfg.kind in _KINDS:
+        return _KINDS[cfg.kind](cfg.beta_min, cfg.beta_max, cfg.N)
+    raise ValueError(f"unknown SDE kind {cfg.kind!r}; expected one of {sorted(_KINDS)}")
 
 
 @dataclass

@@ -22,7 +22,7 @@ intervals, and an interval U[l, u] pushed through x = a·x0 + std·z has the den
 (φ(b) − φ(c)) / (std (Φ(b) − Φ(c))), all in log space (no approximation, any t).
 
 Toy data (seeded with a `torch.Generator`): checkerboard and the 1-D MoG exactly as in
-mle_score_ode `toy.py` (FACTS §4), a 2-D ring of 8 Gaussians, a standard Gaussian, two rings,
+mle_score_ode `toy.py` (docs/maths.md §7.2), a 2-D ring of 8 Gaussians, a standard Gaussian, two rings,
 two moons and a swiss roll.
 """
 
@@ -329,7 +329,7 @@ def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
 
 
 def mog1d_mixture(dim: int = 1) -> GaussianMixture:
-    """FACTS §4: means (−2, −6, 4)/7, variances (0.1, 0.1, 1)/49, weights (0.3, 0.3, 0.4); for
+    """docs/maths.md §7.2: means (−2, −6, 4)/7, variances (0.1, 0.1, 1)/49, weights (0.3, 0.3, 0.4); for
     dim > 1 every coordinate shares the component (isotropic, as toy.py's `mog` with dim > 1)."""
     means = torch.tensor([-2.0, -6.0, 4.0], dtype=torch.float64) / 7.0
     var = torch.tensor([0.1, 0.1, 1.0], dtype=torch.float64) / 49.0

@@ -52,6 +52,7 @@ Callback = Callable[[dict], None]
 __all__ = [
     "TrainingError", "Diverged", "TrainingCancelled", "TrainState", "StepResult", "TrainResult",
     "build_state", "build_optimizer", "learning_rate", "init_from_checkpoint", "resume_from_meta",
+    "resume_latest", "set_aside_later_snapshots", "run_checkpoints",
     "train_step", "run", "train", "deterministic_mode", "grad_norm",
 ]
 
@@ -206,6 +207,78 @@ def resume_from_meta(state: TrainState, workdir: str, *, warn: Callback = lambda
         return None
     _restore(state, path, what="meta checkpoint", warn=warn)
     return path
+
+
+def _snapshots(workdir: str) -> list[tuple[int, str]]:
+    """``(k, path)`` of ``checkpoints/checkpoint_<k>.pth``, newest (largest k) first."""
+    d = os.path.join(workdir, "checkpoints")
+    found = []
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        stem, ext = os.path.splitext(name)
+        if ext == ".pth" and stem.startswith("checkpoint_") and stem[len("checkpoint_"):].isdigit():
+            found.append((int(stem[len("checkpoint_"):]), os.path.join(d, name)))
+    return sorted(found, reverse=True)
+
+
+def _unreadable(path: str) -> Optional[str]:
+    """Why the file cannot be loaded at all (missing, truncated, not a checkpoint), else None."""
+    try:
+        ck.load_checkpoint(path, map_location="cpu")
+    except (ck.CheckpointError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def run_checkpoints(workdir: str) -> list[str]:
+    """Every checkpoint a run left in ``workdir`` (meta file and snapshots)."""
+    meta = ck.meta_checkpoint_path(workdir)
+    return ([meta] if os.path.isfile(meta) else []) + [p for _, p in _snapshots(workdir)]
+
+
+def resume_latest(state: TrainState, workdir: str, *, warn: Callback = lambda e: None) -> Optional[str]:
+    """Restore the newest intact checkpoint of ``workdir``: the meta file, else — when it is
+    missing or unreadable — the newest snapshot that loads (a warning says which). Returns its
+    path, or None when the directory holds no checkpoint. A file that loads but does not fit the
+    experiment is an error, not a reason to go further back."""
+    meta = ck.meta_checkpoint_path(workdir)
+    candidates = ([(meta, "meta checkpoint")] if os.path.isfile(meta) else []) + [(p, "snapshot") for _, p in _snapshots(workdir)]
+    missing = [] if os.path.isfile(meta) else [f"{meta} is missing"]
+    skipped: list[str] = []
+    for path, what in candidates:
+        try:
+            _restore(state, path, what=what, warn=warn)
+        except TrainingError:
+            why = _unreadable(path)
+            if why is None:
+                raise  # readable but unfit (another network, a bad step…): going back would hide it
+            skipped.append(f"{path} is unreadable ({why})")
+            continue
+        if what != "meta checkpoint":
+            warn({"type": "warning", "message": f"resuming from the newest intact snapshot {path} (step {state.step}): "
+                                                + "; ".join(missing + skipped)})
+        return path
+    if skipped:
+        raise TrainingError(f"{workdir}: no checkpoint of this run can be read: " + "; ".join(skipped))
+    return None
+
+
+def set_aside_later_snapshots(workdir: str, step: int, snapshot_freq: int, *, warn: Callback = lambda e: None) -> list[str]:
+    """Move snapshots a run resumed at ``step`` would write again (index k with k·snapshotFreq ≥
+    step: states past the resume point, of another history or unreadable) into
+    ``checkpoints/superseded-<time>/`` rather than overwrite them; returns their new paths."""
+    later = [p for k, p in _snapshots(workdir) if k * snapshot_freq >= step]
+    if not later:
+        return []
+    dest = os.path.join(workdir, "checkpoints", time.strftime("superseded-%Y%m%dT%H%M%S", time.gmtime()))
+    os.makedirs(dest, exist_ok=True)
+    moved = []
+    for p in later:
+        target = os.path.join(dest, os.path.basename(p))
+        os.replace(p, target)
+        moved.append(target)
+    warn({"type": "warning", "message": f"snapshots past the resume point (step {step}) were kept in {dest} "
+                                        f"instead of being overwritten: {', '.join(os.path.basename(p) for p in moved)}"})
+    return moved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,12 +503,19 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
     if on_state is not None:
         on_state(state)
     start_from: Optional[dict] = None
-    resumed = resume_from_meta(state, workdir, warn=emit) if resume else None
+    resumed = resume_latest(state, workdir, warn=emit) if resume else None
     if resumed is not None:
-        start_from = {"kind": "meta", "path": resumed, "step": state.step}
+        kind = "meta" if resumed == ck.meta_checkpoint_path(workdir) else "snapshot"
+        start_from = {"kind": kind, "path": resumed, "step": state.step}
+        set_aside_later_snapshots(workdir, state.step, int(experiment.training.snapshot_freq), warn=emit)
         if init:
             emit({"type": "warning", "message": f"resuming from {resumed} (step {state.step}); init {init} is not used"})
     else:
+        earlier = run_checkpoints(workdir)
+        if earlier:
+            raise TrainingError(
+                f"{workdir} holds checkpoints of an earlier run ({', '.join(os.path.relpath(p, workdir) for p in earlier[:4])}"
+                f"{', …' if len(earlier) > 4 else ''}); fpdiff never overwrites them: resume that run, or choose another workdir")
         if resume:
             emit({"type": "warning", "message": f"no meta checkpoint in {workdir}: starting {'from ' + init if init else 'afresh'}"})
         if init:
@@ -446,8 +526,6 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
                     f"{init} is at step {state.step} and training.nIters is {experiment.training.n_iters}: fine-tuning "
                     f"continues the checkpoint's step count (as the originals), so set nIters to {state.step} + the "
                     "number of steps to train", "experiment.training.nIters")
-        elif os.path.isfile(ck.meta_checkpoint_path(workdir)):
-            emit({"type": "warning", "message": f"{workdir} holds checkpoints of an earlier run; this run starts afresh and overwrites them (pass resume to continue it)"})
     if batches is None:
         batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
     result = run(state, workdir, batches, max_steps=max_steps, callback=emit, event_interval=event_interval,

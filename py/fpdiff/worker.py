@@ -6,8 +6,16 @@ runs at a time while the worker stays responsive. Replies made on the compute th
 back through an inproc PUSH/PULL pair because ZeroMQ sockets must not be shared across threads.
 
 On start the worker prints one JSON line on stdout (``{"ready": true, "endpoint", "pid",
-"protocol"}``) and from then on sends anything printed to stdout to stderr. It exits when asked
-(``shutdown``, SIGTERM) or when its stdin closes (the parent died).
+"protocol", "auth"}``) and from then on sends anything printed to stdout to stderr. ``auth`` holds
+the secret every connection must present (:mod:`fpdiff.auth`); where it listens is
+:mod:`fpdiff.endpoint`'s choice. It exits when asked (``shutdown``, SIGTERM) or when its stdin
+closes (the parent died).
+
+Replies are never dropped: the ROUTER routes mandatorily with no send high-water mark, so a
+reply waits until its peer reads it (the bridge bounds how many requests it has on the wire, so
+that backlog is bounded too); a reply to a peer that has gone is discarded. Incoming messages
+larger than the limit (plus a small margin) are cut off by ZeroMQ (``MAXMSGSIZE``) before they
+are buffered.
 """
 
 from __future__ import annotations
@@ -16,10 +24,8 @@ import argparse
 import collections
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -29,11 +35,16 @@ from typing import Any
 
 import zmq
 
+from . import endpoint as E
 from . import protocol as P
-from .ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState, load_all
+from .auth import Authenticator
+from .ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState, load_all
 
 
 ZERO_COPY_BYTES = 1 << 16
+# Messages up to this much over the limit are read and answered TOO_LARGE (naming the request);
+# anything larger is cut off by ZeroMQ before it is buffered.
+OVERSIZE_MARGIN = 1 << 16
 
 
 @dataclass
@@ -73,37 +84,23 @@ class Server:
         self.cond = threading.Condition()
         self.running: Job | None = None
         self.stopping = False
-        self.tmpdir: str | None = None
+        self.auth = Authenticator(self.ctx)  # bound before the ROUTER: no handshake goes unjudged
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 1000)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes + OVERSIZE_MARGIN)
+        self.auth.secure(self.router)
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind("inproc://replies")
         self._local = threading.local()
-        self.endpoint = self._bind()
+        E.remove_dead_worker_dirs()
+        self.bound = E.bind(self._bind_router, forced=os.environ.get("FPD_ENDPOINT"), ipc=zmq.has("ipc"))
+        self.endpoint = self.bound.address
 
-    # -- socket set-up -------------------------------------------------------------------------
-
-    def _bind(self) -> str:
-        forced = os.environ.get("FPD_ENDPOINT")
-        if forced:
-            self.router.bind(forced)
-            return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if zmq.has("ipc"):
-            try:
-                self.tmpdir = tempfile.mkdtemp(prefix="fpd-")  # created 0700: only this user connects
-                os.chmod(self.tmpdir, 0o700)
-                self.router.bind(f"ipc://{self.tmpdir}/w.sock")
-                return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-            except zmq.ZMQError:
-                self._cleanup_tmp()
-        self.router.bind("tcp://127.0.0.1:*")
+    def _bind_router(self, address: str) -> str:
+        self.router.bind(address)
         return self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-
-    def _cleanup_tmp(self) -> None:
-        if self.tmpdir:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -128,9 +125,17 @@ class Server:
         frames = [identity, payload]
         copy = len(payload) < ZERO_COPY_BYTES  # zero-copy costs more than a memcpy for small messages
         if threading.current_thread() is threading.main_thread():
-            self.router.send_multipart(frames, copy=copy)
+            self._route(frames, copy)
         else:
             self._push().send_multipart(frames, copy=copy)
+
+    def _route(self, frames: list, copy: bool) -> None:
+        """Send on the ROUTER (I/O thread only); a reply to a peer that has gone is discarded."""
+        try:
+            self.router.send_multipart(frames, copy=copy)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
 
     def send_error(self, identity: bytes, req_id: Any, exc: BaseException) -> None:
         if isinstance(exc, P.ProtocolError):
@@ -180,7 +185,7 @@ class Server:
                 job = self.queue.popleft()
                 self.running = job
             try:
-                result = REGISTRY[job.op].handler(Args(job.args), job.ctx)
+                result = REGISTRY[job.op].run(job.args, job.ctx)
                 self.send(job.identity, job.req_id, "result", result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -214,10 +219,15 @@ class Server:
             self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
             return
         spec = REGISTRY[op_name]
+        try:
+            args = spec.parse(args)  # against the op's generated schema, before anything runs
+        except P.ProtocolError as exc:
+            self.send_error(identity, req_id, exc)
+            return
         ctx = OpContext(req_id, op_name, self.state, partial(self.send, identity, req_id, "event"), server=self)
         if spec.control:
             try:
-                self.send(identity, req_id, "result", spec.handler(Args(args), ctx))
+                self.send(identity, req_id, "result", spec.run(args, ctx))
             except BaseException as exc:  # noqa: BLE001
                 self.send_error(identity, req_id, exc)
             return
@@ -269,6 +279,7 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.auth.socket, zmq.POLLIN)
         deadline: float | None = None
         try:
             while True:
@@ -276,23 +287,35 @@ class Server:
                     if sock is self.router:
                         frames = self.router.recv_multipart(copy=False)
                         if len(frames) != 2:
-                            continue  # not a DEALER peer; nothing sensible to answer
+                            self.refuse_frames(frames)
+                            continue
                         # msgpack reads the frame's buffer in place: no copy of the message
                         self.handle(frames[0].bytes, frames[1].buffer)
-                    else:
+                    elif sock is self.pull:
                         frames = self.pull.recv_multipart(copy=False)
-                        self.router.send_multipart(frames, copy=len(frames[-1].buffer) < ZERO_COPY_BYTES)
+                        self._route(frames, len(frames[-1].buffer) < ZERO_COPY_BYTES)
+                    else:
+                        self.auth.handle()
                 if self.stopping:
                     deadline = deadline or time.monotonic() + shutdown_grace
                     if not compute.is_alive() or time.monotonic() > deadline:
                         # forward the last replies of the compute thread before leaving
                         while self.pull.poll(50):
-                            self.router.send_multipart(self.pull.recv_multipart(copy=False), copy=False)
+                            self._route(self.pull.recv_multipart(copy=False), False)
                         break
         finally:
             self.router.close(linger=500)
             self.pull.close(linger=0)
-            self._cleanup_tmp()
+            self.auth.close()
+            self.bound.close()
+
+    def refuse_frames(self, frames: list) -> None:
+        """A request is one frame after the peer's identity; answer anything else BAD_REQUEST."""
+        identity = frames[0].bytes
+        head = P.peek_header(frames[1].buffer) if len(frames) > 1 else {}
+        req_id = head.get("id") if isinstance(head.get("id"), (int, str)) and not isinstance(head.get("id"), bool) else None
+        self.send(identity, req_id, "error", P.error_data(
+            P.BAD_REQUEST, f"envelope: a request is one message frame, got {len(frames) - 1}", field="envelope"))
 
 
 def _watch_stdin(server: Server) -> None:
@@ -321,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(limits, max_queue=ns.max_queue)
     signal.signal(signal.SIGTERM, lambda *_: server.request_shutdown())
 
-    ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION}
+    ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION,
+             "auth": server.auth.credentials()}
+    E.say_tcp(server.bound)
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must never reach the ready channel

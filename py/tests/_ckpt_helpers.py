@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
+
+from fpdiff import config as C
+from fpdiff.config import CIFAR10Config, NCSNppConfig
 
 # The original-format fixtures (and their expected outputs) travel with the repository, so a clean
 # clone tests against them; FPD_REFERENCE_CHECKPOINTS points elsewhere if wanted.
@@ -36,12 +40,24 @@ def fixture_paths(name: str) -> Tuple[str, str]:
     return os.path.join(d, f"{name}.pth"), os.path.join(d, f"{name}_io.pt")
 
 
-def fixture_configs(name: str) -> Tuple[dict, dict]:
-    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config with ``kind`` added."""
+def configs_of_original(config_model: dict, config_data: dict) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """fpdiff's config dataclasses for a Score SDE ``config.model`` / ``config.data`` (JSON dicts).
+
+    Every ``config.model`` field has the same name in ``NCSNppConfig`` (the original names the class
+    'ncsnpp' for DDPM++ too); the data set's name is the config's kind.
+    """
+    def plain(v):
+        return tuple(v) if isinstance(v, list) else v
+
+    model = NCSNppConfig(**{k: plain(v) for k, v in config_model.items() if k != "name"})
+    data = CIFAR10Config(**{k: plain(v) for k, v in config_data.items() if k != "dataset"})
+    return model, data
+
+
+def fixture_configs(name: str) -> Tuple[NCSNppConfig, CIFAR10Config]:
+    """(model_cfg, data_cfg) of a fixture: its JSON's Score SDE config as fpdiff dataclasses."""
     meta = fixture_meta(name)
-    model = dict(meta["config_model"])
-    model["kind"] = "ncsnpp"          # the original config name; DDPM++ is the same class
-    return model, dict(meta["config_data"])
+    return configs_of_original(meta["config_model"], meta["config_data"])
 
 
 def manifests() -> List[str]:
@@ -78,12 +94,12 @@ def score_by_rule(meta: dict, out: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     return -out / std[:, None, None, None]
 
 
-def sde_cfg(meta: dict) -> Dict:
+def sde_cfg(meta: dict) -> C.SDEConfig:
     sde = meta["sde"]
     if sde["class"] == "VESDE":
-        return {"kind": "ve", "sigma_min": sde["sigma_min"], "sigma_max": sde["sigma_max"], "N": sde["N"]}
-    kind = "vp" if sde["class"] == "VPSDE" else "subvp"
-    return {"kind": kind, "beta_min": sde["beta_min"], "beta_max": sde["beta_max"], "N": sde["N"]}
+        return C.VESDEConfig(sigma_min=sde["sigma_min"], sigma_max=sde["sigma_max"], N=sde["N"])
+    cls = C.VPSDEConfig if sde["class"] == "VPSDE" else C.SubVPSDEConfig
+    return cls(beta_min=sde["beta_min"], beta_max=sde["beta_max"], N=sde["N"])
 
 
 # --- the original Score SDE network, imported read-only for comparisons ------------------------
@@ -129,9 +145,11 @@ def original_ncsnpp_class():
     return _ORIGINAL["cls"]
 
 
-def original_config(model_cfg: dict, data_cfg: dict):
+def original_config(model_cfg: Any, data_cfg: Any):
     """The ml_collections-like object the original constructor reads."""
     from types import SimpleNamespace
+    if dataclasses.is_dataclass(model_cfg):
+        model_cfg, data_cfg = dataclasses.asdict(model_cfg), dataclasses.asdict(data_cfg)
     model = SimpleNamespace(**{k: (list(v) if isinstance(v, tuple) else v)
                                for k, v in model_cfg.items() if k != "kind"})
     model.name = "ncsnpp"

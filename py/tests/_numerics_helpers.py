@@ -7,13 +7,20 @@ import torch.nn as nn
 
 from fpdiff.score import ScoreModel
 from fpdiff.sde import make_sde
+from fpdiff import schema
+from fpdiff.config import LossConfig, SubVPSDEConfig, VESDEConfig, VPSDEConfig
 from fpdiff.toys import GaussianMixture
 
 SDE_KINDS = ("ve", "vp", "subvp")
 
 
+def wire_loss(*terms: dict) -> LossConfig:
+    """Loss terms written as on the wire (camelCase JSON), read as the worker reads them."""
+    return schema.parse("$defs/LossConfig", {"terms": list(terms)})
+
+
 def sde_of(kind: str):
-    return make_sde({"kind": kind})
+    return make_sde({"ve": VESDEConfig, "vp": VPSDEConfig, "subvp": SubVPSDEConfig}[kind]())
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -41,6 +41,9 @@ class WorkerClient:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # the worker accepts only connections that present its secret (fpdiff.auth)
+        self.sock.setsockopt(zmq.PLAIN_USERNAME, self.ready["auth"]["username"].encode())
+        self.sock.setsockopt(zmq.PLAIN_PASSWORD, self.ready["auth"]["password"].encode())
         self.sock.connect(self.ready["endpoint"])
         self.ids = itertools.count(1)
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from fpdiff import checkpoints as C
 from fpdiff import safe_load as S
-from fpdiff.models import EMA, build_network
+from fpdiff.models import EMA, DDPMpp, build_network
 
 from _ckpt_helpers import (FIXTURES, fixture_configs, fixture_meta, fixture_paths, labels_by_rule,
                            rel_err, score_by_rule, sde_cfg)
@@ -97,7 +97,7 @@ def _restored(name):
     ck = C.load_checkpoint(ckpt_path)
     net = build_network(model_cfg, data_cfg)
     opt = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8)
-    ema = EMA(net.parameters(), decay=model_cfg["ema_rate"])
+    ema = EMA(net.parameters(), decay=model_cfg.ema_rate)
     C.restore(net, ck, weights="model", optimizer=opt, ema=ema)
     return net, opt, ema, ck
 
@@ -173,8 +173,7 @@ def test_restored_optimizer_can_take_a_step():
 
 
 def test_atomic_save_keeps_previous_file_when_interrupted(tmp_path, monkeypatch):
-    net = build_network({"kind": "ddpmpp", "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1},
-                        {"image_size": 16, "centered": True})
+    net = DDPMpp(nf=8, ch_mult=(1, 2), num_res_blocks=1, image_size=16)
     target = str(tmp_path / "checkpoint.pth")
     first = C.save_checkpoint(target, C.checkpoint_state(net, step=1))
 
@@ -196,8 +195,7 @@ def test_atomic_save_keeps_previous_file_when_interrupted(tmp_path, monkeypatch)
 
 
 def test_run_directory_layout(tmp_path):
-    net = build_network({"kind": "ddpmpp", "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1},
-                        {"image_size": 16, "centered": True})
+    net = DDPMpp(nf=8, ch_mult=(1, 2), num_res_blocks=1, image_size=16)
     state = C.checkpoint_state(net, step=7)
     a = C.save_run_checkpoint(str(tmp_path), state, k=3)
     b = C.save_run_checkpoint(str(tmp_path), state, meta=True)
@@ -291,11 +289,10 @@ def test_checkpoint_of_another_architecture_names_its_preset():
 
 
 def test_full_size_layout_matches_preset_exactly():
-    from fpdiff.models import preset
-    from fpdiff.models.layers import meta_init
-    p = preset("ve/cifar10_ncsnpp_deep_continuous")
+    from fpdiff.models import architecture, meta_init
+    arch = architecture("ve/cifar10_ncsnpp_deep_continuous")
     with meta_init():
-        net = build_network(p["model"], p["data"])
+        net = build_network(arch.model, arch.data)
     matches = C.match_presets(C.layout_of(net.state_dict()))
     assert matches == [{"preset": "ve/cifar10_ncsnpp_deep_continuous", "overrides": {}}]
 

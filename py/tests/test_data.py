@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from fpdiff import config as C
+
 from fpdiff import data as D
 
 
@@ -103,33 +105,33 @@ def test_missing_files_are_named(tmp_path, monkeypatch):
         D.load_cifar10(str(tmp_path / "nope"), "train")
     monkeypatch.delenv("FPD_DATA_DIR", raising=False)
     with pytest.raises(D.DataError, match="data.path is not set"):
-        D.load_images({"kind": "cifar10", "path": None})
+        D.load_images(C.CIFAR10Config())
     monkeypatch.setenv("FPD_DATA_DIR", str(d))
-    assert len(D.load_images({"kind": "cifar10", "path": None}, "test")) == 2
+    assert len(D.load_images(C.CIFAR10Config(), "test")) == 2
 
 
 def test_preprocessing_follows_score_sde():
     imgs = torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(2, 3, 32, 32)
-    plain = D.preprocess(imgs, {"centered": False, "random_flip": False, "uniform_dequantization": False})
+    plain = D.preprocess(imgs, C.CIFAR10Config(random_flip=False))
     assert plain.dtype == torch.float32 and torch.allclose(plain, imgs.float() / 255.0)
-    centered = D.preprocess(imgs, {"centered": True})
+    centered = D.preprocess(imgs, C.CIFAR10Config(centered=True, random_flip=False))
     assert torch.allclose(centered, 2 * imgs.float() / 255.0 - 1) and centered.min() >= -1 and centered.max() <= 1
     g = torch.Generator().manual_seed(0)
-    deq = D.preprocess(imgs, {"uniformDequantization": True}, generator=g)  # camelCase keys work too
+    deq = D.preprocess(imgs, C.CIFAR10Config(uniform_dequantization=True, random_flip=False), generator=g)
     u = deq * 256 - imgs.float()  # x = (255·(k/255) + u)/256 → u = 256x − k
     assert (u >= -1e-4).all() and (u < 1 + 1e-4).all() and u.std() > 0.2
     many = imgs[:1].expand(64, -1, -1, -1)
-    flipped = D.preprocess(many, {"random_flip": True}, generator=torch.Generator().manual_seed(1))
+    flipped = D.preprocess(many, C.CIFAR10Config(random_flip=True), generator=torch.Generator().manual_seed(1))
     same = [torch.equal(f, many[0].float() / 255) for f in flipped]
     mirrored = [torch.equal(f, many[0].flip(-1).float() / 255) for f in flipped]
     assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
-    assert torch.equal(D.preprocess(many, {"random_flip": True}, train=False), many.float() / 255)
-    assert torch.allclose(D.inverse_scaler({"centered": True})(D.scaler({"centered": True})(plain)), plain)
+    assert torch.equal(D.preprocess(many, C.CIFAR10Config(random_flip=True), train=False), many.float() / 255)
+    assert torch.allclose(D.inverse_scaler(C.CIFAR10Config(centered=True))(D.scaler(C.CIFAR10Config(centered=True))(plain)), plain)
 
 
 def test_image_batches_are_functions_of_seed_and_step(tmp_path):
     d, _ = write_cifar_dir(tmp_path, n=6)
-    cfg = {"kind": "cifar10", "path": str(d), "random_flip": True, "uniform_dequantization": True}
+    cfg = C.CIFAR10Config(path=str(d), random_flip=True, uniform_dequantization=True)
     a = D.make_batches(cfg, batch_size=4, seed=11)
     b = D.make_batches(cfg, batch_size=4, seed=11)
     # b asked out of order (as after a resume) gives the same batches
@@ -148,7 +150,7 @@ def test_image_batches_are_functions_of_seed_and_step(tmp_path):
 
 
 def test_toy_batches_are_functions_of_seed_and_step():
-    cfg = {"kind": "toy", "dataset": "checkerboard", "dim": 2}
+    cfg = C.ToyDataConfig(dataset="checkerboard", dim=2)
     a, b = D.make_batches(cfg, 500, seed=1), D.make_batches(cfg, 500, seed=1)
     x = a.batch(5)
     assert x.shape == (500, 2) and x.dtype == torch.float32

@@ -82,7 +82,7 @@ def test_finite_difference_stays_in_the_domain_for_small_t():
     x = torch.randn(32, 2, generator=gen(0), dtype=torch.float64)
     t = torch.linspace(1e-5, 9e-4, 32, dtype=torch.float64)
     assert torch.isnan(sde.marginal_std(t - 1e-3)).any()  # the reference's failure mode
-    _, fd = dv.dt_score(m, x, t, "finite_difference", t_min=1e-5)
+    _, fd = dv.dt_score(m, x, t, FiniteDifference(), t_min=1e-5)
     _, exact = dv.dt_score(m, x, t)
     assert torch.isfinite(fd).all()
     rel = (fd - exact).norm(dim=1) / exact.norm(dim=1)
@@ -96,11 +96,13 @@ def test_finite_difference_stays_in_the_domain_for_small_t():
 
 
 def test_parse_dt_forms():
+    from fpdiff import config as C
+
     assert parse_dt("autodiff") == "autodiff"
-    assert parse_dt({"finiteDifference": {"hs": 2e-3, "hd": 1e-3}}) == FiniteDifference(2e-3, 1e-3)
-    assert parse_dt({"finite_difference": {}}) == FiniteDifference()
-    with pytest.raises(ValueError):
-        parse_dt("nonsense")
+    steps = C.FiniteDifferenceSteps(hs=2e-3, hd=1e-3)
+    assert parse_dt(C.FiniteDifference(finite_difference=steps)) == FiniteDifference(2e-3, 1e-3)
+    assert parse_dt(C.FiniteDifference()) == FiniteDifference()  # the DSL's default steps
+    assert parse_dt(FiniteDifference(1e-2, 1e-2)) == FiniteDifference(1e-2, 1e-2)
 
 
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])

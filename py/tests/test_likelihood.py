@@ -1,4 +1,4 @@
-"""ODE likelihood (FACTS §5) against analytic log-densities."""
+"""ODE likelihood (docs/maths.md §8) against analytic log-densities."""
 
 import math
 

@@ -10,13 +10,13 @@ import torch
 
 from fpdiff.losses import build_loss
 
-from _numerics_helpers import FunctionalMLP, functional_weights, gen, sde_of
+from _numerics_helpers import FunctionalMLP, functional_weights, gen, sde_of, wire_loss
 
 CASES = [
-    ("vp", [{"kind": "dsm"}]),
+    ("vp", [{"kind": "dsm", "reduce": "mean"}]),
     ("ve", [{"kind": "dsm", "weighting": "likelihood", "reduce": "sum"}]),
-    ("vp", [{"kind": "dsm", "weighting": "likelihood", "importanceSampling": True}]),
-    ("vp", [{"kind": "dsm", "weighting": "likelihood"},
+    ("vp", [{"kind": "dsm", "weighting": "likelihood", "importanceSampling": True, "reduce": "mean"}]),
+    ("vp", [{"kind": "dsm", "weighting": "likelihood", "reduce": "mean"},
             {"kind": "scoreFpe", "mode": "both", "div": "exact", "dt": "autodiff"}]),
     ("subvp", [{"kind": "scoreFpe", "mode": "vector", "div": "hutchinson", "m": 1, "weighting": "convention",
                 "dt": {"finiteDifference": {"hs": 1e-3, "hd": 5e-4}}}]),
@@ -30,7 +30,7 @@ def test_gradcheck(kind, terms):
     sde = sde_of(kind)
     weights = functional_weights(2, hidden=3)
     x0 = torch.randn(3, 2, generator=gen(0), dtype=torch.float64)
-    expr = build_loss(terms)
+    expr = build_loss(wire_loss(*terms))
 
     def f(*w):
         model = FunctionalMLP(sde, *w)
@@ -47,8 +47,8 @@ def test_high_order_gradients_are_finite(kind, estimator):
     sde = sde_of(kind)
     weights = functional_weights(2, hidden=3)
     x0 = torch.randn(3, 2, generator=gen(0), dtype=torch.float64)
-    expr = build_loss([{"kind": "dsm"}, {"kind": "highOrder", "order": 3, "estimator": estimator,
-                                          "parts": ["frobenius", "trace"]}])
+    expr = build_loss(wire_loss({"kind": "dsm", "reduce": "mean"},
+                                {"kind": "highOrder", "order": 3, "estimator": estimator, "parts": ["frobenius", "trace"]}))
     total = expr(FunctionalMLP(sde, *weights), x0, generator=gen(1)).total
     grads = torch.autograd.grad(total, weights)
     assert all(torch.isfinite(g).all() for g in grads)

@@ -1,9 +1,10 @@
-"""Error-bounded high-order DSM (FACTS §4): formulas, Hutchinson vs exact, consistency."""
+"""Error-bounded high-order DSM (docs/maths.md §6): formulas, Hutchinson vs exact, consistency."""
 
 import pytest
 import torch
 
 
+from fpdiff import config as C
 from fpdiff.losses import DSMLoss, HighOrderLoss, build_loss
 from fpdiff.score import NetworkScore, ScoreModel
 
@@ -22,7 +23,7 @@ def _draw(dim=2, b=8, seed=0):
 
 
 def _toy_reference(model, x0, t, z):
-    """FACTS §4 toy formulas written in ε̂ = σ·s, J_ε = ∂ε̂/∂x, by plain autograd."""
+    """docs/maths.md §6.2 toy formulas written in ε̂ = σ·s, J_ε = ∂ε̂/∂x, by plain autograd."""
     sde = model.sde
     sig = sde.marginal_std(t)[:, None]
     xt = (sde.mean_coef(t)[:, None] * x0 + sig * z).requires_grad_(True)
@@ -46,8 +47,9 @@ def test_exact_form_equals_toy_formulas(kind):
     model = _model(kind)
     x0, t, z = _draw()
     l2, l2tr, l3 = _toy_reference(model, x0, t, z)
-    term = HighOrderLoss(order=3, parts=("frobenius", "trace"), lambdas={"second": 0.5, "third": 0.1},
-                         estimator="exact")
+    term = HighOrderLoss(C.HighOrderTerm(order=3, parts=("frobenius", "trace"),
+                                         lambdas=C.HighOrderLambdas(second=0.5, third=0.1),
+                                         estimator="exact"))
     res = build_loss([term])(model, x0, t=t, z=z)
     torch.testing.assert_close(res.terms["high_order.frobenius"], l2)
     torch.testing.assert_close(res.terms["high_order.trace"], l2tr)
@@ -63,10 +65,10 @@ def test_exact_form_equals_toy_formulas(kind):
 
 
 def test_hutchinson_form_equals_image_formulas():
-    """FACTS §4 image version, with the probe drawn by the expression."""
+    """docs/maths.md §6.3 image version, with the probe drawn by the expression."""
     model = _model("vp", dim=3)
     x0, t, z = _draw(dim=3)
-    expr = build_loss([HighOrderLoss(order=3, estimator="hutchinson", probe="rademacher")])
+    expr = build_loss([HighOrderLoss(C.HighOrderTerm(order=3, estimator="hutchinson", probe="rademacher"))])
     batch = expr.draw(model, x0, t=t, z=z, generator=gen(7))
     res = expr.evaluate(batch)
     v = batch.probes["pert"][1][0]
@@ -101,9 +103,9 @@ def test_hutchinson_averages_to_exact_form():
     squaring (the normalisations differ by D and D², see the module docstring)."""
     model = _model("ve", dim=3, seed=2)
     x0, t, z = _draw(dim=3, b=4, seed=3)
-    exact = build_loss([HighOrderLoss(order=3, estimator="exact")])(model, x0, t=t, z=z)
+    exact = build_loss([HighOrderLoss(C.HighOrderTerm(order=3, estimator="exact"))])(model, x0, t=t, z=z)
     k = 4000
-    hut = build_loss([HighOrderLoss(order=3, estimator="hutchinson", n_probes=k)])
+    hut = build_loss([HighOrderLoss(C.HighOrderTerm(order=3, estimator="hutchinson"), n_probes=k)])
     batch = hut.draw(model, x0, t=t, z=z, generator=gen(11), create_graph=False)
     res = hut.evaluate(batch)
     assert abs(float(res.terms["high_order.frobenius"]) / float(exact.terms["high_order.frobenius"]) - 1) < 0.03
@@ -175,7 +177,7 @@ def test_minimising_high_order_objectives_recovers_true_scores(estimator):
     kappa = torch.tensor([0.5, -0.5], dtype=torch.float64, requires_grad=True)
     model = _TruthWithLearnableHigherOrders(sde, cov, h, kappa)
     parts = ("frobenius",) if estimator == "exact" else ("frobenius", "trace")
-    expr = build_loss([HighOrderLoss(order=3, parts=parts, estimator=estimator)])
+    expr = build_loss([HighOrderLoss(C.HighOrderTerm(order=3, parts=parts, estimator=estimator))])
     opt = torch.optim.LBFGS([h, kappa], lr=1.0, max_iter=50, line_search_fn="strong_wolfe")
 
     def closure():
@@ -204,7 +206,7 @@ def test_dsm_plus_high_order_shares_the_forward_pass():
 
     net.forward = counting
     try:
-        build_loss([DSMLoss(), HighOrderLoss(order=3, estimator="hutchinson")])(model, x0, t=t, z=z, generator=gen(0))
+        build_loss([DSMLoss(C.DSMTerm(reduce="mean")), HighOrderLoss(C.HighOrderTerm(order=3, estimator="hutchinson"))])(model, x0, t=t, z=z, generator=gen(0))
     finally:
         net.forward = orig
     assert calls["n"] == 1  # one dual forward pass serves ℓ₁, J·v and ∇x⟨v, Jv⟩

@@ -1,9 +1,10 @@
-"""The score-FPE regulariser (FACTS §3) against closed-form mixture scores, all SDEs and modes."""
+"""The score-FPE regulariser (docs/maths.md §5) against closed-form mixture scores, all SDEs and modes."""
 
 import pytest
 import torch
 
 from fpdiff.derivatives import FiniteDifference, sample_probes
+from fpdiff import config as C
 from fpdiff.losses import DSMLoss, ScoreFPELoss, build_loss
 from fpdiff.losses.score_fpe import fpe_residual
 from fpdiff.score import NetworkScore
@@ -73,15 +74,16 @@ def test_vector_and_scalar_terms_match_the_definition(kind, weighting, m):
     x0 = torch.randn(16, 2, generator=gen(0), dtype=torch.float64)
     t = 0.05 + 0.9 * torch.rand(16, generator=gen(1), dtype=torch.float64)
     z = torch.randn(16, 2, generator=gen(2), dtype=torch.float64)
-    term = ScoreFPELoss(mode="both", alpha=0.3, beta=0.02, m=m, weighting=weighting, points="pert", div="exact")
-    res = build_loss([DSMLoss(weighting="likelihood"), term])(model, x0, t=t, z=z)
+    term = ScoreFPELoss(C.ScoreFPETerm(mode="both", alpha=0.3, beta=0.02, m=m, weighting=weighting, points="pert",
+                                      div="exact"))
+    res = build_loss([DSMLoss(C.DSMTerm(weighting="likelihood", reduce="mean")), term])(model, x0, t=t, z=z)
     xt = sde.perturb(x0, t, z)
     vec, sca = _manual_terms(sde, model, xt, t, m, weighting)
     torch.testing.assert_close(res.terms["score_fpe.vector"], vec)
     torch.testing.assert_close(res.terms["score_fpe.scalar"], sca)
     torch.testing.assert_close(res.weighted["score_fpe"], 0.3 * vec + 0.02 * sca)
     for mode, keys in (("scalar", {"score_fpe.scalar"}), ("vector", {"score_fpe.vector"})):
-        r = build_loss([ScoreFPELoss(mode=mode, m=m, weighting=weighting)])(model, x0, t=t, z=z)
+        r = build_loss([ScoreFPELoss(C.ScoreFPETerm(mode=mode, m=m, weighting=weighting, div="exact"))])(model, x0, t=t, z=z)
         assert set(r.terms) == keys
 
 
@@ -90,7 +92,7 @@ def test_points_choices():
     model = NetworkScore(TinyMLP(2).double(), sde, param="noise")
     x0 = 3 + torch.randn(32, 2, generator=gen(0), dtype=torch.float64)
     for points in ("pert", "x", "random"):
-        expr = build_loss([DSMLoss(), ScoreFPELoss(points=points)])
+        expr = build_loss([DSMLoss(C.DSMTerm(reduce="mean")), ScoreFPELoss(C.ScoreFPETerm(points=points, div="exact"))])
         batch = expr.draw(model, x0, generator=gen(1))
         pts = batch.at(points).x
         if points == "x":
@@ -109,8 +111,9 @@ def test_vp_small_t_is_finite_with_finite_differences():
     model = NetworkScore(TinyMLP(2).double(), sde, param="noise")
     x0 = torch.randn(64, 2, generator=gen(0), dtype=torch.float64)
     t = torch.linspace(1e-5, 2e-3, 64, dtype=torch.float64)
-    term = ScoreFPELoss(dt={"finiteDifference": {"hs": 1e-3, "hd": 5e-4}}, div="exact")
-    res = build_loss([DSMLoss(), term])(model, x0, t=t)
+    term = ScoreFPELoss(C.ScoreFPETerm(dt=C.FiniteDifference(finite_difference=C.FiniteDifferenceSteps(hs=1e-3, hd=5e-4)),
+                                      div="exact"))
+    res = build_loss([DSMLoss(C.DSMTerm(reduce="mean")), term])(model, x0, t=t)
     assert torch.isfinite(res.total)
     res.total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -120,8 +123,8 @@ def test_image_path_hutchinson_on_bchw():
     sde = sde_of("subvp")
     model = NetworkScore(TinyConv(channels=2).double(), sde, param="noise")
     x0 = torch.rand(4, 2, 4, 4, generator=gen(0), dtype=torch.float64)
-    expr = build_loss([DSMLoss(weighting="likelihood"),
-                       ScoreFPELoss(mode="both", div="hutchinson", dt="autodiff", probe="gaussian")])
+    expr = build_loss([DSMLoss(C.DSMTerm(weighting="likelihood", reduce="mean")),
+                       ScoreFPELoss(C.ScoreFPETerm(mode="both", div="hutchinson", dt="autodiff", probe="gaussian"))])
     res = expr(model, x0, generator=gen(1))
     assert set(res.terms) == {"dsm", "score_fpe.vector", "score_fpe.scalar"}
     res.total.backward()
@@ -153,10 +156,10 @@ def test_fpe_with_autodiff_shares_one_forward_pass_with_dsm():
 
     net.forward = counting
     try:
-        build_loss([DSMLoss(), ScoreFPELoss(div="exact")])(model, x0, generator=gen(1))
+        build_loss([DSMLoss(C.DSMTerm(reduce="mean")), ScoreFPELoss(C.ScoreFPETerm(div="exact"))])(model, x0, generator=gen(1))
         assert calls["n"] == 1  # s, ∂t s (dual in t), J and ∇x φ all come from the same pass
         calls["n"] = 0
-        build_loss([DSMLoss(), ScoreFPELoss(div="hutchinson", dt=FiniteDifference())])(model, x0, generator=gen(1))
+        build_loss([DSMLoss(C.DSMTerm(reduce="mean")), ScoreFPELoss(C.ScoreFPETerm(div="hutchinson", dt=FiniteDifference()))])(model, x0, generator=gen(1))
         assert calls["n"] == 2  # plus one batched forward for the two stencil nodes
     finally:
         net.forward = orig

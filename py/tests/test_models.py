@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import signal
 
-from fpdiff.models import EMA, build_network, count_parameters, preset
+from fpdiff.config import CIFAR10Config, DDPMppConfig, MLPConfig, NCSNppConfig, ToyDataConfig
+from fpdiff.models import (ARCHITECTURES, EMA, DDPMpp, NCSNpp, ToyScoreMLP, architecture,
+                           build_network, count_parameters, meta_init, network_arguments)
 from fpdiff.models import fir
-from fpdiff.models.layers import meta_init
 
-from _ckpt_helpers import load_manifest, manifests
+from _ckpt_helpers import configs_of_original, load_manifest, manifests
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,13 +35,13 @@ def test_every_manifest_is_checked():
 def test_state_dict_layout_equals_manifest(name):
     path = [p for p in manifests() if p.endswith(f"manifest_{name}.json")][0]
     m = load_manifest(path)
-    model_cfg = dict(m["config_model"], kind="ncsnpp")
+    model_cfg, data_cfg = configs_of_original(m["config_model"], m["config_data"])
     deep = m["config_model"]["num_res_blocks"] == 8
     if deep:   # layout only: build on the meta device (fast, no memory)
         with meta_init():
-            net = build_network(model_cfg, m["config_data"])
+            net = build_network(model_cfg, data_cfg)
     else:      # real initialisation for the two standard presets
-        net = build_network(model_cfg, m["config_data"])
+        net = build_network(model_cfg, data_cfg)
     ours = [["module." + k, list(v.shape), str(v.dtype).replace("torch.", "")]
             for k, v in net.state_dict().items()]
     assert ours == m["model_state_dict"]
@@ -57,40 +62,145 @@ def test_presets_match_manifest_configs():
              "subvp_cifar10_ddpmpp_deep_continuous": "subvp/cifar10_ddpmpp_deep_continuous"}
     for path in manifests():
         m = load_manifest(path)
-        p = preset(names[path.rsplit("manifest_", 1)[1][:-5]])
+        arch = architecture(names[path.rsplit("manifest_", 1)[1][:-5]])
         for k, v in m["config_model"].items():
             if k == "name":
                 continue
-            ours = p["model"][k]
+            ours = getattr(arch.model, k)
             assert (list(ours) if isinstance(ours, tuple) else ours) == v, k
-        assert p["data"]["centered"] == m["config_data"]["centered"]
+        assert arch.data.centered == m["config_data"]["centered"]
 
 
 def test_ddpmpp_kind_fills_defaults():
     with meta_init():
-        a = build_network({"kind": "ddpmpp"}, {"image_size": 32, "num_channels": 3, "centered": True})
-    p = preset("vp/cifar10_ddpmpp_continuous")
+        a = DDPMpp()
+    arch = architecture("vp/cifar10_ddpmpp_continuous")
     with meta_init():
-        b = build_network(p["model"], p["data"])
+        b = build_network(arch.model, arch.data)
     assert [(k, v.shape) for k, v in a.state_dict().items()] == \
         [(k, v.shape) for k, v in b.state_dict().items()]
 
 
-def test_config_may_be_an_attribute_object_or_camel_case():
-    from dataclasses import dataclass
+# ---------------------------------------------------------------------------------------------
+# plain keyword arguments ≡ build_network from a config
 
-    @dataclass(frozen=True)
-    class D:
-        image_size: int = 16
-        num_channels: int = 3
-        centered: bool = True
+def _defaults(cls) -> dict:
+    return {n: p.default for n, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
-    model = dict(preset("vp/cifar10_ddpmpp_continuous")["model"], nf=8, ch_mult=(1, 2))
-    camel = {("numResBlocks" if k == "num_res_blocks" else k): v for k, v in model.items()}
-    with meta_init():
-        a = build_network(model, D())
-        b = build_network(camel, {"imageSize": 16, "numChannels": 3, "centered": True})
-    assert list(a.state_dict()) == list(b.state_dict())
+
+@pytest.mark.parametrize("cls,model,data", [
+    (NCSNpp, NCSNppConfig(), CIFAR10Config()),
+    (DDPMpp, DDPMppConfig(), CIFAR10Config(centered=True)),
+    (ToyScoreMLP, MLPConfig(), ToyDataConfig(dataset="checkerboard", dim=2)),
+])
+def test_network_defaults_are_the_dsl_defaults(cls, model, data):
+    """The classes' keyword defaults = what the DSL's defaults build (the original networks)."""
+    got_cls, kwargs = network_arguments(model, data)
+    assert got_cls is cls
+    kwargs.pop("dim", None)
+    assert _defaults(cls) == kwargs
+
+
+_SMALL_KW = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), image_size=16)
+
+
+@pytest.mark.parametrize("cls,kwargs,model,data", [
+    (NCSNpp, dict(_SMALL_KW, init_scale=0.5, fourier_scale=4.0, sigma_max=20.0, num_scales=10),
+     NCSNppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), init_scale=0.5,
+                  fourier_scale=4.0, sigma_max=20.0, num_scales=10),
+     CIFAR10Config(image_size=16)),
+    (NCSNpp, dict(_SMALL_KW, embedding_type="positional", scale_by_sigma=False, centered=True,
+                  progressive="output_skip", progressive_input="input_skip", dropout=0.0,
+                  nonlinearity="elu", fir_kernel=(1, 1)),
+     NCSNppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                  embedding_type="positional", scale_by_sigma=False, progressive="output_skip",
+                  progressive_input="input_skip", dropout=0.0, nonlinearity="elu",
+                  fir_kernel=(1, 1)),
+     CIFAR10Config(image_size=16, centered=True)),
+    (DDPMpp, dict(_SMALL_KW, init_scale=0.5, resblock_type="ddpm"),
+     DDPMppConfig(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), init_scale=0.5,
+                  resblock_type="ddpm"),
+     CIFAR10Config(image_size=16, centered=True)),
+    (ToyScoreMLP, dict(dim=3, embed_dim=16, time_hidden=(32,), x_hidden=(32, 32), width=24,
+                       hidden=(64,), nonlinearity="tanh", param="score"),
+     MLPConfig(embed_dim=16, time_hidden=(32,), x_hidden=(32, 32), width=24, hidden=(64,),
+               nonlinearity="tanh", param="score"),
+     ToyDataConfig(dataset="gaussian", dim=3)),
+])
+def test_plain_keywords_build_the_same_network_as_the_config(cls, kwargs, model, data):
+    torch.manual_seed(0)
+    plain = cls(**kwargs).eval()
+    torch.manual_seed(0)
+    built = build_network(model, data).eval()
+    assert type(built) is cls
+    a, b = plain.state_dict(), built.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    if cls is ToyScoreMLP:
+        x, labels = torch.randn(4, 3), torch.rand(4)
+    else:
+        x = torch.rand(2, 3, 16, 16)
+        fourier = kwargs.get("embedding_type", _defaults(cls)["embedding_type"]) == "fourier"
+        labels = torch.tensor([0.4, 3.0]) if fourier else torch.tensor([10.0, 900.0])
+    with torch.no_grad():
+        assert torch.equal(plain(x, labels), built(x, labels))
+
+
+def test_build_network_refuses_what_it_cannot_build():
+    with pytest.raises(ValueError, match="model.conv_size"):
+        build_network(NCSNppConfig(conv_size=5), CIFAR10Config())
+    with pytest.raises(ValueError, match="model.normalization"):
+        build_network(DDPMppConfig(normalization="InstanceNorm"), CIFAR10Config())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="data.kind 'toy' is not image data"):
+        build_network(NCSNppConfig(), ToyDataConfig(dataset="checkerboard", dim=2))
+    with pytest.raises(ValueError, match="data.kind must be 'toy'"):
+        build_network(MLPConfig(), CIFAR10Config())
+    with pytest.raises(ValueError, match="data.dim"):
+        build_network(MLPConfig(), ToyDataConfig(dataset="gaussian", dim=None))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="progressive_input must be one of"):
+        NCSNpp(progressive_input="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="param must be"):
+        ToyScoreMLP(dim=2, param="noise")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        NCSNpp(128)  # type: ignore[misc]   # keyword-only: no silent positional mix-ups
+
+
+def test_architectures_build_and_resize():
+    assert len(ARCHITECTURES) == 10
+    for name, arch in ARCHITECTURES.items():
+        assert name.split("/")[0] == arch.sde
+        assert arch.data.centered == (arch.sde != "ve")
+    small = architecture("vp/cifar10_ncsnpp_continuous").with_model(nf=8)
+    assert small.model.nf == 8 and small.model.embedding_type == "positional"
+    with pytest.raises(KeyError, match="known: subvp/"):
+        architecture("ve/cifar10_ddpmpp_continuous")
+
+
+def test_model_modules_import_without_cycles():
+    """Each module of fpdiff.models imports only modules below it (no import circle)."""
+    pkg = Path(__file__).resolve().parents[1] / "fpdiff" / "models"
+    graph = {}
+    for f in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[f.stem] = {d for d in deps if d != "__init__"}
+    done, stack = set(), []
+
+    def visit(m):
+        assert m not in stack, "import circle: " + " -> ".join(stack + [m])
+        if m in done:
+            return
+        stack.append(m)
+        for d in graph.get(m, ()):
+            visit(d)
+        stack.pop()
+        done.add(m)
+
+    for m in graph:
+        visit(m)
+    assert "layers" not in graph["fir"] and "fir" in graph["layers"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,10 +285,11 @@ _SMALL = dict(nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), 
 def test_architecture_options_forward(opts):
     torch.manual_seed(0)
     cfg = dict(_SMALL, **opts)
-    net = build_network(cfg, {"image_size": 16, "num_channels": 3, "centered": True}).eval()
+    cls = {"ncsnpp": NCSNpp, "ddpmpp": DDPMpp}[cfg.pop("kind")]
+    net = cls(**cfg, image_size=16, num_channels=3, centered=True).eval()
     x = torch.rand(2, 3, 16, 16)
     labels = torch.tensor([0.5, 3.0]) if cfg.get("embedding_type", "x") != "positional" and \
-        cfg["kind"] == "ncsnpp" else torch.tensor([10.0, 900.0])
+        cls is NCSNpp else torch.tensor([10.0, 900.0])
     out = net(x, labels)
     assert out.shape == x.shape and torch.isfinite(out).all()
     out.sum().backward()
@@ -189,10 +300,9 @@ def test_architecture_options_forward(opts):
 
 def test_scale_by_sigma_and_uncentred_input():
     torch.manual_seed(0)
-    cfg = dict(_SMALL, kind="ncsnpp", init_scale=0.5)
-    net = build_network(cfg, {"image_size": 16, "num_channels": 3, "centered": False}).eval()
-    net_c = build_network(dict(cfg, scale_by_sigma=False),
-                          {"image_size": 16, "num_channels": 3, "centered": True}).eval()
+    cfg = dict(_SMALL, init_scale=0.5, image_size=16, num_channels=3)
+    net = NCSNpp(**cfg, centered=False).eval()
+    net_c = NCSNpp(**cfg, scale_by_sigma=False, centered=True).eval()
     net_c.load_state_dict(net.state_dict())
     x = torch.rand(2, 3, 16, 16)
     sig = torch.tensor([0.3, 7.0])
@@ -203,20 +313,20 @@ def test_scale_by_sigma_and_uncentred_input():
 
 
 def test_toy_mlp():
-    net = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "checkerboard", "dim": 2})
+    net = build_network(MLPConfig(), ToyDataConfig(dataset="checkerboard", dim=2))
     names = [n for n, _ in net.named_parameters()]
     assert names[0] == "net.layers.0.weight" and "t_encoder.layers.2.bias" in names
     assert net.net.layers[0].in_features == 256 and net.net.layers[-1].out_features == 2
     assert net.t_encoder.layers[0].in_features == 64
     out = net(torch.randn(5, 2), torch.rand(5))
     assert out.shape == (5, 2)
-    one_d = build_network({"kind": "mlp"}, {"kind": "toy", "dataset": "mog1d", "dim": 1})
+    one_d = ToyScoreMLP(dim=1)
     assert one_d(torch.randn(7), torch.rand(7)).shape == (7, 1)
 
 
 def test_ema_update_skips_frozen_parameters():
     torch.manual_seed(0)
-    net = build_network(dict(_SMALL, kind="ncsnpp"), {"image_size": 16})
+    net = NCSNpp(**_SMALL, image_size=16)
     ema = EMA(net.parameters(), decay=0.999)
     assert len(ema.shadow_params) == len(list(net.parameters())) - 1      # Fourier W excluded
     with torch.no_grad():
@@ -234,9 +344,8 @@ def test_ema_update_skips_frozen_parameters():
 # forward-mode AD through NCSN++ (nf=8): J·v in x and ∂/∂label, then reverse mode through them
 
 def _ve_small_double():
-    p = preset("ve/cifar10_ncsnpp_continuous")
     torch.manual_seed(0)
-    net = build_network(dict(p["model"], nf=8, init_scale=1.0), p["data"]).double().eval()
+    net = NCSNpp(nf=8, init_scale=1.0).double().eval()
     # the zero-scaled ("init_scale=0") output layers would make every derivative ~0
     with torch.no_grad():
         for prm in net.parameters():
@@ -275,10 +384,8 @@ def test_forward_ad_through_ncsnpp_matches_finite_differences():
 def test_forward_ad_through_ddpmpp_in_time_label():
     import torch.autograd.forward_ad as fwAD
 
-    p = preset("vp/cifar10_ddpmpp_continuous")
     torch.manual_seed(3)
-    net = build_network(dict(p["model"], nf=8, ch_mult=(1, 2), num_res_blocks=1, init_scale=1.0),
-                        dict(p["data"], image_size=16)).double().eval()
+    net = DDPMpp(nf=8, ch_mult=(1, 2), num_res_blocks=1, init_scale=1.0, image_size=16).double().eval()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2 - 1
     lab = torch.tensor([30.0, 700.0], dtype=torch.float64)
     with fwAD.dual_level():
@@ -331,10 +438,9 @@ def test_functorch_jvp_and_reverse_over_forward_to_parameters():
 def test_channels_last_and_cpu_bf16_autocast():
     import torch.autograd.forward_ad as fwAD
 
-    p = preset("ve/cifar10_ncsnpp_continuous")
     torch.manual_seed(0)
-    net = build_network(dict(p["model"], nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
-                             init_scale=1.0), dict(p["data"], image_size=16)).eval()
+    net = NCSNpp(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), init_scale=1.0,
+                 image_size=16).eval()
     x, sig = torch.rand(2, 3, 16, 16), torch.tensor([0.5, 3.0])
     v = torch.randn_like(x)
     with fwAD.dual_level():

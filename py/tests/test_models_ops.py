@@ -15,25 +15,25 @@ from fpdiff import config as C  # noqa: E402
 from fpdiff.ops import REGISTRY, Args, OpContext, OpError, WorkerState  # noqa: E402
 import fpdiff.ops.models  # noqa: E402,F401  (registers this area's ops only)
 
+from _resolve import resolved
 from _ckpt_helpers import FIXTURES, fixture_meta, fixture_paths, rel_err  # noqa: E402
 
 
 def _call(name, args, state):
     ctx = OpContext(request_id=1, op=name, state=state, emit_fn=lambda _e: None)
-    return REGISTRY[name].handler(Args(args), ctx)
+    spec = REGISTRY[name]
+    return spec.run(spec.parse(args), ctx)
 
 
 def _experiment(name: str) -> dict:
-    meta = fixture_meta(name)
-    if meta["sde"]["class"] == "VESDE":
-        sde, model = C.VESDEConfig(), C.NCSNppConfig(nf=8)
-        data = C.CIFAR10Config(centered=False)
-    else:
-        sde, model = C.VPSDEConfig(), C.DDPMppConfig(nf=8)
-        data = C.CIFAR10Config(centered=True)
-    exp = C.ExperimentConfig(name=name.replace("_", "-"), sde=sde, model=model, data=data,
-                             loss=C.LossConfig(terms=(C.DSMTerm(),)))
-    return C.to_wire(exp)
+    ve = fixture_meta(name)["sde"]["class"] == "VESDE"
+    return resolved({
+        "name": name.replace("_", "-"),
+        "sde": {"kind": "ve" if ve else "vp"},
+        "model": {"kind": "ncsnpp" if ve else "ddpmpp", "nf": 8},
+        "data": {"kind": "cifar10", "centered": not ve},
+        "loss": {"terms": [{"kind": "dsm"}]},
+    })
 
 
 @pytest.mark.parametrize("name", FIXTURES)

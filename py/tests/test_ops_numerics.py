@@ -9,26 +9,30 @@ import pytest
 import torch
 
 from fpdiff import config as C
-from fpdiff.ops import REGISTRY, Args, Cancelled, OpContext, OpError, WorkerState
+from fpdiff.ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState
 import fpdiff.ops.models  # noqa: F401  (model.load)
 import fpdiff.ops.numerics  # noqa: F401
 
+from _resolve import resolved
+
 
 def _call(name, args, state, events=None):
+    """The worker's own dispatch: the args are validated against the op's schema, then handled."""
     ctx = OpContext(request_id=1, op=name, state=state, emit_fn=(events.append if events is not None else lambda _e: None))
-    return REGISTRY[name].handler(Args(args), ctx)
+    spec = REGISTRY[name]
+    return spec.run(spec.parse(args), ctx)
 
 
-def _toy_state(dataset="mog1d", dim=1, loss=None):
-    exp = C.ExperimentConfig(
-        name="toy-ops", sde=C.VESDEConfig(), model=C.MLPConfig(embed_dim=8, time_hidden=(16,), x_hidden=(16,),
-                                                                width=16, hidden=(32,)),
-        data=C.ToyDataConfig(dataset=dataset, dim=dim),
-        loss=loss or C.LossConfig(terms=(C.DSMTerm(reduce="mean"),
-                                         C.HighOrderTerm(order=2, estimator="exact", parts=("frobenius",)))),
-    )
+def _toy_state(dataset="mog1d", dim=1):
+    exp = resolved({
+        "name": "toy-ops", "sde": {"kind": "ve"},
+        "model": {"kind": "mlp", "embedDim": 8, "timeHidden": [16], "xHidden": [16], "width": 16, "hidden": [32]},
+        "data": {"kind": "toy", "dataset": dataset, "dim": dim},
+        "loss": {"terms": [{"kind": "dsm", "reduce": "mean"},
+                           {"kind": "highOrder", "order": 2, "estimator": "exact", "parts": ["frobenius"]}]},
+    })
     state = WorkerState()
-    _call("model.load", {"experiment": C.to_wire(exp), "handle": "m", "device": "cpu", "seed": 0}, state)
+    _call("model.load", {"experiment": exp, "handle": "m", "device": "cpu", "seed": 0}, state)
     return state
 
 
@@ -77,4 +81,5 @@ def test_likelihood_nll_and_sample():
     ctx = OpContext(request_id=1, op="sample", state=state, emit_fn=lambda _e: None)
     ctx.cancel_event.set()
     with pytest.raises(Cancelled):
-        REGISTRY["sample"].handler(Args({"model": "m", "n": 4, "method": "pc", "N": 50}), ctx)
+        spec = REGISTRY["sample"]
+        spec.run(spec.parse({"model": "m", "n": 4, "method": "pc", "N": 50}), ctx)

@@ -10,13 +10,14 @@ import torch
 
 from fpdiff import checkpoints as ck
 
+from _resolve import resolved
 from _worker_client import WorkerClient, WorkerError
 
 TINY_MLP = {"kind": "mlp", "embedDim": 16, "timeHidden": [32], "xHidden": [32], "width": 32, "hidden": [64]}
 
 
 def experiment(name="toy/w", n_iters=8, lr=1e-3, warmup=0, clip=1, meta=4, snap=4, log=2, dataset="checkerboard"):
-    return {
+    return resolved({
         "name": name,
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
@@ -26,7 +27,7 @@ def experiment(name="toy/w", n_iters=8, lr=1e-3, warmup=0, clip=1, meta=4, snap=
         "training": {"batchSize": 128, "nIters": n_iters, "logFreq": log, "snapshotFreq": snap,
                      "snapshotFreqForPreemption": meta, "seed": 0, "deterministic": True},
         "sampling": {"method": "ode", "rtol": 1e-3, "atol": 1e-3},
-    }
+    })
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Samplers with the exact mixture score reproduce the mixture's moments (FACTS §6)."""
+"""Samplers with the exact mixture score reproduce the mixture's moments (docs/maths.md §9)."""
 
 import math
 

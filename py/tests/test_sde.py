@@ -1,9 +1,11 @@
-"""SDEs (FACTS §1): marginals against simulation, prior density, importance sampling, discretisation."""
+"""SDEs (docs/maths.md §2): marginals against simulation, prior density, importance sampling, discretisation."""
 
 import math
 
 import pytest
 import torch
+
+from fpdiff.config import SubVPSDEConfig, VESDEConfig
 
 from fpdiff.sde import SubVPSDE, VESDE, VPSDE, make_sde
 from fpdiff.score import FunctionScore
@@ -64,8 +66,8 @@ def test_closed_forms_of_facts_table():
     torch.testing.assert_close(vp.g2(t), beta)
     torch.testing.assert_close(svp.g2(t), beta * (1 - torch.exp(-2 * 0.1 * t - 19.9 * t**2)))
     torch.testing.assert_close(vp.label(t), 999 * t)
-    assert make_sde({"kind": "ve", "sigmaMax": 10.0}).sigma_max == 10.0
-    assert make_sde({"kind": "subvp", "beta_max": 5.0, "N": 10}).N == 10
+    assert make_sde(VESDEConfig(sigma_max=10.0)).sigma_max == 10.0
+    assert make_sde(SubVPSDEConfig(beta_max=5.0, N=10)).N == 10
 
 
 @pytest.mark.parametrize("kind", SDE_KINDS)

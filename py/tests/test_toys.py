@@ -1,4 +1,4 @@
-"""Closed-form perturbed mixtures against autograd of log q_t; toy data sets (FACTS §4)."""
+"""Closed-form perturbed mixtures against autograd of log q_t; toy data sets (docs/maths.md §7)."""
 
 import math
 
@@ -42,7 +42,7 @@ def test_closed_forms_equal_autograd_of_log_q(kind, dim):
 
 @pytest.mark.parametrize("kind", SDE_KINDS)
 def test_closed_form_score_fpe_holds(kind):
-    """∂t s equals the closed-form right-hand side of the score FPE (FACTS §3)."""
+    """∂t s equals the closed-form right-hand side of the score FPE (docs/maths.md §5.1)."""
     sde = sde_of(kind)
     g = mixture(2, seed=5)
     x = 2 * torch.randn(50, 2, generator=gen(3), dtype=torch.float64)

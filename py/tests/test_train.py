@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fpdiff import checkpoints as ck
+import _resolve as resolve
 from fpdiff import config as C
 from fpdiff import train as T
 from fpdiff.data import STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed
@@ -27,7 +28,7 @@ DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean"}
 
 def toy_experiment(terms=None, *, n_iters=6, batch=64, lr=1e-3, warmup=0, clip=1.0, log=1, snap=4, meta=2,
                    deterministic=True, seed=3, dataset="checkerboard"):
-    return C.experiment_from_wire({
+    return resolve.experiment({
         "name": "toy/test",
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
@@ -246,7 +247,7 @@ def test_finetune_from_fixture_updates_step_ema_and_adam_as_the_original(tmp_pat
     orig_losses, orig_ema = reference_modules()
     torch.manual_seed(0)
     data_dir = write_cifar(tmp_path / "data")
-    exp = C.experiment_from_wire({
+    exp = resolve.experiment({
         "name": "ft/ve_small",
         "sde": {"kind": "ve"},
         "model": {"kind": "ncsnpp", "nf": 8},
@@ -308,3 +309,53 @@ def test_finetune_from_fixture_updates_step_ema_and_adam_as_the_original(tmp_pat
     assert saved.step == 125 and saved.ema["num_updates"] == 125
     for s, r in zip(saved.ema["shadow_params"], ema.shadow_params):
         assert torch.equal(s, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming when the meta checkpoint is gone or broken; other histories' snapshots are never lost
+
+
+def test_resume_without_a_meta_file_continues_from_the_newest_intact_snapshot(tmp_path):
+    exp = toy_experiment(n_iters=12, snap=4, meta=100)
+    full_events, part_events = [], []
+    T.train(exp, str(tmp_path / "full"), callback=full_events.append)
+    work = str(tmp_path / "part")
+    T.train(exp, work, callback=part_events.append, max_steps=10)  # snapshots at k = 4, 8: steps 5, 9
+    os.remove(ck.meta_checkpoint_path(work))
+    snap2 = ck.snapshot_path(work, 2)
+    with open(snap2, "r+b") as fh:  # the newest snapshot is damaged too
+        fh.truncate(100)
+    snap1_sha = ck.load_checkpoint(ck.snapshot_path(work, 1)).sha256
+    events = []
+    state, res = T.train(exp, work, callback=events.append, resume=True)
+    warnings = [e["message"] for e in events if e["type"] == "warning"]
+    assert any("newest intact snapshot" in w and "checkpoint_1.pth" in w and "step 5" in w and "is missing" in w
+               and "unreadable" in w for w in warnings), warnings
+    assert res.status == "completed" and res.step == 12 and res.steps == 7
+    # deterministic mode: the resumed losses are the uninterrupted run's
+    a, b = losses_of(full_events), losses_of(events)
+    assert all(a[k] == b[k] for k in range(5, 12))
+    # the damaged snapshot was kept aside, not overwritten; the one resumed from is untouched
+    aside = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(work, "checkpoints")) for f in fs if "superseded" in dp]
+    assert [os.path.basename(p) for p in aside] == ["checkpoint_2.pth"] and os.path.getsize(aside[0]) == 100
+    assert ck.load_checkpoint(ck.snapshot_path(work, 1)).sha256 == snap1_sha
+    assert any("kept in" in w for w in warnings)
+
+
+def test_a_fresh_start_never_overwrites_another_runs_checkpoints(tmp_path):
+    exp = toy_experiment(n_iters=4, snap=2, meta=100)
+    T.train(exp, str(tmp_path))
+    os.remove(ck.meta_checkpoint_path(str(tmp_path)))
+    before = {p: ck.load_checkpoint(p).sha256 for p in T.run_checkpoints(str(tmp_path))}
+    with pytest.raises(T.TrainingError, match="holds checkpoints of an earlier run.*never overwrites"):
+        T.train(exp, str(tmp_path), resume=False)
+    assert {p: ck.load_checkpoint(p).sha256 for p in T.run_checkpoints(str(tmp_path))} == before
+
+
+def test_a_corrupt_meta_file_with_no_snapshot_is_an_error_not_a_fresh_start(tmp_path):
+    exp = toy_experiment(n_iters=2, snap=100, meta=100)
+    T.train(exp, str(tmp_path), max_steps=1)
+    with open(ck.meta_checkpoint_path(str(tmp_path)), "r+b") as fh:
+        fh.truncate(50)
+    with pytest.raises(T.TrainingError, match="no checkpoint of this run can be read"):
+        T.train(exp, str(tmp_path), resume=True)

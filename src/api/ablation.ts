@@ -76,7 +76,7 @@ export interface AblationOutcome {
 export function mergeParams<P extends Params>(defaults: P, given: Record<string, string>): P {
   const out: Params = { ...defaults };
   for (const [k, raw] of Object.entries(given)) {
-    if (!(k in defaults)) throw new Error(`--param ${k}: unknown; this ablation takes ${Object.keys(defaults).join(", ") || "no params"}`);
+    if (!Object.hasOwn(defaults, k)) throw new Error(`--param ${k}: unknown; this ablation takes ${Object.keys(defaults).join(", ") || "no params"}`);
     const d = defaults[k];
     if (typeof d === "number") {
       const v = Number(raw);

@@ -10,7 +10,7 @@ import type { HelloResult } from "../protocol/ops/core.js";
 import type { OpArgs, OpEvent, OpName, OpResult } from "../protocol/ops/index.js";
 import type { Tensor } from "../protocol/tensor.js";
 import { openPython } from "./python.js";
-import { RunDir } from "./runs.js";
+import { RunDir, RunLockedError } from "./runs.js";
 
 export interface SessionOptions {
   /** Python interpreter for the worker (default: FPD_PYTHON, the project's .venv, python3). */
@@ -32,14 +32,20 @@ export interface TrainOptions {
   /** The run directory (default `runs/<experiment name>`, with `/` as `_`). */
   runDir?: string;
   /**
-   * Continue from the run directory's meta checkpoint. Default: yes when one exists (as the
-   * original training script does); `false` refuses to touch a directory that has one.
+   * Continue from the run directory's checkpoints (the meta file, else the newest intact
+   * snapshot). Default: yes when there are any (as the original training script does); `false`
+   * refuses to touch a directory that has some.
    */
   resume?: boolean;
   /** Fine-tune: start from this original-format checkpoint (model, EMA, optimiser, step). */
   init?: string;
   /** Stop after this many updates in this call (the run can be resumed later). */
   maxSteps?: number;
+  /**
+   * Continue a run whose config.json holds a different experiment (another lr, loss, data…).
+   * Default: refused with CONFIG_CHANGED; when allowed, both are recorded in run.json's history.
+   */
+  allowConfigChange?: boolean;
   /** Handle the trained model is kept under in the worker (default: the run directory's name). */
   handle?: string;
   signal?: AbortSignal;
@@ -105,13 +111,23 @@ export class Session {
    */
   async train(experiment: Experiment, opts: TrainOptions = {}): Promise<TrainOutcome> {
     const dir = opts.runDir ? resolve(opts.runDir) : defaultRunDir(experiment);
-    const run = RunDir.open(dir, experiment);
-    if (opts.resume === false && run.hasMetaCheckpoint) {
-      throw new Error(`${dir} already holds a run (checkpoints-meta/checkpoint.pth); resume it or choose another --run-dir`);
+    // one training process per run directory: the lock lives as long as this call (or our worker)
+    const lock = await this.worker.request("run.lock", { dir, owner: { pid: process.pid, command: process.argv.slice(1).join(" ") } });
+    if (!lock.locked) throw new RunLockedError(dir, lock.holder);
+    try {
+      return await this.trainLocked(dir, experiment, opts);
+    } finally {
+      await this.worker.request("run.unlock", { dir }).catch(() => {});
     }
+  }
+
+  private async trainLocked(dir: string, experiment: Experiment, opts: TrainOptions): Promise<TrainOutcome> {
+    const run = RunDir.open(dir, experiment, { allowConfigChange: opts.allowConfigChange ?? false, fresh: opts.resume === false });
     const handle = opts.handle ?? dir.split("/").pop()!;
     run.status("running");
     const onEvent = (e: TrainEvent) => {
+      // the worker restored the run and trains: only now may a changed experiment replace config.json
+      if (e.type !== "warning") run.commitConfig();
       if (e.type === "metrics") run.metrics({ step: e.step, loss: e.loss, terms: e.terms, gradNorm: e.gradNorm, lr: e.lr });
       else if (e.type === "checkpoint") run.checkpoint({ kind: e.kind, path: e.path, step: e.step, sha256: e.sha256, bytes: e.bytes });
       opts.onEvent?.(e);
@@ -124,13 +140,14 @@ export class Session {
           workdir: dir,
           handle,
           // the worker warns when asked to resume from nothing; only ask when there is something
-          resume: opts.resume !== false && run.hasMetaCheckpoint,
+          resume: opts.resume !== false && run.hasCheckpoints,
           device: this.device,
           ...(opts.init ? { init: { checkpoint: resolve(opts.init) } } : {}),
           ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
         },
         { onEvent, ...(opts.signal ? { signal: opts.signal } : {}) },
       );
+      run.commitConfig();
       // the last step's metrics, unless the logFreq schedule already recorded them
       if (result.lastMetrics && result.lastMetrics.step > run.lastLoggedStep) run.metrics({ ...result.lastMetrics });
       run.status(result.status);

@@ -1,19 +1,11 @@
 /** The body shared by `fpd train` and `fpd finetune`: progress, run directory, summary. */
-import { Flags, type Command } from "@oclif/core";
-import { defaultRunDir, type TrainOutcome } from "../api/session.js";
+import { Args, Flags } from "@oclif/core";
+import { defaultRunDir, type Session, type TrainOutcome } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
+import { ModelCommand } from "./base.js";
 import { withInterrupt } from "./interrupt.js";
 import { ProgressLine } from "./progress.js";
 import { table } from "./render.js";
-import { deviceFlag, setFlag, withSession } from "./common.js";
-
-export const trainFlags = {
-  set: setFlag,
-  device: deviceFlag,
-  "run-dir": Flags.string({ description: "run directory (default runs/<experiment name>)" }),
-  "no-resume": Flags.boolean({ description: "refuse to continue a run directory that already has a meta checkpoint", default: false }),
-  "max-steps": Flags.integer({ description: "stop after this many updates (resumable later)", min: 0 }),
-};
 
 export interface TrainSummary {
   runDir: string;
@@ -26,49 +18,70 @@ export interface TrainSummary {
   checkpoints: TrainOutcome["result"]["checkpoints"];
 }
 
-export async function trainAndReport(
-  cmd: Command & { jsonEnabled(): boolean },
-  experiment: Experiment,
-  flags: { device: string; "run-dir"?: string | undefined; "no-resume": boolean; "max-steps"?: number | undefined },
-  init?: string,
-): Promise<TrainSummary> {
-  const quiet = cmd.jsonEnabled();
-  const runDir = flags["run-dir"] ?? defaultRunDir(experiment);
-  const line = new ProgressLine(experiment.name, { quiet });
-  const outcome = await withSession(cmd, flags.device, (session) =>
-    withInterrupt((signal) =>
-      session.train(experiment, {
-        runDir,
-        signal,
-        ...(flags["no-resume"] ? { resume: false } : {}),
-        ...(flags["max-steps"] !== undefined ? { maxSteps: flags["max-steps"] } : {}),
-        ...(init ? { init } : {}),
-        onEvent: (e) => {
-          if (e.type === "progress") line.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
-          else if (e.type === "metrics") line.metrics({ loss: e.loss, ...e.terms, "|g|": e.gradNorm });
-          else if (e.type === "checkpoint") line.note(`checkpoint (${e.kind}) step ${e.step}: ${e.path}`);
-          else if (e.type === "warning") line.note(`warning: ${e.message}`);
-        },
-      }),
-    ).finally(() => line.done()),
-  );
-  const { run, handle, result } = outcome;
-  if (!quiet) {
-    const m = result.lastMetrics;
-    cmd.log(`${result.status === "completed" ? "finished" : "stopped"} at step ${result.step} (${result.steps} updates in ${result.seconds.toFixed(1)} s)`);
-    if (m) cmd.log(table([{ step: m.step, loss: m.loss, ...m.terms, "grad norm": m.gradNorm, lr: m.lr }]));
-    cmd.log(`run directory: ${run.path}`);
-    const last = run.latestCheckpoint();
-    if (last) cmd.log(`latest checkpoint: ${last.path} (step ${last.step}, sha256 ${last.sha256.slice(0, 12)}…)`);
-  }
-  return {
-    runDir: run.path,
-    handle,
-    status: result.status,
-    step: result.step,
-    steps: result.steps,
-    seconds: result.seconds,
-    lastMetrics: result.lastMetrics,
-    checkpoints: result.checkpoints,
+interface TrainFlags {
+  device: string;
+  "run-dir"?: string | undefined;
+  "no-resume": boolean;
+  "max-steps"?: number | undefined;
+  "allow-config-change": boolean;
+}
+
+/** The argument of train and finetune (each command must own its `args`: oclif copies only own statics). */
+export const trainArgs = { config: Args.string({ description: "preset name, or a .ts / .json experiment file", required: true }) };
+
+export abstract class TrainCommand extends ModelCommand {
+  static override baseFlags = {
+    ...ModelCommand.baseFlags,
+    "run-dir": Flags.string({ description: "run directory (default runs/<experiment name>)" }),
+    "no-resume": Flags.boolean({ description: "refuse to continue a run directory that already has checkpoints", default: false }),
+    "max-steps": Flags.integer({ description: "stop after this many updates (resumable later)", min: 0 }),
+    "allow-config-change": Flags.boolean({
+      description: "continue a run whose config.json holds a different experiment (both are recorded in run.json)",
+      default: false,
+    }),
   };
+
+  /** Train in the run directory with a live progress line; returns the summary `--json` prints. */
+  protected async trainAndReport(experiment: Experiment, flags: TrainFlags, init?: string): Promise<TrainSummary> {
+    const quiet = this.jsonEnabled();
+    const runDir = flags["run-dir"] ?? defaultRunDir(experiment);
+    const line = new ProgressLine(experiment.name, { quiet });
+    const outcome = await this.withSession(flags.device, (session: Session) =>
+      withInterrupt((signal) =>
+        session.train(experiment, {
+          runDir,
+          signal,
+          ...(flags["no-resume"] ? { resume: false } : {}),
+          ...(flags["max-steps"] !== undefined ? { maxSteps: flags["max-steps"] } : {}),
+          ...(flags["allow-config-change"] ? { allowConfigChange: true } : {}),
+          ...(init ? { init } : {}),
+          onEvent: (e) => {
+            if (e.type === "progress") line.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
+            else if (e.type === "metrics") line.metrics({ loss: e.loss, ...e.terms, "|g|": e.gradNorm });
+            else if (e.type === "checkpoint") line.note(`checkpoint (${e.kind}) step ${e.step}: ${e.path}`);
+            else if (e.type === "warning") line.note(`warning: ${e.message}`);
+          },
+        }),
+      ).finally(() => line.done()),
+    );
+    const { run, handle, result } = outcome;
+    if (!quiet) {
+      const m = result.lastMetrics;
+      this.log(`${result.status === "completed" ? "finished" : "stopped"} at step ${result.step} (${result.steps} updates in ${result.seconds.toFixed(1)} s)`);
+      if (m) this.log(table([{ step: m.step, loss: m.loss, ...m.terms, "grad norm": m.gradNorm, lr: m.lr }]));
+      this.log(`run directory: ${run.path}`);
+      const last = run.latestCheckpoint();
+      if (last) this.log(`latest checkpoint: ${last.path} (step ${last.step}, sha256 ${last.sha256.slice(0, 12)}…)`);
+    }
+    return {
+      runDir: run.path,
+      handle,
+      status: result.status,
+      step: result.step,
+      steps: result.steps,
+      seconds: result.seconds,
+      lastMetrics: result.lastMetrics,
+      checkpoints: result.checkpoints,
+    };
+  }
 }

@@ -1,8 +1,7 @@
-import { Args, Command, Flags } from "@oclif/core";
-import { experimentOrExit } from "../cli/common.js";
-import { trainAndReport, trainFlags, type TrainSummary } from "../cli/train.js";
+import { Flags } from "@oclif/core";
+import { trainArgs, TrainCommand, type TrainSummary } from "../cli/train.js";
 
-export default class Finetune extends Command {
+export default class Finetune extends TrainCommand {
   static override summary = "Fine-tune from an original Score SDE checkpoint with an experiment's loss.";
   static override description =
     "Starts from the checkpoint's model, EMA, Adam state and step, as FP-Diffusion and high-order DSM did, and continues " +
@@ -12,16 +11,15 @@ export default class Finetune extends Command {
     "<%= config.bin %> finetune fp/ve_cifar10 --from exp/ve/cifar10_ncsnpp_continuous/checkpoints/checkpoint_26.pth --set data.path=/data/cifar10",
     "<%= config.bin %> finetune highorder/ve_cifar10_order2 --from small.pth --set model.nf=8 --max-steps 2",
   ];
-  static override enableJsonFlag = true;
-  static override args = { config: Args.string({ description: "preset name, or a .ts / .json experiment file", required: true }) };
   static override flags = {
-    ...trainFlags,
     from: Flags.string({ description: "original-format checkpoint to start from", required: true }),
   };
 
+  static override args = trainArgs;
+
   async run(): Promise<TrainSummary> {
     const { args, flags } = await this.parse(Finetune);
-    const experiment = await experimentOrExit(this, args.config, flags.set);
-    return trainAndReport(this, experiment, flags, flags.from);
+    const experiment = await this.loadExperiment(args.config, flags.set);
+    return this.trainAndReport(experiment, flags, flags.from);
   }
 }

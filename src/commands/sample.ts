@@ -1,12 +1,12 @@
-import { Command, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { withSession } from "../cli/common.js";
-import { chooseModel, configArg, loadChosen, modelFlags } from "../cli/model.js";
+import { UsageError } from "../cli/errors.js";
+import { configArg, EvaluateCommand } from "../cli/model.js";
 import { ProgressLine } from "../cli/progress.js";
 import { toNpy } from "../cli/npy.js";
 
-export default class Sample extends Command {
+export default class Sample extends EvaluateCommand {
   static override summary = "Draw samples from a model with the PC sampler or the probability-flow ODE.";
   static override description =
     "PC: reverse-diffusion (or Euler–Maruyama) predictor with a Langevin corrector (snr 0.16, one step), N steps, denoised " +
@@ -16,13 +16,11 @@ export default class Sample extends Command {
     "<%= config.bin %> sample --run runs/toy_checkerboard_ve_order3 --n 5000 --out samples.npy --plot samples.png",
     "<%= config.bin %> sample ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --n 64 --method pc --device cuda --out x.npy",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     n: Flags.integer({ description: "number of samples", default: 1000, min: 1 }),
     seed: Flags.integer({ description: "sampling seed", default: 0 }),
-    method: Flags.string({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] }),
+    method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
     steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
     out: Flags.string({ description: ".npy file for the samples", default: "samples.npy" }),
     plot: Flags.string({ description: "PNG scatter of the samples (toy data)" }),
@@ -30,25 +28,25 @@ export default class Sample extends Command {
 
   async run(): Promise<{ out: string; shape: readonly number[]; nfe: number; method: string; seconds: number; plot?: string }> {
     const { args, flags } = await this.parse(Sample);
-    const choice = await chooseModel(this, args.config, flags);
+    const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled() });
     const out = resolve(flags.out);
-    const res = await withSession(this, flags.device, async (session) => {
-      const handle = await loadChosen(session, choice);
+    const res = await this.withSession(flags.device, async (session) => {
+      const handle = await this.loadChosen(session, choice);
       const drawn = await session.sample(
         handle,
         {
           n: flags.n,
           seed: flags.seed,
-          weights: flags.weights as "ema" | "model",
-          ...(flags.method ? { method: flags.method as "pc" | "ode" } : {}),
+          weights: flags.weights,
+          ...(flags.method ? { method: flags.method } : {}),
           ...(flags.steps ? { N: flags.steps } : {}),
         },
         { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
       );
       writeFileSync(out, toNpy(drawn.x));
       if (flags.plot) {
-        if (drawn.x.shape.length !== 2 || drawn.x.shape[1]! > 2) this.error("--plot draws toy samples ([n, 1] or [n, 2]) only", { exit: 2 });
+        if (drawn.x.shape.length !== 2 || drawn.x.shape[1]! > 2) throw new UsageError("--plot draws toy samples ([n, 1] or [n, 2]) only", "--plot");
         await session.request("plot.toy", { path: resolve(flags.plot), panels: [{ kind: "samples", title: choice.experiment.name, x: drawn.x }] });
       }
       return drawn;

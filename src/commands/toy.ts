@@ -1,11 +1,12 @@
-import { Command, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { TOY_DEMO } from "../../configs/toy.js";
-import { Session } from "../api/session.js";
-import { logTimes, runToyJob, TOY_CONTROL, TOY_METHODS, TOY_PROTOCOLS, type ToyJobResult, type ToyMethod, type ToyProtocol } from "../api/toy.js";
+import { logTimes, runToyJob, TOY_CONTROL, TOY_METHODS, TOY_PROTOCOLS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
+import { ModelCommand } from "../cli/base.js";
+import { UsageError } from "../cli/errors.js";
+import { choiceListFlag, overrideFlag } from "../cli/flags.js";
 import { withInterrupt } from "../cli/interrupt.js";
 import { ProgressLine } from "../cli/progress.js";
 import { table } from "../cli/render.js";
-import { deviceFlag } from "../cli/common.js";
 
 const PHASES = {
   train: "training",
@@ -15,7 +16,19 @@ const PHASES = {
   diagnostics: "residual / score / Fisher curves along t",
 } as const;
 
-export default class Toy extends Command {
+/** Comma-separated distinct non-negative integers. */
+const seedsFlag = Flags.custom<number[]>({
+  parse: async (input) => {
+    const parts = input.split(",").map((p) => p.trim());
+    const seeds = parts.map(Number);
+    const bad = parts.findIndex((p, i) => p === "" || !Number.isInteger(seeds[i]) || seeds[i]! < 0);
+    if (bad >= 0) throw new UsageError(`expected comma-separated non-negative integers, got ${JSON.stringify(parts[bad])} in ${JSON.stringify(input)}`);
+    if (new Set(seeds).size !== seeds.length) throw new UsageError(`each seed once, got ${JSON.stringify(input)}`);
+    return seeds;
+  },
+});
+
+export default class Toy extends ModelCommand {
   static override summary = "The toy main job: compare losses by their ScoreODE likelihood on a toy data set, as the papers do.";
   static override description =
     "Protocol `finetune` (default): trains a first-order DSM base once, then continues copies of it for the same number of further " +
@@ -34,19 +47,18 @@ export default class Toy extends Command {
     "<%= config.bin %> toy --base-steps 20000 --steps 5000 --seeds 0,1,2 --out runs/toy-long --device cuda",
     "<%= config.bin %> toy --set loss.terms[1].alpha=1e-3 --json",
   ];
-  static override enableJsonFlag = true;
   static override flags = {
-    data: Flags.string({ description: "toy data set", options: ["checkerboard", "mog1d"], default: "checkerboard" }),
-    sde: Flags.string({ description: "forward SDE", options: ["ve", "vp"], default: "ve" }),
-    protocol: Flags.string({ description: "finetune: continue one DSM base with each method; scratch: train each from scratch", options: [...TOY_PROTOCOLS], default: "finetune" }),
-    methods: Flags.string({
+    data: Flags.option({ description: "toy data set", options: ["checkerboard", "mog1d"] as const, default: "checkerboard" as const })(),
+    sde: Flags.option({ description: "forward SDE", options: ["ve", "vp"] as const, default: "ve" as const })(),
+    protocol: Flags.option({ description: "finetune: continue one DSM base with each method; scratch: train each from scratch", options: TOY_PROTOCOLS, default: "finetune" as const })(),
+    methods: choiceListFlag(Object.keys(TOY_METHODS) as ToyMethod[])({
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")} (the control ${TOY_CONTROL} is always included)`,
-      default: TOY_DEMO.methods.join(","),
+      default: [...TOY_DEMO.methods],
     }),
     "base-steps": Flags.integer({ description: "finetune: updates of the DSM base", default: TOY_DEMO.baseSteps, min: 1 }),
     steps: Flags.integer({ description: "updates per method: further updates (finetune) or all (scratch)", default: TOY_DEMO.steps, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: TOY_DEMO.batch, min: 1 }),
-    seeds: Flags.string({ description: "comma-separated training seeds (finetune: of the continuations)", default: TOY_DEMO.seeds.join(",") }),
+    seeds: seedsFlag({ description: "comma-separated training seeds (finetune: of the continuations)", default: [...TOY_DEMO.seeds] }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL (the same for every model)", default: TOY_DEMO.nllPoints, min: 2 }),
     grid: Flags.integer({ description: "grid cells per axis for the densities and the mass on the squares", default: TOY_DEMO.grid, min: 4 }),
     samples: Flags.integer({ description: "samples drawn per model for the pictures", default: TOY_DEMO.samples, min: 1 }),
@@ -54,31 +66,25 @@ export default class Toy extends Command {
     "curve-points": Flags.integer({ description: "data points per time for the curves", default: TOY_DEMO.curvePoints, min: 1 }),
     fisher: Flags.boolean({ description: "also the ScoreODE's own Fisher divergence along t (two ODE solves per time and model)", default: TOY_DEMO.fisher, allowNo: true }),
     out: Flags.string({ description: "output directory (runs, report.md, report.json, pictures)" }),
-    set: Flags.string({ description: "override a field of every experiment: path=value (repeatable)", multiple: true, default: [] }),
-    device: deviceFlag,
+  };
+  static override baseFlags = {
+    ...ModelCommand.baseFlags,
+    set: overrideFlag("override a field of every experiment (base and methods): path=value (repeatable)"),
   };
 
   async run(): Promise<ToyJobResult> {
     const { flags } = await this.parse(Toy);
-    const methods = flags.methods.split(",").map((m) => m.trim()).filter(Boolean) as ToyMethod[];
-    for (const m of methods) {
-      if (!(m in TOY_METHODS)) this.error(`--methods: unknown method ${m}; one of ${Object.keys(TOY_METHODS).join(", ")}`, { exit: 2 });
-    }
-    const seeds = flags.seeds.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-    if (!seeds.length || seeds.some((s) => !Number.isInteger(s) || s < 0)) this.error(`--seeds: expected non-negative integers, got ${flags.seeds}`, { exit: 2 });
-    if (new Set(seeds).size !== seeds.length) this.error(`--seeds: each seed once, got ${flags.seeds}`, { exit: 2 });
-    const protocol = flags.protocol as ToyProtocol;
-    // The demo's tuned continuation settings only where the demo's budget is the one asked for.
+    const { methods, seeds, protocol } = flags;
+    // The report quotes why the demo's budget is what it is only when it is the one asked for.
     const demoBudget = flags["base-steps"] === TOY_DEMO.baseSteps && flags.steps === TOY_DEMO.steps && flags.batch === TOY_DEMO.batch;
     const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${protocol === "scratch" ? "-scratch" : ""}`;
     const quiet = this.jsonEnabled();
-    const session = await Session.open({ device: flags.device });
     let line: ProgressLine | undefined;
-    try {
+    return this.withSession(flags.device, async (session) => {
       const result = await withInterrupt((signal) =>
         runToyJob(session, {
-          data: flags.data as "checkerboard" | "mog1d",
-          sde: flags.sde as "ve" | "vp",
+          data: flags.data,
+          sde: flags.sde,
           protocol,
           methods,
           baseSteps: flags["base-steps"],
@@ -101,8 +107,7 @@ export default class Toy extends Command {
             } else if (e.type === "evalProgress") {
               line?.progress({ step: e.done, total: e.total });
               if (e.nfe > 0) line?.metrics({ "ODE evaluations": e.nfe }); // one solve covers all points: show it moving
-            }
-            else if (e.type === "progress") line?.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
+            } else if (e.type === "progress") line?.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
             else if (e.type === "metrics") line?.metrics({ loss: e.loss, ...e.terms });
             else if (e.type === "warning") line?.note(`[${run}] warning: ${e.message}`);
           },
@@ -128,9 +133,6 @@ export default class Toy extends Command {
         this.log(`report: ${result.report}`);
       }
       return result;
-    } finally {
-      line?.done();
-      await session.close();
-    }
+    }).finally(() => line?.done());
   }
 }

@@ -45,23 +45,39 @@ export const TOY_DIMS: Record<ToyDataset, number | null> = {
   gaussian: null,
 };
 
+const toyShape = {
+  kind: z.literal("toy"),
+  dataset: z.enum(TOY_DATASETS),
+  /** Optional multiplicative rescaling of the samples. */
+  scale: z.number().positive().optional(),
+};
+const toyDim = () => z.number().int().positive();
+
+/** Toy data once resolved: `dim` present. */
+export const ResolvedToyDataSchema = z.strictObject({
+  kind: toyShape.kind,
+  dataset: toyShape.dataset,
+  /** Data dimension D. */
+  dim: toyDim(),
+  scale: toyShape.scale,
+});
+
 export const ToyDataSchema = z
   .strictObject({
-    kind: z.literal("toy"),
-    dataset: z.enum(TOY_DATASETS),
+    ...toyShape,
     /** Data dimension D; defaults to the set's own (2 for the 2-D sets, 1 for mog1d, 2 for gaussian). */
-    dim: z.number().int().positive().optional(),
-    /** Optional multiplicative rescaling of the samples. */
-    scale: z.number().positive().optional(),
+    dim: toyDim().optional(),
   })
-  .transform((d) => ({
-    kind: d.kind,
-    dataset: d.dataset,
-    dim: d.dim ?? TOY_DIMS[d.dataset] ?? 2,
-    ...(d.scale !== undefined ? { scale: d.scale } : {}),
-  }));
+  .transform((d) => ({ ...d, dim: d.dim ?? TOY_DIMS[d.dataset] ?? 2 }))
+  .pipe(ResolvedToyDataSchema);
 
 export const DataSchema = z.discriminatedUnion("kind", [Cifar10Schema, Imagenet32Schema, ToyDataSchema]);
+/** Data once resolved (what travels to the worker). */
+export const ResolvedDataSchema = z.discriminatedUnion("kind", [
+  Cifar10Schema,
+  Imagenet32Schema,
+  ResolvedToyDataSchema,
+]);
 
 export type Cifar10 = z.infer<typeof Cifar10Schema>;
 export type Imagenet32 = z.infer<typeof Imagenet32Schema>;

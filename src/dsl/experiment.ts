@@ -9,20 +9,27 @@ import { z } from "zod";
 import { ConfigError, formatPath, parseOrThrow, type ConfigIssue, type PathSegment } from "./errors.js";
 import { SdeSchema, type Sde } from "./sde.js";
 import { ModelSchema, isImageModel } from "./model.js";
-import { DataSchema, TOY_DIMS, dataDim, isImageData, type Data } from "./data.js";
+import { DataSchema, ResolvedDataSchema, TOY_DIMS, dataDim, isImageData } from "./data.js";
 import { LossSchema, type LossTerm } from "./loss.js";
 import { OptimSchema } from "./optim.js";
-import { EvalSchema, SamplingSchema, TrainingSchema } from "./training.js";
+import {
+  EvalSchema,
+  ResolvedEvalSchema,
+  ResolvedSamplingSchema,
+  SamplingSchema,
+  TrainingSchema,
+} from "./training.js";
 
 /** Largest data dimension for which full Jacobians ("exact" high-order estimator) are allowed. */
 export const EXACT_JACOBIAN_MAX_DIM = 64;
 
-const ExperimentBaseSchema = z.strictObject({
-  name: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, {
-      error: "name must start with a letter or digit and use only letters, digits, '.', '_', '-', '/'",
-    }),
+const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, {
+  error: "name must start with a letter or digit and use only letters, digits, '.', '_', '-', '/'",
+});
+
+/** What `experiment()` accepts: context-dependent fields may be absent. */
+const ExperimentInputSchema = z.strictObject({
+  name: nameSchema,
   description: z.string().optional(),
   sde: SdeSchema,
   model: ModelSchema,
@@ -35,47 +42,48 @@ const ExperimentBaseSchema = z.strictObject({
   sampling: SamplingSchema.optional(),
 });
 
-type Base = z.output<typeof ExperimentBaseSchema>;
-type BaseSampling = z.output<typeof SamplingSchema>;
-type ResolvedSampling =
-  | (Extract<BaseSampling, { method: "pc" }> & { N: number; eps: number })
-  | (Extract<BaseSampling, { method: "ode" }> & { eps: number });
-type BaseEval = Base["eval"];
-type ResolvedEval = Omit<BaseEval, "bpd"> & {
-  bpd: BaseEval["bpd"] & { divergence: "hutchinson" | "exact"; dequantize: boolean };
-};
-type Resolved = Omit<Base, "sampling" | "eval"> & { eval: ResolvedEval; sampling: ResolvedSampling };
+/**
+ * The resolved experiment: what travels to the worker. Every context-dependent field is present
+ * (sampling with N and eps, eval.bpd.divergence / dequantize, toy data dim); parsing a resolved
+ * experiment with it changes nothing. Python validates the wire against the JSON Schema of this.
+ */
+export const ResolvedExperimentSchema = z.strictObject({
+  name: nameSchema,
+  description: z.string().optional(),
+  sde: SdeSchema,
+  model: ModelSchema,
+  data: ResolvedDataSchema,
+  loss: LossSchema,
+  optim: OptimSchema,
+  training: TrainingSchema,
+  eval: ResolvedEvalSchema,
+  sampling: ResolvedSamplingSchema,
+});
+
+type Input = z.output<typeof ExperimentInputSchema>;
+type Resolved = z.input<typeof ResolvedExperimentSchema>;
 
 /** Score SDE's smallest sampling time: 1e-5 for VE, 1e-3 for VP / subVP. */
 export function defaultSamplingEps(s: Sde): number {
   return s.kind === "ve" ? 1e-5 : 1e-3;
 }
 
-function resolve(e: Base): Resolved {
-  const s: BaseSampling =
+/** Fills the fields whose defaults depend on other sections (the pipe orders the keys). */
+function resolve(e: Input): Resolved {
+  const s =
     e.sampling ??
     (e.sde.kind === "ve"
       ? SamplingSchema.parse({ method: "pc", predictor: "reverse_diffusion", corrector: "langevin" })
       : SamplingSchema.parse({ method: "pc", predictor: "euler_maruyama", corrector: "none" }));
   const eps = s.eps ?? defaultSamplingEps(e.sde);
-  // N and eps are the schemas' last fields: re-append them so the key order is the schema's.
-  let sampling: ResolvedSampling;
-  if (s.method === "pc") {
-    const { N, eps: _eps, ...rest } = s;
-    sampling = { ...rest, N: N ?? e.sde.N, eps };
-  } else {
-    const { eps: _eps, ...rest } = s;
-    sampling = { ...rest, eps };
-  }
+  const sampling = s.method === "pc" ? { ...s, N: s.N ?? e.sde.N, eps } : { ...s, eps };
   const image = isImageData(e.data);
   const bpd = {
     ...e.eval.bpd,
     divergence: e.eval.bpd.divergence ?? (image ? "hutchinson" : "exact"),
     dequantize: e.eval.bpd.dequantize ?? image,
   } as const;
-  // Keep the key order of the schemas (stable JSON), with sampling last as written.
-  const { sampling: _ignored, ...rest } = e;
-  return { ...rest, eval: { ...e.eval, bpd }, sampling };
+  return { ...e, eval: { ...e.eval, bpd }, sampling };
 }
 
 /** A cross-field problem: `path` as an array, for zod and for formatting. */
@@ -98,7 +106,7 @@ function termsOf<K extends LossTerm["kind"]>(
 }
 
 /** The errors of an experiment whose sections are each valid: rules that span fields. */
-export function crossFieldErrors(e: Resolved): Problem[] {
+export function crossFieldErrors(e: Experiment): Problem[] {
   const errs: Problem[] = [];
   const add = (path: PathSegment[], message: string) => errs.push({ path, message });
   const { sde, model, data } = e;
@@ -233,7 +241,9 @@ export function lint(e: Experiment): ConfigIssue[] {
 }
 
 /** The experiment schema: input → resolved experiment, with every cross-field rule checked. */
-export const ExperimentSchema = ExperimentBaseSchema.transform(resolve).superRefine((e, ctx) => {
+export const ExperimentSchema = ExperimentInputSchema.transform(resolve)
+  .pipe(ResolvedExperimentSchema)
+  .superRefine((e, ctx) => {
   for (const p of crossFieldErrors(e)) ctx.addIssue({ code: "custom", path: p.path, message: p.message });
 });
 

@@ -70,16 +70,59 @@ async function loadFile(abs: string): Promise<unknown> {
   if (!MODULE_EXTS.has(ext)) {
     throw new ConfigError([{ path: "", message: `${abs}: a config file must be .ts, .mts, .js, .mjs or .json` }]);
   }
+  return withTimeout(abs, evaluateModule(abs, ext));
+}
+
+/** Import a config module and settle its default export (a value, a function, or a promise of either). */
+async function evaluateModule(abs: string, ext: string): Promise<unknown> {
   const url = pathToFileURL(abs).href;
-  const mod = (ext === ".ts" || ext === ".mts" || ext === ".cts"
-    ? await (await import("tsx/esm/api")).tsImport(url, import.meta.url)
-    : await import(url)) as { default?: unknown };
+  let mod: { default?: unknown };
+  try {
+    mod = (ext === ".ts" || ext === ".mts" || ext === ".cts"
+      ? await (await import("tsx/esm/api")).tsImport(url, import.meta.url)
+      : await import(url)) as { default?: unknown };
+  } catch (err) {
+    throw new ConfigError([{ path: "", message: `${abs} failed to load: ${describeThrown(err)}` }]);
+  }
   let value = defaultExport(mod as Record<string, unknown>);
   if (value === undefined) {
     throw new ConfigError([{ path: "", message: `${abs} has no default export; export default experiment({...})` }]);
   }
-  if (typeof value === "function") value = await (value as () => unknown)();
+  try {
+    if (typeof value === "function") value = await (value as () => unknown)();
+    else value = await value; // a promise (or any thenable) of an experiment
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError([{ path: "", message: `${abs}: its default export failed: ${describeThrown(err)}` }]);
+  }
   return value;
+}
+
+function describeThrown(err: unknown): string {
+  if (err instanceof Error) return `${err.name === "Error" ? "" : `${err.name}: `}${err.message}`;
+  return String(err);
+}
+
+/** How long a config module may take to give its experiment (FPD_CONFIG_TIMEOUT_MS, default 60 s). */
+function configTimeoutMs(): number {
+  const v = Number(process.env.FPD_CONFIG_TIMEOUT_MS);
+  return Number.isFinite(v) && v > 0 ? v : 60_000;
+}
+
+/**
+ * A module whose import or default export never settles would otherwise leave Node with an
+ * empty event loop (exit 13, no message); the timer keeps it alive until it can say why.
+ */
+function withTimeout<T>(abs: string, p: Promise<T>): Promise<T> {
+  const ms = configTimeoutMs();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new ConfigError([{ path: "", message: `${abs} did not produce an experiment within ${ms / 1000} s (its import or its default export's promise never settled)` }])),
+      ms,
+    );
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /**

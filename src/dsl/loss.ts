@@ -1,7 +1,7 @@
 /**
- * Loss expressions: a sum of terms, each logged separately. Terms: first-order DSM (FACTS §2),
- * the error-bounded high-order DSM parts ℓ₂ / ℓ₃ (FACTS §4) and the score Fokker–Planck regulariser
- * (FACTS §3). `loss.dsm({...}).plus(loss.scoreFpe({...}))` builds one expression; the `plus` method
+ * Loss expressions: a sum of terms, each logged separately. Terms: first-order DSM (docs/maths.md §4),
+ * the error-bounded high-order DSM parts ℓ₂ / ℓ₃ (docs/maths.md §6) and the score Fokker–Planck regulariser
+ * (docs/maths.md §5). `loss.dsm({...}).plus(loss.scoreFpe({...}))` builds one expression; the `plus` method
  * is non-enumerable, so the JSON of an expression is exactly `{terms: [...]}`.
  */
 import { z } from "zod";
@@ -21,6 +21,11 @@ export const DsmTermSchema = z.strictObject({
 
 export const HIGH_ORDER_PARTS = ["frobenius", "trace"] as const;
 
+export const HighOrderLambdasSchema = z.strictObject({
+  second: z.number().min(0).default(1),
+  third: z.number().min(0).default(1),
+});
+
 export const HighOrderTermSchema = z.strictObject({
   kind: z.literal("highOrder"),
   /** 2: ℓ₂; 3: ℓ₂ + ℓ₃. */
@@ -30,26 +35,23 @@ export const HighOrderTermSchema = z.strictObject({
     .array(z.enum(HIGH_ORDER_PARTS))
     .min(1)
     .refine((p) => new Set(p).size === p.length, { message: "parts must not repeat" })
+    .meta({ uniqueItems: true })
     .default(["frobenius", "trace"]),
   /** Weights of ℓ₂ and ℓ₃ (CIFAR-10: 1 and 1; toys: 0.5 and 0.1). */
-  lambdas: z
-    .strictObject({
-      second: z.number().min(0).default(1),
-      third: z.number().min(0).default(1),
-    })
-    .default({ second: 1, third: 1 }),
+  lambdas: HighOrderLambdasSchema.default({ second: 1, third: 1 }),
   /** "exact": full Jacobians (small D); "hutchinson": one probe v and one JVP (images). */
   estimator: z.enum(["exact", "hutchinson"]).default("hutchinson"),
   probe: z.enum(["rademacher", "gaussian"]).default("rademacher"),
 });
 
+/** Steps of the asymmetric 3-point stencil: s at t − hs, t and t + hd. */
+export const FiniteDifferenceStepsSchema = z.strictObject({
+  hs: z.number().positive().default(1e-3),
+  hd: z.number().positive().default(5e-4),
+});
+
 export const FiniteDifferenceSchema = z.strictObject({
-  finiteDifference: z
-    .strictObject({
-      hs: z.number().positive().default(1e-3),
-      hd: z.number().positive().default(5e-4),
-    })
-    .default({ hs: 1e-3, hd: 5e-4 }),
+  finiteDifference: FiniteDifferenceStepsSchema.default({ hs: 1e-3, hd: 5e-4 }),
 });
 
 export const ScoreFpeTermSchema = z.strictObject({

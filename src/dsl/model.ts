@@ -1,7 +1,7 @@
 /**
  * Score networks. NCSN++ carries every field of the Score SDE `config.model` (camelCased); Score
  * SDE's DDPM++ *is* its NCSN++ class with other options, so `kind: "ddpmpp"` only selects those
- * defaults. The toy MLP is the high-order paper's toy network (FACTS §4).
+ * defaults. The toy MLP is the high-order paper's toy network (docs/maths.md §7.1).
  */
 import { z } from "zod";
 import { parseOrThrow } from "./errors.js";

@@ -22,6 +22,8 @@ export interface Override {
 }
 
 const DISCRIMINATORS = new Set(["kind", "method"]);
+/** Names that reach an object's prototype rather than a field of the experiment: never a path. */
+const FORBIDDEN = new Set(["__proto__", "prototype", "constructor"]);
 
 function overrideError(flag: string, message: string, path = ""): ConfigError {
   return new ConfigError([{ path, message: `${message} (--set ${flag})` }]);
@@ -42,6 +44,9 @@ export function parseOverride(flag: string): Override {
         continue;
       }
       throw overrideError(flag, `bad path segment ${JSON.stringify(token)}: use names and [index], e.g. loss.terms[1].alpha`);
+    }
+    if (m[1] && FORBIDDEN.has(m[1])) {
+      throw overrideError(flag, `path segment ${JSON.stringify(m[1])} is not a field of the experiment (it would reach an object's prototype)`, formatPath(path));
     }
     if (m[1]) path.push(m[1]);
     for (const idx of m[2]!.matchAll(/\[(\d+)\]/g)) path.push(Number(idx[1]));
@@ -72,7 +77,8 @@ export function parseValue(raw: string, current: unknown): unknown {
   if (t === "null") return null;
   if (t.startsWith("{") || t.startsWith("[") || t.startsWith('"')) {
     try {
-      return JSON.parse(t);
+      // a "__proto__" key would give whatever copies the value later a new prototype: drop it
+      return JSON.parse(t, (k, v: unknown) => (k === "__proto__" ? undefined : v));
     } catch {
       if (t.startsWith("[")) return looseList(t);
       return raw;
@@ -115,7 +121,7 @@ function applyOne(root: Record<string, unknown>, o: Override, flag: string): unk
     }
     const container = node as Record<string | number, unknown>;
     const key = seg as string | number;
-    const next = container[key];
+    const next = Object.hasOwn(container, key) ? container[key] : undefined;
     if (next === undefined || next === null) container[key] = typeof o.path[i + 1] === "number" ? [] : {};
     node = container[key];
   }
@@ -131,7 +137,7 @@ function applyOne(root: Record<string, unknown>, o: Override, flag: string): unk
   }
   const container = node as Record<string | number, unknown>;
   const key = last as string | number;
-  const current = container[key];
+  const current = Object.hasOwn(container, key) ? container[key] : undefined;
   const value = parseValue(o.raw, current);
   if (value === null) {
     if (Array.isArray(container)) container.splice(key as number, 1);

@@ -1,6 +1,6 @@
 /**
  * Forward SDEs (Score SDE conventions) and their schedules, evaluated in TypeScript for display,
- * validation and the cross-language tests. Formulas: reference FACTS §1.
+ * validation and the cross-language tests. Formulas: docs/maths.md §2.
  */
 import { z } from "zod";
 import { parseOrThrow } from "./errors.js";

@@ -21,7 +21,7 @@ export const TrainingSchema = z.strictObject({
   continuous: z.literal(true, { error: "only continuous-time training is supported" }).default(true),
 });
 
-export const BpdSchema = z.strictObject({
+const bpdShape = {
   /** Which split the bits/dim are computed on. */
   dataset: z.enum(["test", "train"]).default("test"),
   /** Passes over the data set (the high-order paper averages 5). */
@@ -33,14 +33,25 @@ export const BpdSchema = z.strictObject({
   eps: z.number().positive().lt(1).default(1e-5),
   /** Hutchinson probe (Score SDE: Rademacher). */
   probe: z.enum(["rademacher", "gaussian"]).default("rademacher"),
+};
+const divergence = () => z.enum(["hutchinson", "exact"]);
+
+export const BpdSchema = z.strictObject({
+  ...bpdShape,
   /** Absent: "hutchinson" for images, "exact" for toy data. */
-  divergence: z.enum(["hutchinson", "exact"]).optional(),
+  divergence: divergence().optional(),
   /** Uniform dequantisation of 8-bit data (the original always dequantises for bpd); absent:
    *  true for images, false for toy data. */
   dequantize: z.boolean().optional(),
 });
+/** The `bpd` section once the experiment resolved it: both data-dependent fields present. */
+export const ResolvedBpdSchema = z.strictObject({
+  ...bpdShape,
+  divergence: divergence(),
+  dequantize: z.boolean(),
+});
 
-export const EvalSchema = z.strictObject({
+const evalShape = {
   batchSize: posInt().default(1024),
   beginCkpt: z.number().int().min(0).default(9),
   endCkpt: z.number().int().min(0).default(26),
@@ -48,44 +59,69 @@ export const EvalSchema = z.strictObject({
   numSamples: posInt().default(50000),
   enableLoss: z.boolean().default(true),
   enableBpd: z.boolean().default(false),
-  bpd: BpdSchema.prefault({}),
-}).refine((e) => e.beginCkpt <= e.endCkpt, {
+};
+const ckptOrder = {
   message: "beginCkpt must not exceed endCkpt",
   path: ["endCkpt"],
-});
+};
+export const EvalSchema = z
+  .strictObject({ ...evalShape, bpd: BpdSchema.prefault({}) })
+  .refine((e) => e.beginCkpt <= e.endCkpt, ckptOrder);
+export const ResolvedEvalSchema = z
+  .strictObject({ ...evalShape, bpd: ResolvedBpdSchema })
+  .refine((e) => e.beginCkpt <= e.endCkpt, ckptOrder);
+
+const pcShape = {
+  method: z.literal("pc"),
+  predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).default("reverse_diffusion"),
+  corrector: z.enum(["langevin", "none"]).default("langevin"),
+  snr: z.number().positive().default(0.16),
+  nStepsEach: posInt().default(1),
+  /** Final denoising step. */
+  noiseRemoval: z.boolean().default(true),
+  /** Use the probability-flow ODE's reverse drift in the predictor. */
+  probabilityFlow: z.boolean().default(false),
+};
+const pcDoesSomething = {
+  message: "a PC sampler needs a predictor or a corrector (both are \"none\")",
+  path: ["corrector"],
+};
+const steps = () => posInt();
+const samplingEps = () => z.number().positive().lt(1);
 
 export const PcSamplingSchema = z
   .strictObject({
-    method: z.literal("pc"),
-    predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).default("reverse_diffusion"),
-    corrector: z.enum(["langevin", "none"]).default("langevin"),
-    snr: z.number().positive().default(0.16),
-    nStepsEach: posInt().default(1),
-    /** Final denoising step. */
-    noiseRemoval: z.boolean().default(true),
-    /** Use the probability-flow ODE's reverse drift in the predictor. */
-    probabilityFlow: z.boolean().default(false),
+    ...pcShape,
     /** Number of reverse steps; absent: the SDE's N. */
-    N: posInt().optional(),
+    N: steps().optional(),
     /** Smallest time; absent: 1e-5 for VE, 1e-3 for VP / subVP (as Score SDE). */
-    eps: z.number().positive().lt(1).optional(),
+    eps: samplingEps().optional(),
   })
-  .refine((s) => s.predictor !== "none" || s.corrector !== "none", {
-    message: "a PC sampler needs a predictor or a corrector (both are \"none\")",
-    path: ["corrector"],
-  });
+  .refine((s) => s.predictor !== "none" || s.corrector !== "none", pcDoesSomething);
+export const ResolvedPcSamplingSchema = z
+  .strictObject({ ...pcShape, N: steps(), eps: samplingEps() })
+  .refine((s) => s.predictor !== "none" || s.corrector !== "none", pcDoesSomething);
 
-export const OdeSamplingSchema = z.strictObject({
+const odeShape = {
   method: z.literal("ode"),
   solver: z.enum(["dopri5", "rk4", "euler"]).default("dopri5"),
   rtol: tol().default(1e-5),
   atol: tol().default(1e-5),
   noiseRemoval: z.boolean().default(true),
+};
+export const OdeSamplingSchema = z.strictObject({
+  ...odeShape,
   /** Smallest time; absent: 1e-5 for VE, 1e-3 for VP / subVP. */
-  eps: z.number().positive().lt(1).optional(),
+  eps: samplingEps().optional(),
 });
+export const ResolvedOdeSamplingSchema = z.strictObject({ ...odeShape, eps: samplingEps() });
 
 export const SamplingSchema = z.discriminatedUnion("method", [PcSamplingSchema, OdeSamplingSchema]);
+/** A sampler once the experiment resolved it: N and eps present. */
+export const ResolvedSamplingSchema = z.discriminatedUnion("method", [
+  ResolvedPcSamplingSchema,
+  ResolvedOdeSamplingSchema,
+]);
 
 export type Training = z.infer<typeof TrainingSchema>;
 export type Bpd = z.infer<typeof BpdSchema>;

@@ -90,7 +90,7 @@ describe("builders", () => {
   });
 });
 
-describe("schedules (FACTS §1)", () => {
+describe("schedules (docs/maths.md §2)", () => {
   const ve = sde.ve();
   const vp = sde.vp();
   const sub = sde.subvp();

@@ -10,7 +10,8 @@ export const FIXTURES = join(ROOT, "test", "dsl", "fixtures");
 export const PRESETS_FIXTURE = join(FIXTURES, "presets.json");
 
 export type Edit = [string, unknown];
-export interface InvalidCase { name: string; base: string; edits: Edit[]; path: string }
+/** `python`: "schema" (the generated schema refuses it at the wire), a guard function, or "ts". */
+export interface InvalidCase { name: string; base: string; edits: Edit[]; path: string; python: string }
 export interface WarningCase { name: string; base: string; edits: Edit[]; paths: string[] }
 export const cases = JSON.parse(readFileSync(join(FIXTURES, "cases.json"), "utf8")) as {
   invalid: InvalidCase[];
@@ -45,7 +46,6 @@ export function applyEdits<T>(base: T, edits: Edit[]): T {
 export interface PyAnswer {
   ok: boolean;
   experiment?: Record<string, unknown>;
-  warnings?: Array<{ path: string; message: string }>;
   errors?: Array<{ path: string; message: string }>;
 }
 

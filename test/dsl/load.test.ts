@@ -148,3 +148,31 @@ describe("fpd config list / validate / show (oclif commands)", () => {
     expect(printed).toContain("loss:\n  terms:\n    [0]");
   });
 });
+
+describe("config files that fail", () => {
+  it("a .ts file that throws at import is named, with its error", async () => {
+    const file = join(dir, "throws.ts");
+    writeFileSync(file, 'throw new Error("boom at import");\nexport default {};\n');
+    const err = await rejects(loadExperiment(file));
+    expect(err.message).toBe(`${file} failed to load: boom at import`);
+  });
+
+  it("a default export that never settles times out with a message instead of exit 13", async () => {
+    const before = process.env.FPD_CONFIG_TIMEOUT_MS;
+    process.env.FPD_CONFIG_TIMEOUT_MS = "1500";
+    try {
+      const promise = join(dir, "never.ts");
+      writeFileSync(promise, "export default new Promise(() => {});\n");
+      expect((await rejects(loadExperiment(promise))).message).toMatch(/never\.ts did not produce an experiment within 1\.5 s/);
+      const tla = join(dir, "never-tla.mts");
+      writeFileSync(tla, "await new Promise(() => {});\nexport default {};\n");
+      expect((await rejects(loadExperiment(tla))).message).toMatch(/never-tla\.mts did not produce an experiment within 1\.5 s/);
+      const fn = join(dir, "rejects.ts");
+      writeFileSync(fn, 'export default async () => { throw new TypeError("no data here"); };\n');
+      expect((await rejects(loadExperiment(fn))).message).toBe(`${fn}: its default export failed: TypeError: no data here`);
+    } finally {
+      if (before === undefined) delete process.env.FPD_CONFIG_TIMEOUT_MS;
+      else process.env.FPD_CONFIG_TIMEOUT_MS = before;
+    }
+  });
+});

@@ -1,7 +1,6 @@
 """Composable losses: a `LossExpression` is a sum of terms sharing one draw of (t, z, x_t).
 
-    expr = build_loss([{"kind": "dsm", "weighting": "likelihood"},
-                       {"kind": "scoreFpe", "mode": "both", "alpha": 0.15, "beta": 0.01}])
+    expr = build_loss([DSMTerm(weighting="likelihood"), ScoreFPETerm(mode="both", alpha=0.15, beta=0.01)])
     res = expr(score_model, x0, generator=g)
     res.total.backward(); log(res.log())
 
@@ -13,15 +12,15 @@ t ~ U[1e-5, 1] (docs/contracts.md §1). Each term reports its parts unweighted i
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Union
 
 import torch
 
+from .. import config as C
 from ..score import ScoreModel
 from ..sde import SDE
-from .common import LossBatch, Plan, field_of
+from .common import LossBatch, Plan
 from .dsm import DSMLoss
 from .high_order import HighOrderLoss
 from .score_fpe import ScoreFPELoss
@@ -31,36 +30,16 @@ Tensor = torch.Tensor
 __all__ = ["DSMLoss", "HighOrderLoss", "ScoreFPELoss", "LossExpression", "LossResult", "LossBatch",
            "build_loss", "build_term"]
 
-_KIND = {
-    "dsm": DSMLoss,
-    "highOrder": HighOrderLoss, "high_order": HighOrderLoss,
-    "scoreFpe": ScoreFPELoss, "score_fpe": ScoreFPELoss,
-}
-_ARGS = {
-    DSMLoss: ("weighting", "importance_sampling", "reduce", "eps"),
-    HighOrderLoss: ("order", "parts", "lambdas", "estimator", "probe", "n_probes"),
-    ScoreFPELoss: ("mode", "alpha", "beta", "m", "weighting", "points", "dt", "div", "probe", "n_probes"),
-}
+_CLASS = {C.DSMTerm: DSMLoss, C.HighOrderTerm: HighOrderLoss, C.ScoreFPETerm: ScoreFPELoss}
 _LOG_NAME = {DSMLoss: "dsm", HighOrderLoss: "high_order", ScoreFPELoss: "score_fpe"}
+Term = Union[DSMLoss, HighOrderLoss, ScoreFPELoss]
 
 
-def build_term(spec: Any):
-    """One loss term from a contracts.md §1 `LossTerm` (dataclass, object or snake/camelCase dict)."""
-    if isinstance(spec, tuple(_ARGS)):
+def build_term(spec: Union[C.LossTerm, Term]) -> Term:
+    """One loss term from its config dataclass (a term object is returned as it is)."""
+    if isinstance(spec, tuple(_LOG_NAME)):
         return spec
-    kind = field_of(spec, "kind")
-    cls = _KIND.get(kind)
-    if cls is None:
-        raise ValueError(f"unknown loss term kind {kind!r}; expected dsm, highOrder or scoreFpe")
-    kwargs = {}
-    for name in _ARGS[cls]:
-        value = field_of(spec, name, _MISSING)
-        if value is not _MISSING and value is not None:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-_MISSING = object()
+    return _CLASS[type(spec)](spec)
 
 
 @dataclass
@@ -83,9 +62,11 @@ class LossExpression:
         self.terms = [build_term(t) for t in terms]
         if not self.terms:
             raise ValueError("a loss expression needs at least one term")
+        kinds = [_LOG_NAME[type(t)] for t in self.terms]
+        if len(set(kinds)) < len(kinds):
+            # one draw is shared and each term logs under its kind's name
+            raise ValueError(f"a loss expression holds at most one term of each kind, got {kinds}")
         dsm = [t for t in self.terms if isinstance(t, DSMLoss)]
-        if len(dsm) > 1:
-            raise ValueError("at most one dsm term per expression (it decides how t is drawn)")
         self.dsm = dsm[0] if dsm else None
 
     @property
@@ -140,11 +121,9 @@ class LossExpression:
         return " + ".join(repr(t) for t in self.terms)
 
 
-def build_loss(terms: Any) -> LossExpression:
-    """A `LossExpression` from a list of terms (dataclasses, dicts or term objects) or from a
-    contracts.md `loss` object `{terms: [...]}`."""
-    if isinstance(terms, LossExpression):
-        return terms
-    if isinstance(terms, Mapping) or (dataclasses.is_dataclass(terms) and hasattr(terms, "terms")):
-        terms = field_of(terms, "terms")
-    return LossExpression(terms)
+def build_loss(loss: Union[C.LossConfig, Iterable[Any], LossExpression]) -> LossExpression:
+    """The experiment's loss (`LossConfig`), or a list of term configs / term objects, as one
+    `LossExpression`: the only reader of the loss section."""
+    if isinstance(loss, LossExpression):
+        return loss
+    return LossExpression(loss.terms if isinstance(loss, C.LossConfig) else loss)

@@ -9,7 +9,7 @@ term already needs the same one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -98,19 +98,6 @@ class LossBatch:
 
     def at(self, which: str = "pert") -> ScoreDerivatives:
         return self.derivs[which]
-
-
-def field_of(cfg: Any, name: str, default: Any = None) -> Any:
-    """Read a config field from a dataclass / object / snake_case or camelCase mapping."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        if name in cfg:
-            return cfg[name]
-        head, *rest = name.split("_")
-        camel = head + "".join(p.title() for p in rest)
-        return cfg.get(camel, default)
-    return getattr(cfg, name, default)
 
 
 def per_sample_mean(v: Tensor, lead: int = 1) -> Tensor:

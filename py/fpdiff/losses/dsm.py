@@ -1,4 +1,4 @@
-"""First-order denoising score matching (Score SDE `losses.py`, FACTS §2).
+"""First-order denoising score matching (Score SDE `losses.py`, docs/maths.md §4).
 
 With x_t = mean(x_0, t) + std(t)·z:
   conventional: ℓ₁ = R(‖s·std + z‖²)
@@ -13,32 +13,26 @@ from __future__ import annotations
 
 import torch
 
+from ..config import DSMTerm
+
 from ..sde import bcast
 from .common import LossBatch, Plan, per_sample_mean, per_sample_sum
 
 Tensor = torch.Tensor
 
-WEIGHTINGS = ("conventional", "likelihood")
-REDUCES = ("mean", "sum")
-
-
 class DSMLoss:
-    """ℓ₁ of FACTS §2. Keyword names follow the `dsm` loss term of docs/contracts.md §1."""
+    """ℓ₁ of docs/maths.md §4.1, configured by the experiment's `dsm` loss term (docs/contracts.md §1)."""
 
     kind = "dsm"
 
-    def __init__(self, weighting: str = "conventional", importance_sampling: bool = False,
-                 reduce: str = "mean", eps: float = 1e-5):
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if reduce not in REDUCES:
-            raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
-        if importance_sampling and weighting != "likelihood":
+    def __init__(self, cfg: DSMTerm = DSMTerm()):
+        if cfg.importance_sampling and cfg.weighting != "likelihood":
+            # the importance density only stands in for the likelihood weight
             raise ValueError("importance_sampling only applies with weighting='likelihood'")
-        self.weighting = weighting
-        self.importance_sampling = bool(importance_sampling)
-        self.reduce = reduce
-        self.eps = float(eps)
+        self.weighting = cfg.weighting
+        self.importance_sampling = cfg.importance_sampling
+        self.reduce = cfg.reduce
+        self.eps = cfg.eps
 
     def _r(self, sq: Tensor) -> Tensor:
         return per_sample_mean(sq) if self.reduce == "mean" else 0.5 * per_sample_sum(sq)

@@ -1,4 +1,4 @@
-"""Error-bounded second- and third-order DSM (Lu et al., ICML 2022, §4; FACTS §4).
+"""Error-bounded second- and third-order DSM (Lu et al., ICML 2022, §4; docs/maths.md §6).
 
 With σ = std(t), c = z + σ·sg(s) (sg = stop-gradient), J = ∂s/∂x and A = σ²J + I − ccᵀ
 (E[A | x_t] = 0 for the true first- and second-order scores):
@@ -24,13 +24,13 @@ by the true higher-order scores (tests check this on Gaussian data).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..derivatives import sample_inner, sample_sqnorm
+from ..config import HighOrderTerm
 from ..sde import bcast
-from .common import LossBatch, Plan, field_of
+from .common import LossBatch, Plan
 
 Tensor = torch.Tensor
 
@@ -38,32 +38,21 @@ PARTS = ("frobenius", "trace")
 
 
 class HighOrderLoss:
-    """ℓ₂ (and ℓ₃ for order 3) of FACTS §4; add a `DSMLoss` for ℓ₁ (the presets do).
+    """ℓ₂ (and ℓ₃ for order 3) of docs/maths.md §6; add a `DSMLoss` for ℓ₁ (the presets do).
 
-    Keyword names follow the `highOrder` loss term of docs/contracts.md §1; `n_probes` (default
-    1, as the original) averages the Hutchinson form over several probes.
+    Configured by the experiment's `highOrder` loss term (docs/contracts.md §1); `n_probes`
+    (default 1, as the original) averages the Hutchinson form over several probes.
     """
 
     kind = "highOrder"
 
-    def __init__(self, order: int = 2, parts: Sequence[str] = ("frobenius", "trace"),
-                 lambdas: Mapping[str, float] | Any = None, estimator: str = "hutchinson",
-                 probe: str = "rademacher", n_probes: int = 1):
-        if int(order) not in (2, 3):
-            raise ValueError(f"order must be 2 or 3, got {order!r}")
-        parts = tuple(parts)
-        if not parts or any(p not in PARTS for p in parts):
-            raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {parts!r}")
-        if estimator not in ("exact", "hutchinson"):
-            raise ValueError(f"estimator must be 'exact' or 'hutchinson', got {estimator!r}")
-        if probe not in ("rademacher", "gaussian"):
-            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
-        self.order = int(order)
-        self.parts = parts
-        self.second = float(field_of(lambdas, "second", 1.0))
-        self.third = float(field_of(lambdas, "third", 1.0))
-        self.estimator = estimator
-        self.probe = probe
+    def __init__(self, cfg: HighOrderTerm, n_probes: int = 1):
+        self.order = cfg.order
+        self.parts = tuple(dict.fromkeys(cfg.parts))  # a repeated part would count twice
+        self.second = cfg.lambdas.second
+        self.third = cfg.lambdas.third
+        self.estimator = cfg.estimator
+        self.probe = cfg.probe
         self.n_probes = int(n_probes)
 
     def plan(self, plan: Plan) -> None:

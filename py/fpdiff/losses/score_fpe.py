@@ -1,4 +1,4 @@
-"""The score Fokker–Planck regulariser of FP-Diffusion (Lai et al., ICML 2023, §3–4; FACTS §3).
+"""The score Fokker–Planck regulariser of FP-Diffusion (Lai et al., ICML 2023, §3–4; docs/maths.md §5).
 
 For dx = f dt + g dw the true score obeys  ∂t s = ∇x φ,  φ = (g²/2)(∇·s + ‖s‖²) − ⟨f, s⟩ − ∇·f.
 The residual r = ∂t s − ∇x φ is penalised at points y (`points`: the DSM's x_t, the clean data,
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..config import ScoreFPETerm
 from ..derivatives import ScoreDerivatives, parse_dt, sample_probes, sample_sqnorm
 from ..score import ScoreModel
 from ..sde import SDE
@@ -67,31 +68,21 @@ def fpe_residual(
 
 
 class ScoreFPELoss:
-    """FACTS §3 regulariser. Keyword names follow the `scoreFpe` loss term of docs/contracts.md §1;
-    `probe` picks the Hutchinson probe (the reference uses one Gaussian probe)."""
+    """docs/maths.md §5.2 regulariser, configured by the experiment's `scoreFpe` loss term
+    (docs/contracts.md §1); `probe` picks the Hutchinson probe (the reference uses one Gaussian probe)."""
 
     kind = "scoreFpe"
 
-    def __init__(self, mode: str = "both", alpha: float = 0.15, beta: float = 0.01, m: float = 2,
-                 weighting: str = "ll", points: str = "pert", dt: Any = "autodiff", div: str = "exact",
-                 probe: str = "gaussian", n_probes: int = 1):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if points not in POINTS:
-            raise ValueError(f"points must be one of {POINTS}, got {points!r}")
-        if div not in ("exact", "hutchinson"):
-            raise ValueError(f"div must be 'exact' or 'hutchinson', got {div!r}")
-        self.mode = mode
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.m = float(m)
-        self.weighting = weighting
-        self.points = points
-        self.dt = parse_dt(dt)
-        self.div = div
-        self.probe = probe
+    def __init__(self, cfg: ScoreFPETerm = ScoreFPETerm(), n_probes: int = 1):
+        self.mode = cfg.mode
+        self.alpha = cfg.alpha
+        self.beta = cfg.beta
+        self.m = cfg.m
+        self.weighting = cfg.weighting
+        self.points = cfg.points
+        self.dt = parse_dt(cfg.dt)
+        self.div = cfg.div
+        self.probe = cfg.probe
         self.n_probes = int(n_probes)
 
     @property

@@ -4,7 +4,8 @@ Score SDE's NCSN++ resamples feature maps with a separable FIR filter (default `
 The original code compiles a CUDA extension for this at import time; here every operation is
 expressed with ``F.pad`` and depthwise ``F.conv2d`` / ``F.conv_transpose2d``, so it runs on any
 device, supports channels-last and autocast, and has reverse- and forward-mode derivatives of any
-order.
+order. This module holds the resampling functions only; the convolution layer that fuses them
+with a learned kernel is ``layers.FIRConv2d``.
 
 Conventions (same as the original): a 1-D kernel ``k`` is expanded to ``outer(k, k)`` and
 normalised to sum 1; upsampling multiplies it by ``factor**2`` so a constant image keeps its value.
@@ -18,7 +19,6 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "conv_downsample_2d",
     "naive_upsample_2d",
     "naive_downsample_2d",
-    "FIRConv2d",
 ]
 
 
@@ -161,43 +160,3 @@ def naive_downsample_2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     """Box-filter downsampling (mean over ``factor`` x ``factor`` blocks)."""
     n, c, h, w = x.shape
     return x.reshape(n, c, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
-
-
-class FIRConv2d(nn.Module):
-    """A square convolution that optionally up- or down-samples with an FIR filter.
-
-    Parameters are ``weight`` [out, in, k, k] and ``bias`` [out] (Score SDE's
-    ``up_or_down_sampling.Conv2d``, whose state-dict names these match).
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False,
-                 resample_kernel: Sequence[float] = (1, 3, 3, 1), use_bias: bool = True,
-                 kernel_init=None):
-        super().__init__()
-        if up and down:
-            raise ValueError("FIRConv2d cannot both upsample and downsample")
-        if kernel < 1 or kernel % 2 != 1:
-            raise ValueError("kernel size must be a positive odd integer")
-        from .layers import init_device  # late import: layers imports this module
-        dev = init_device()
-        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel, device=dev))
-        if kernel_init is not None:
-            self.weight.data = kernel_init(self.weight.data.shape)
-        if use_bias:
-            self.bias = nn.Parameter(torch.zeros(out_ch, device=dev))
-        self.up = up
-        self.down = down
-        self.resample_kernel = tuple(resample_kernel)
-        self.kernel = kernel
-        self.use_bias = use_bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.up:
-            y = upsample_conv_2d(x, self.weight, k=self.resample_kernel)
-        elif self.down:
-            y = conv_downsample_2d(x, self.weight, k=self.resample_kernel)
-        else:
-            y = F.conv2d(x, self.weight, stride=1, padding=self.kernel // 2)
-        if self.use_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
-        return y

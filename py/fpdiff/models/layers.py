@@ -12,9 +12,8 @@ and differentiated again in reverse mode.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,73 +21,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fir as firmod
+from .initializers import default_init, init_device
 
 _SQRT2 = float(np.sqrt(2.0))
-
-# Device new parameters are created on. ``meta_init()`` switches it to 'meta' so that a full-size
-# network's layout (state-dict names, shapes, dtypes) can be built in milliseconds, without memory
-# or random initialisation — used to recognise which preset a checkpoint belongs to.
-_INIT_DEVICE: Optional[str] = None
-
-
-@contextlib.contextmanager
-def meta_init() -> Iterator[None]:
-    """Build modules on the meta device inside this block (layout only, no data)."""
-    global _INIT_DEVICE
-    previous, _INIT_DEVICE = _INIT_DEVICE, "meta"
-    try:
-        yield
-    finally:
-        _INIT_DEVICE = previous
-
-
-def init_device() -> Optional[str]:
-    return _INIT_DEVICE
-
-
-# ----------------------------------------------------------------------------------------------
-# initialisation (DDPM's variance-scaling "fan_avg, uniform")
-
-def variance_scaling_init(scale: float, mode: str = "fan_avg", distribution: str = "uniform",
-                          in_axis: int = 1, out_axis: int = 0) -> Callable[[Sequence[int]], torch.Tensor]:
-    """Return ``init(shape) -> tensor`` with variance ``scale / fan`` (JAX's variance_scaling)."""
-
-    def init(shape, dtype=torch.float32, device=None):
-        shape = tuple(int(s) for s in shape)
-        device = device if device is not None else _INIT_DEVICE
-        if device == "meta":
-            return torch.empty(*shape, dtype=dtype, device="meta")
-        receptive = float(np.prod(shape)) / shape[in_axis] / shape[out_axis]
-        fan_in = shape[in_axis] * receptive
-        fan_out = shape[out_axis] * receptive
-        if mode == "fan_in":
-            denom = fan_in
-        elif mode == "fan_out":
-            denom = fan_out
-        elif mode == "fan_avg":
-            denom = (fan_in + fan_out) / 2.0
-        else:
-            raise ValueError(f"unknown variance-scaling mode {mode!r}")
-        variance = scale / denom
-        if distribution == "normal":
-            return torch.randn(*shape, dtype=dtype, device=device) * math.sqrt(variance)
-        if distribution == "uniform":
-            bound = math.sqrt(3.0 * variance)
-            return (torch.rand(*shape, dtype=dtype, device=device) * 2.0 - 1.0) * bound
-        raise ValueError(f"unknown distribution {distribution!r}")
-
-    return init
-
-
-def default_init(scale: float = 1.0):
-    """DDPM's default initialiser; a zero scale means 1e-10 (an almost-zero layer)."""
-    return variance_scaling_init(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, dilation: int = 1,
             init_scale: float = 1.0, padding: int = 1) -> nn.Conv2d:
     conv = nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding,
-                     dilation=dilation, bias=bias, device=_INIT_DEVICE)
+                     dilation=dilation, bias=bias, device=init_device())
     conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
     if bias:
         nn.init.zeros_(conv.bias)
@@ -98,7 +39,7 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, dilatio
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_scale: float = 1.0,
             padding: int = 0) -> nn.Conv2d:
     conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, padding=padding, bias=bias,
-                     device=_INIT_DEVICE)
+                     device=init_device())
     conv.weight.data = default_init(init_scale)(conv.weight.data.shape)
     if bias:
         nn.init.zeros_(conv.bias)
@@ -107,7 +48,7 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = True, init_sc
 
 def dense(in_dim: int, out_dim: int) -> nn.Linear:
     """``nn.Linear`` with the DDPM initialisation and a zero bias."""
-    lin = nn.Linear(in_dim, out_dim, device=_INIT_DEVICE)
+    lin = nn.Linear(in_dim, out_dim, device=init_device())
     lin.weight.data = default_init()(lin.weight.shape)
     nn.init.zeros_(lin.bias)
     return lin
@@ -139,7 +80,7 @@ class GroupNorm(nn.GroupNorm):
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm as NCSN++ uses it: min(C/4, 32) groups, eps 1e-6."""
     return GroupNorm(num_groups=min(channels // 4, 32), num_channels=channels, eps=1e-6,
-                        device=_INIT_DEVICE)
+                        device=init_device())
 
 
 def get_act(name: str) -> nn.Module:
@@ -181,7 +122,7 @@ class GaussianFourierProjection(nn.Module):
 
     def __init__(self, embedding_size: int = 256, scale: float = 1.0):
         super().__init__()
-        self.W = nn.Parameter(torch.randn(embedding_size, device=_INIT_DEVICE) * scale,
+        self.W = nn.Parameter(torch.randn(embedding_size, device=init_device()) * scale,
                               requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +139,7 @@ class NIN(nn.Module):
     def __init__(self, in_dim: int, num_units: int, init_scale: float = 0.1):
         super().__init__()
         self.W = nn.Parameter(default_init(scale=init_scale)((in_dim, num_units)))
-        self.b = nn.Parameter(torch.zeros(num_units, device=_INIT_DEVICE))
+        self.b = nn.Parameter(torch.zeros(num_units, device=init_device()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(x.permute(0, 2, 3, 1), self.W) + self.b
@@ -256,6 +197,45 @@ class AttnBlockpp(nn.Module):
         return (x + h) / _SQRT2 if self.skip_rescale else x + h
 
 
+class FIRConv2d(nn.Module):
+    """A square convolution that optionally up- or down-samples with an FIR filter.
+
+    Parameters are ``weight`` [out, in, k, k] and ``bias`` [out] (Score SDE's
+    ``up_or_down_sampling.Conv2d``, whose state-dict names these match).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, up: bool = False, down: bool = False,
+                 resample_kernel: Sequence[float] = (1, 3, 3, 1), use_bias: bool = True,
+                 kernel_init=None):
+        super().__init__()
+        if up and down:
+            raise ValueError("FIRConv2d cannot both upsample and downsample")
+        if kernel < 1 or kernel % 2 != 1:
+            raise ValueError("kernel size must be a positive odd integer")
+        dev = init_device()
+        self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, kernel, kernel, device=dev))
+        if kernel_init is not None:
+            self.weight.data = kernel_init(self.weight.data.shape)
+        if use_bias:
+            self.bias = nn.Parameter(torch.zeros(out_ch, device=dev))
+        self.up = up
+        self.down = down
+        self.resample_kernel = tuple(resample_kernel)
+        self.kernel = kernel
+        self.use_bias = use_bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.up:
+            y = firmod.upsample_conv_2d(x, self.weight, k=self.resample_kernel)
+        elif self.down:
+            y = firmod.conv_downsample_2d(x, self.weight, k=self.resample_kernel)
+        else:
+            y = F.conv2d(x, self.weight, stride=1, padding=self.kernel // 2)
+        if self.use_bias:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+
 class Upsample(nn.Module):
     def __init__(self, in_ch: Optional[int] = None, out_ch: Optional[int] = None,
                  with_conv: bool = False, fir: bool = False,
@@ -264,7 +244,7 @@ class Upsample(nn.Module):
         out_ch = out_ch if out_ch else in_ch
         if with_conv:
             if fir:
-                self.Conv2d_0 = firmod.FIRConv2d(in_ch, out_ch, kernel=3, up=True,
+                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, up=True,
                                                  resample_kernel=fir_kernel, use_bias=True,
                                                  kernel_init=default_init())
             else:
@@ -292,7 +272,7 @@ class Downsample(nn.Module):
         out_ch = out_ch if out_ch else in_ch
         if with_conv:
             if fir:
-                self.Conv2d_0 = firmod.FIRConv2d(in_ch, out_ch, kernel=3, down=True,
+                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, down=True,
                                                  resample_kernel=fir_kernel, use_bias=True,
                                                  kernel_init=default_init())
             else:

@@ -1,7 +1,7 @@
 """NCSN++ (Song et al. 2021), the U-Net behind Score SDE's NCSN++ and DDPM++ checkpoints.
 
 One class serves both: DDPM++ is this network with positional embeddings, no FIR filter and no
-input pyramid (see ``ddpmpp.py``). All sub-modules live in one flat ``all_modules`` ModuleList in
+input pyramid (``ddpmpp.DDPMpp`` only changes the defaults). All sub-modules live in one flat ``all_modules`` ModuleList in
 the order the original creates them, so state-dict keys (``all_modules.<i>.<name>``), the parameter
 order, the EMA shadow list and the optimiser indices of a Score SDE checkpoint line up with ours.
 
@@ -12,17 +12,22 @@ is divided by the noise level. Input in [0, 1] is mapped to [-1, 1] unless the d
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import List, Literal, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from . import layers
-from ._config import ConfigView
-from .presets import KIND_DEFAULTS
 
 _SQRT2 = float(np.sqrt(2.0))
+
+Nonlinearity = Literal["elu", "relu", "lrelu", "swish"]
+ResblockType = Literal["ddpm", "biggan"]
+Progressive = Literal["none", "output_skip", "residual"]
+ProgressiveInput = Literal["none", "input_skip", "residual"]
+CombineMethod = Literal["sum", "cat"]
+EmbeddingType = Literal["fourier", "positional"]
 
 
 def noise_levels(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndarray:
@@ -30,57 +35,113 @@ def noise_levels(sigma_min: float, sigma_max: float, num_scales: int) -> np.ndar
     return np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), int(num_scales)))
 
 
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> str:
+    v = str(value).lower()
+    if v not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return v
+
+
 class NCSNpp(nn.Module):
-    """NCSN++ / DDPM++ score network; see the module docstring."""
+    """NCSN++ / DDPM++ score network (see the module docstring); defaults: VE NCSN++ cont. CIFAR-10.
 
-    def __init__(self, model_cfg: Any, data_cfg: Any):
+    The defaults reproduce Score SDE's ``ve/cifar10_ncsnpp_continuous`` network; ``DDPMpp`` is this
+    class with the ``vp/cifar10_ddpmpp_continuous`` defaults. Every argument is keyword-only.
+
+    Data:
+        image_size: height = width of the input (a power of two times ``2**(len(ch_mult)-1)``).
+        num_channels: input and output channels.
+        centered: the input is already in [-1, 1]; otherwise x ∈ [0, 1] is mapped to 2x − 1.
+    Widths and depth:
+        nf: base channel count; level i has ``nf * ch_mult[i]`` channels, the embedding 4·nf.
+        ch_mult: channel multiplier per resolution level (one level per entry).
+        num_res_blocks: residual blocks per level in the encoder (one more in the decoder).
+        attn_resolutions: feature-map sizes after whose blocks self-attention is inserted.
+        dropout: dropout rate inside the residual blocks.
+    Blocks and resampling:
+        resblock_type: "biggan" (blocks that resample themselves) or "ddpm" (separate
+            Up/Downsample layers).
+        resamp_with_conv: the separate Up/Downsample layers ("ddpm" blocks) carry a convolution.
+        fir: resample with the FIR filter ``fir_kernel`` (else nearest / box resampling).
+        fir_kernel: 1-D taps of the separable FIR filter.
+        skip_rescale: residual sums are divided by √2.
+        init_scale: scale of the variance-scaling initialiser of each block's last layer
+            (0 means 1e-10, an almost-zero residual branch).
+        nonlinearity: activation everywhere ("swish" is SiLU).
+    Input / output pyramids (the progressive-growing paths of StyleGAN2):
+        progressive: output path, "none", "output_skip" or "residual".
+        progressive_input: input path, "none", "input_skip" or "residual".
+        progressive_combine: how "input_skip" merges the pyramid: "sum" or "cat".
+    Conditioning:
+        conditional: condition the blocks on the time / noise-level embedding.
+        embedding_type: "fourier" (random Fourier features of log σ; labels are σ) or
+            "positional" (sinusoidal embedding of the label, 999·t for VP / subVP).
+        fourier_scale: standard deviation of the fixed Fourier frequencies.
+        scale_by_sigma: divide the output by the noise level (the label for "fourier"; the
+            discrete ``sigmas[label]`` otherwise).
+        sigma_min, sigma_max, num_scales: the discrete geometric noise levels kept as the
+            ``sigmas`` buffer (part of the original's state dict).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 32,
+        num_channels: int = 3,
+        centered: bool = False,
+        nf: int = 128,
+        ch_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 4,
+        attn_resolutions: Sequence[int] = (16,),
+        dropout: float = 0.1,
+        resblock_type: ResblockType = "biggan",
+        resamp_with_conv: bool = True,
+        fir: bool = True,
+        fir_kernel: Sequence[int] = (1, 3, 3, 1),
+        skip_rescale: bool = True,
+        init_scale: float = 0.0,
+        nonlinearity: Nonlinearity = "swish",
+        progressive: Progressive = "none",
+        progressive_input: ProgressiveInput = "residual",
+        progressive_combine: CombineMethod = "sum",
+        conditional: bool = True,
+        embedding_type: EmbeddingType = "fourier",
+        fourier_scale: float = 16.0,
+        scale_by_sigma: bool = True,
+        sigma_min: float = 0.01,
+        sigma_max: float = 50.0,
+        num_scales: int = 1000,
+    ):
         super().__init__()
-        kind = ConfigView(model_cfg).get("kind", "ncsnpp")
-        cfg = ConfigView(model_cfg, KIND_DEFAULTS.get(kind, KIND_DEFAULTS["ncsnpp"]))
-        data = ConfigView(data_cfg, {"image_size": 32, "num_channels": 3, "centered": False})
+        self.act = act = layers.get_act(nonlinearity)
+        self.register_buffer("sigmas", torch.tensor(noise_levels(sigma_min, sigma_max, num_scales)))
 
-        self.act = act = layers.get_act(cfg.nonlinearity)
-        self.register_buffer("sigmas", torch.tensor(
-            noise_levels(cfg.sigma_min, cfg.sigma_max, cfg.num_scales)))
-
-        if str(cfg.normalization) != "GroupNorm":
-            raise ValueError(f"NCSN++ supports normalization 'GroupNorm' only, got {cfg.normalization!r}")
-        if str(cfg.get("attention_type", "ddpm")).lower() != "ddpm":
-            raise ValueError(f"unsupported attention_type {cfg.attention_type!r} (only 'ddpm')")
-
-        self.nf = nf = int(cfg.nf)
-        ch_mult = [int(m) for m in cfg.ch_mult]
-        self.num_res_blocks = num_res_blocks = int(cfg.num_res_blocks)
-        self.attn_resolutions = attn_resolutions = tuple(int(r) for r in cfg.attn_resolutions)
-        dropout = float(cfg.dropout)
-        resamp_with_conv = bool(cfg.resamp_with_conv)
+        self.nf = nf = int(nf)
+        ch_mult = [int(m) for m in ch_mult]
+        self.num_res_blocks = num_res_blocks = int(num_res_blocks)
+        self.attn_resolutions = attn_resolutions = tuple(int(r) for r in attn_resolutions)
+        dropout = float(dropout)
+        resamp_with_conv = bool(resamp_with_conv)
         self.num_resolutions = num_resolutions = len(ch_mult)
-        image_size = int(data.image_size)
+        image_size = int(image_size)
         self.all_resolutions = all_resolutions = [image_size // (2 ** i) for i in range(num_resolutions)]
-        self.conditional = conditional = bool(cfg.conditional)
-        fir = bool(cfg.fir)
-        fir_kernel = tuple(cfg.fir_kernel)
-        self.skip_rescale = skip_rescale = bool(cfg.skip_rescale)
-        self.resblock_type = resblock_type = str(cfg.resblock_type).lower()
-        self.progressive = progressive = str(cfg.progressive).lower()
-        self.progressive_input = progressive_input = str(cfg.progressive_input).lower()
-        self.embedding_type = embedding_type = str(cfg.embedding_type).lower()
-        self.combine_method = combine_method = str(cfg.progressive_combine).lower()
-        self.scale_by_sigma = bool(cfg.scale_by_sigma)
-        self.centered = bool(data.centered)
-        init_scale = float(cfg.init_scale)
-        channels = int(data.num_channels)
-
-        if progressive not in ("none", "output_skip", "residual"):
-            raise ValueError(f"unknown progressive {progressive!r}")
-        if progressive_input not in ("none", "input_skip", "residual"):
-            raise ValueError(f"unknown progressive_input {progressive_input!r}")
-        if embedding_type not in ("fourier", "positional"):
-            raise ValueError(f"unknown embedding_type {embedding_type!r}")
-        if resblock_type not in ("ddpm", "biggan"):
-            raise ValueError(f"unknown resblock_type {resblock_type!r}")
-        if combine_method not in ("cat", "sum"):
-            raise ValueError(f"unknown progressive_combine {combine_method!r}")
+        self.conditional = conditional = bool(conditional)
+        fir = bool(fir)
+        fir_kernel = tuple(fir_kernel)
+        self.skip_rescale = skip_rescale = bool(skip_rescale)
+        self.resblock_type = resblock_type = _one_of("resblock_type", resblock_type, ("ddpm", "biggan"))
+        self.progressive = progressive = _one_of(
+            "progressive", progressive, ("none", "output_skip", "residual"))
+        self.progressive_input = progressive_input = _one_of(
+            "progressive_input", progressive_input, ("none", "input_skip", "residual"))
+        self.embedding_type = embedding_type = _one_of(
+            "embedding_type", embedding_type, ("fourier", "positional"))
+        self.combine_method = combine_method = _one_of(
+            "progressive_combine", progressive_combine, ("cat", "sum"))
+        self.scale_by_sigma = bool(scale_by_sigma)
+        self.centered = bool(centered)
+        init_scale = float(init_scale)
+        channels = int(num_channels)
 
         temb_dim = nf * 4
 
@@ -109,7 +170,7 @@ class NCSNpp(nn.Module):
         # time / noise-level embedding
         if embedding_type == "fourier":
             mods.append(layers.GaussianFourierProjection(embedding_size=nf,
-                                                         scale=float(cfg.fourier_scale)))
+                                                         scale=float(fourier_scale)))
             embed_dim = 2 * nf
         else:
             embed_dim = nf

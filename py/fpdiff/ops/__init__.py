@@ -1,9 +1,12 @@
-"""Worker operations: a registry of handlers, their argument reader and their execution context.
+"""Worker operations: a registry of handlers and their execution context.
 
 Each area of fpdiff registers its ops in its own module (``core``, ``config``, ``numerics``,
-``models``, ``train``) with :func:`op`. Handlers receive a validated :class:`Args` reader and an
-:class:`OpContext`; they return a msgpack-serialisable result (tensors allowed) and raise
-:class:`OpError` for failures the caller can act on.
+``models``, ``train``, ``toy``, ``data``, ``runs``) with :func:`op`. An op's contract is its zod schema
+(``src/protocol/ops``); :meth:`OpSpec.parse` validates the incoming ``args`` against the JSON Schema
+generated from it and hands the handler the generated dataclass (snake_case fields, zod defaults).
+Handlers return a result dataclass (or a plain value), encoded back to camelCase once, here; they
+raise :class:`OpError` for failures the caller can act on. Whether an op is a control op (answered
+at once on the I/O thread) or a compute op (queued, one at a time) is the schema's ``compute``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .. import schema
 from ..protocol import BAD_REQUEST, CANCELLED, ProtocolError
 
-Handler = Callable[["Args", "OpContext"], Any]
+Handler = Callable[[Any, "OpContext"], Any]
 
 
 class OpError(ProtocolError):
@@ -27,26 +31,49 @@ class Cancelled(OpError):
         super().__init__(CANCELLED, message)
 
 
+def bad_request(path: str, message: str) -> OpError:
+    """BAD_REQUEST naming ``path`` (``args.model``) in the message and the field."""
+    return OpError(BAD_REQUEST, f"{path}: {message}", path)
+
+
 @dataclass(frozen=True)
 class OpSpec:
     name: str
     handler: Handler
     control: bool  # answered at once on the I/O thread; compute ops queue one at a time
     doc: str
+    legacy: bool = False  # a handler still written against the Args reader (being converted)
+
+    def parse(self, raw: Any) -> Any:
+        """The request's args, validated against the op's schema and typed (BAD_REQUEST if not)."""
+        try:
+            value = schema.parse(f"{self.name}.args", raw, "args")
+        except schema.SchemaError as err:
+            raise OpError(BAD_REQUEST, str(err), err.path) from None
+        return Args(raw) if self.legacy else value
+
+    def run(self, args: Any, ctx: "OpContext") -> Any:
+        """The handler's answer as a wire value."""
+        return schema.encode(self.handler(args, ctx))
 
 
 REGISTRY: dict[str, OpSpec] = {}
 
-# Modules whose import registers ops. An area whose module does not exist yet is skipped, so the
-# worker runs while parts of fpdiff are still being written.
-AREAS = ("core", "config", "numerics", "models", "train", "toy", "data")
+# Modules whose import registers ops.
+AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "runs")
 
 
-def op(name: str, *, control: bool = False) -> Callable[[Handler], Handler]:
+def op(name: str) -> Callable[[Handler], Handler]:
+    """Registers ``fn`` as the handler of op ``name``, which must have a zod schema."""
+
     def register(fn: Handler) -> Handler:
         if name in REGISTRY:
             raise RuntimeError(f"op {name!r} registered twice")
-        REGISTRY[name] = OpSpec(name, fn, control, (fn.__doc__ or "").strip().split("\n")[0])
+        if name not in schema.OPS:
+            raise RuntimeError(f"op {name!r} has no schema in src/protocol/ops (run `npm run gen` after adding one)")
+        entry = schema.OPS[name]
+        legacy = fn.__annotations__.get("args") in ("Args", Args)
+        REGISTRY[name] = OpSpec(name, fn, not entry["compute"], entry["doc"], legacy)
         return fn
 
     return register
@@ -54,11 +81,7 @@ def op(name: str, *, control: bool = False) -> Callable[[Handler], Handler]:
 
 def load_all() -> dict[str, OpSpec]:
     for area in AREAS:
-        try:
-            importlib.import_module(f"{__name__}.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{area}":
-                raise
+        importlib.import_module(f"{__name__}.{area}")
     return REGISTRY
 
 
@@ -97,7 +120,7 @@ class OpContext:
 
     def emit(self, data: Any) -> None:
         """Stream an ``event`` reply to the caller (progress, metrics, checkpoints...)."""
-        self.emit_fn(data)
+        self.emit_fn(schema.encode(data))
 
     @property
     def cancelled(self) -> bool:
@@ -112,7 +135,8 @@ _MISSING = object()
 
 
 class Args:
-    """Typed, path-aware reader for a request's ``args`` map.
+    """Legacy reader for a request's ``args`` map, for handlers not yet converted to the generated
+    types (the schema has already validated the map when a handler sees it).
 
     Every accessor names the offending field (``args.seconds``) in its error, and :meth:`done`
     rejects keys the op does not know, so typos never pass silently.

@@ -7,11 +7,12 @@ import sys
 import time
 from typing import Any
 
+from .._generated import types as T
 from ..protocol import PROTOCOL_VERSION
-from . import REGISTRY, Args, OpContext, op
+from . import REGISTRY, OpContext, op
 
 
-def _versions() -> dict[str, Any]:
+def _versions() -> T.HelloResultVersions:
     import msgpack
     import numpy
     import zmq
@@ -36,82 +37,73 @@ def _versions() -> dict[str, Any]:
         out["torchdiffeq"] = getattr(torchdiffeq, "__version__", "unknown")
     except ImportError:
         out["torchdiffeq"] = None
-    return out
+    return T.HelloResultVersions(**out)
 
 
-def _devices() -> list[dict[str, Any]]:
+def _devices() -> list[T.HelloResultDevices]:
     import torch
 
-    devices: list[dict[str, Any]] = [{"name": "cpu", "type": "cpu", "threads": torch.get_num_threads()}]
+    devices = [T.HelloResultDevices(name="cpu", type="cpu", threads=torch.get_num_threads())]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             devices.append(
-                {
-                    "name": f"cuda:{i}",
-                    "type": "cuda",
-                    "model": p.name,
-                    "memoryBytes": int(p.total_memory),
-                    "capability": f"{p.major}.{p.minor}",
-                }
+                T.HelloResultDevices(
+                    name=f"cuda:{i}",
+                    type="cuda",
+                    model=p.name,
+                    memory_bytes=int(p.total_memory),
+                    capability=f"{p.major}.{p.minor}",
+                )
             )
     return devices
 
 
-@op("hello", control=True)
-def hello(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("hello")
+def hello(args: T.HelloArgs, ctx: OpContext) -> T.HelloResult:
     """Protocol version, library versions, devices and the list of ops."""
-    args.done()
-    return {
-        "protocol": PROTOCOL_VERSION,
-        "pid": __import__("os").getpid(),
-        "versions": _versions(),
-        "devices": _devices(),
-        "ops": sorted(REGISTRY),
-    }
+    return T.HelloResult(
+        protocol=PROTOCOL_VERSION,
+        pid=__import__("os").getpid(),
+        versions=_versions(),
+        devices=_devices(),
+        ops=sorted(REGISTRY),
+    )
 
 
-@op("ping", control=True)
-def ping(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("ping")
+def ping(args: T.PingArgs, ctx: OpContext) -> T.PingResult:
     """Liveness check; answered by the I/O thread even while a compute op runs."""
-    args.done()
-    return {"pong": True, "time": time.time()}
+    return T.PingResult(pong=True, time=time.time())
 
 
-@op("echo", control=True)
-def echo(args: Args, ctx: OpContext) -> Any:
+@op("echo")
+def echo(args: dict[str, Any], ctx: OpContext) -> dict[str, Any]:
     """Return the args unchanged (tensors included)."""
-    return args.raw
+    return args
 
 
 @op("sleep")
-def sleep(args: Args, ctx: OpContext) -> dict[str, Any]:
+def sleep(args: T.SleepArgs, ctx: OpContext) -> T.SleepResult:
     """Sleep cooperatively, emitting a tick event every ``tick`` seconds; cancellable."""
-    seconds = args.float("seconds", min=0)
-    tick = args.float("tick", 0.05, min=0.001)
-    args.done()
     start = time.monotonic()
     n = 0
-    while (elapsed := time.monotonic() - start) < seconds:
+    while (elapsed := time.monotonic() - start) < args.seconds:
         ctx.check_cancelled()
-        time.sleep(min(tick, seconds - elapsed))
+        time.sleep(min(args.tick, args.seconds - elapsed))
         n += 1
-        ctx.emit({"tick": n, "elapsed": time.monotonic() - start})
-    return {"slept": time.monotonic() - start, "ticks": n}
+        ctx.emit(T.SleepEvent(tick=n, elapsed=time.monotonic() - start))
+    return T.SleepResult(slept=time.monotonic() - start, ticks=n)
 
 
-@op("cancel", control=True)
-def cancel(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("cancel")
+def cancel(args: T.CancelArgs, ctx: OpContext) -> T.CancelResult:
     """Cancel a queued or running request by id; the target then answers CANCELLED."""
-    target = args.any("target")
-    args.done()
-    state = ctx.server.cancel(target)
-    return {"target": target, "state": state}
+    return T.CancelResult(target=args.target, state=ctx.server.cancel(args.target))
 
 
-@op("shutdown", control=True)
-def shutdown(args: Args, ctx: OpContext) -> dict[str, Any]:
+@op("shutdown")
+def shutdown(args: T.ShutdownArgs, ctx: OpContext) -> T.ShutdownResult:
     """Stop serving: cancel what runs, answer this request, then exit."""
-    args.done()
     ctx.server.request_shutdown()
-    return {"stopping": True}
+    return T.ShutdownResult(stopping=True)

@@ -1,49 +1,14 @@
-"""Ops of the data area: a synthetic data set in CIFAR-10's own file format, so that fine-tuning
-and bits/dim can be exercised end to end (tests, the small checkpoint fixtures, smoke runs of an
-ablation) where the real CIFAR-10 cannot be downloaded."""
+"""Ops of the data area: a synthetic data set in an official file format (see fpdiff.synthetic)."""
 
 from __future__ import annotations
 
-import os
-import pickle
-from typing import Any
-
-import numpy as np
-
-from ..data import CIFAR10_TEST, CIFAR10_TRAIN
-from ..files import atomic_path
-from . import Args, OpContext, op
-
-
-def write_synthetic_cifar10(path: str, per_batch: int, seed: int) -> dict[str, Any]:
-    """``data_batch_1..5`` and ``test_batch`` of smooth random 32×32 RGB images (uint8 [N, 3072],
-    R, G, B planes) with labels, pickled as the python version of CIFAR-10 is."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(path, exist_ok=True)
-    yy, xx = np.mgrid[0:32, 0:32] / 31.0
-    files = []
-    for name in (*CIFAR10_TRAIN, *CIFAR10_TEST):
-        # low-frequency colour fields: closer to natural images than white noise, cheap to make
-        coef = rng.normal(size=(per_batch, 3, 4))
-        img = (coef[..., 0, None, None] + coef[..., 1, None, None] * xx + coef[..., 2, None, None] * yy
-               + coef[..., 3, None, None] * np.sin(6 * xx * yy))
-        img = 127.5 + 40.0 * img + rng.normal(scale=8.0, size=img.shape)
-        data = np.clip(img, 0, 255).astype(np.uint8).reshape(per_batch, 3 * 32 * 32)
-        labels = rng.integers(0, 10, size=per_batch).tolist()
-        target = os.path.join(path, name)
-        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, fh, protocol=2)
-        files.append(target)
-    return {"path": os.path.abspath(path), "files": files, "imagesPerFile": per_batch}
+from .._generated import types as T
+from ..synthetic import write_synthetic_cifar10
+from . import OpContext, op
 
 
 @op("data.synthetic")
-def data_synthetic(args: Args, ctx: OpContext) -> dict[str, Any]:
+def data_synthetic(args: T.DataSyntheticArgs, ctx: OpContext) -> T.DataSyntheticResult:
     """Write a small synthetic data set in CIFAR-10's python format at ``path``."""
-    path = args.str("path")
-    kind = args.str("kind", "cifar10", choices=("cifar10",))
-    per = args.int("imagesPerFile", 64, min=1, max=10000)
-    seed = args.int("seed", 0, min=0)
-    args.done()
-    del kind  # one format for now; the argument keeps room for ImageNet32's
-    return write_synthetic_cifar10(path, per, seed)
+    path, files = write_synthetic_cifar10(args.path, args.images_per_file, args.seed)
+    return T.DataSyntheticResult(path=path, files=files, images_per_file=args.images_per_file)

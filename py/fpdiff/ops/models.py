@@ -34,8 +34,12 @@ def _opt(args: Args, kind: str, key: str, **kw: Any) -> Any:
 
 
 def _camel(obj: Any) -> Any:
+    """Transitional, until this module answers with the generated result types."""
+    import re
+
     if isinstance(obj, dict):
-        return {C.to_camel(k) if isinstance(k, str) else k: _camel(v) for k, v in obj.items()}
+        return {re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k) if isinstance(k, str) else k: _camel(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_camel(v) for v in obj]
     return obj
@@ -162,7 +166,7 @@ def _evaluate(lm: LoadedModel, weights: str, x: torch.Tensor, t: torch.Tensor, b
 @op("model.score")
 def model_score(args: Args, ctx: OpContext) -> dict:
     """The raw network output for the SDE's label and the score, at (x, t), in batches."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     weights = args.str("weights", "ema", choices=("ema", "model"))
     x = args.tensor("x")
     t_raw = args.any("t")
@@ -236,7 +240,7 @@ def ckpt_inspect(args: Args, ctx: OpContext) -> dict:
 @op("ckpt.save")
 def ckpt_save(args: Args, ctx: OpContext) -> dict:
     """Write a loaded model in the original format (atomically): to a path, a snapshot or the meta file."""
-    lm = get_model(args, ctx.state)
+    lm = get_model(ctx.state, args.str("model"))
     path = _opt(args, "str", "path")
     workdir = _opt(args, "str", "workdir")
     snapshot = _opt(args, "int", "snapshot", min=0)

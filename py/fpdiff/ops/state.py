@@ -3,7 +3,8 @@ turn an experiment or a device on the wire into Python objects.
 
 A :class:`LoadedModel` lives in ``ctx.state`` under ``models[handle]``. ``model.load`` and the
 training ops create them; evaluation ops (likelihood, sampling, loss, diagnostics) take
-``{model: handle, weights: "ema" | "model"}`` and ask for :meth:`LoadedModel.score_model`.
+``{model: handle, weights: "ema" | "model"}`` (checked by the op's schema) and ask for
+:meth:`LoadedModel.score_model`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn as nn
 
 from .. import config as C
 from ..protocol import BAD_REQUEST
-from . import Args, OpError, WorkerState
+from . import Args, OpError, WorkerState, bad_request
 
 
 @dataclass
@@ -40,8 +41,6 @@ class LoadedModel:
         """The network with the requested weights; the EMA copy is rebuilt when ``step`` moves."""
         if weights == "model" or self.ema is None:
             return self.network
-        if weights != "ema":
-            raise OpError(BAD_REQUEST, f"args.weights: expected 'ema' or 'model', got {weights!r}", "args.weights")
         if self._ema_copy is None or self._ema_copy_step != self.step:
             net = copy.deepcopy(self.network)
             self.ema.copy_to(net.parameters())
@@ -78,34 +77,36 @@ def models(state: WorkerState) -> dict[str, LoadedModel]:
         return reg
 
 
-def get_model(args: Args, state: WorkerState, key: str = "model") -> LoadedModel:
-    handle = args.str(key)
+def get_model(state: WorkerState, handle: str, path: str = "args.model") -> LoadedModel:
+    """The model loaded under ``handle``; BAD_REQUEST naming ``path`` and the loaded ones if none."""
     reg = models(state)
     if handle not in reg:
         known = ", ".join(sorted(reg)) or "none (load one with model.load or train one)"
-        raise OpError(BAD_REQUEST, f"{args.path}.{key}: no model {handle!r} is loaded; loaded: {known}", f"{args.path}.{key}")
+        raise bad_request(path, f"no model {handle!r} is loaded; loaded: {known}")
     return reg[handle]
 
 
-def experiment_arg(args: Args, key: str = "experiment") -> C.ExperimentConfig:
-    """Rebuild and validate an experiment from the wire; errors name ``args.experiment.<path>``."""
-    raw = args.map(key)
-    try:
-        return C.experiment_from_wire(raw)
-    except C.ConfigError as err:
-        where = f"{args.path}.{key}" + (f".{err.path}" if err.path and not err.path.startswith("[") else err.path or "")
-        raise OpError(BAD_REQUEST, f"{where}: {err.message}", where) from None
-
-
-def device_arg(args: Args, key: str = "device") -> torch.device:
+def resolve_device(name: str, path: str = "args.device") -> torch.device:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    name = args.str(key, "auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise OpError(BAD_REQUEST, f"{args.path}.{key}: expected auto, cpu, cuda or cuda:N, got {name!r}", f"{args.path}.{key}") from None
+        raise bad_request(path, f"expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OpError(BAD_REQUEST, f"{args.path}.{key}: CUDA was asked for but this worker's torch sees no GPU", f"{args.path}.{key}")
+        raise bad_request(path, "CUDA was asked for but this worker's torch sees no GPU")
     return dev
+
+
+# Transitional: ops still written against the legacy Args reader use these two.
+def experiment_arg(args: Args, key: str = "experiment") -> C.ExperimentConfig:
+    raw = args.map(key)
+    try:
+        return C.experiment_from_wire(raw, f"{args.path}.{key}")
+    except C.ConfigError as err:
+        raise OpError(BAD_REQUEST, str(err), err.path) from None
+
+
+def device_arg(args: Args, key: str = "device") -> torch.device:
+    return resolve_device(args.str(key, "auto"), f"{args.path}.{key}")

@@ -1,12 +1,9 @@
-import { Args, Command, Flags } from "@oclif/core";
+import { Args, Flags } from "@oclif/core";
 import { convertCheckpoint, type ConvertedCheckpoint } from "../../api/checkpoints.js";
-import { Session } from "../../api/session.js";
-import { ConfigError, type Experiment } from "../../dsl/index.js";
-import { loadExperiment } from "../../dsl/load.js";
-import { FpdError } from "../../protocol/errors.js";
-import { setFlag } from "../../cli/common.js";
+import { FpdCommand } from "../../cli/base.js";
+import { setFlag, weightsFlag } from "../../cli/flags.js";
 
-export default class CkptConvert extends Command {
+export default class CkptConvert extends FpdCommand {
   static override summary = "Convert between the original Score SDE format and plain state-dict exports.";
   static override description =
     "--to safetensors | state_dict writes the network's weights (EMA by default) as a flat state dict; --to score_sde writes " +
@@ -16,43 +13,28 @@ export default class CkptConvert extends Command {
     "<%= config.bin %> ckpt convert checkpoint_26.pth --to safetensors --out ve_ema.safetensors",
     "<%= config.bin %> ckpt convert ve_ema.safetensors --to score_sde --out checkpoint_0.pth",
   ];
-  static override enableJsonFlag = true;
   static override args = { file: Args.string({ description: "checkpoint or export", required: true }) };
   static override flags = {
-    to: Flags.string({ description: "target format", options: ["safetensors", "state_dict", "score_sde"], required: true }),
+    to: Flags.option({ description: "target format", options: ["safetensors", "state_dict", "score_sde"] as const, required: true })(),
     out: Flags.string({ description: "file to write", required: true }),
-    weights: Flags.string({ description: "which weights to export", options: ["ema", "model"], default: "ema" }),
+    weights: weightsFlag("which weights to export"),
     preset: Flags.string({ description: "preset or experiment file, when the layout matches no preset" }),
     set: setFlag,
   };
 
   async run(): Promise<ConvertedCheckpoint> {
     const { args, flags } = await this.parse(CkptConvert);
-    let experiment: Experiment | undefined;
-    if (flags.preset) {
-      try {
-        ({ experiment } = await loadExperiment(flags.preset, { set: flags.set }));
-      } catch (err) {
-        if (err instanceof ConfigError) this.error(err.message, { exit: 2 });
-        throw err;
-      }
-    }
-    const session = await Session.open({ device: "cpu" });
-    try {
-      const res = await convertCheckpoint(session, {
+    const experiment = flags.preset ? await this.loadExperiment(flags.preset, flags.set) : undefined;
+    const res = await this.withSession("cpu", (session) =>
+      convertCheckpoint(session, {
         path: args.file,
         out: flags.out,
-        to: flags.to as "safetensors" | "state_dict" | "score_sde",
-        weights: flags.weights as "ema" | "model",
+        to: flags.to,
+        weights: flags.weights,
         ...(experiment ? { experiment } : {}),
-      });
-      if (!this.jsonEnabled()) this.log(`wrote ${res.path} (${res.format}, ${res.bytes.toLocaleString()} bytes, sha256 ${res.sha256})`);
-      return res;
-    } catch (err) {
-      if (err instanceof FpdError) this.error(err.message, { exit: 2 });
-      throw err;
-    } finally {
-      await session.close();
-    }
+      }),
+    );
+    if (!this.jsonEnabled()) this.log(`wrote ${res.path} (${res.format}, ${res.bytes.toLocaleString()} bytes, sha256 ${res.sha256})`);
+    return res;
   }
 }

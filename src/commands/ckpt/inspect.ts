@@ -1,9 +1,8 @@
-import { Args, Command } from "@oclif/core";
+import { Args } from "@oclif/core";
 import { inspectCheckpoint, type CheckpointInspection } from "../../api/checkpoints.js";
-import { Session } from "../../api/session.js";
-import { FpdError } from "../../protocol/errors.js";
+import { FpdCommand } from "../../cli/base.js";
 
-export default class CkptInspect extends Command {
+export default class CkptInspect extends FpdCommand {
   static override summary = "Describe a checkpoint: format, step, parameters, EMA, optimiser, matching presets.";
   static override description =
     "Reads the file safely (no code in it runs: only tensors, plain values and NumPy numeric scalars are accepted) " +
@@ -13,34 +12,25 @@ export default class CkptInspect extends Command {
     "<%= config.bin %> ckpt inspect checkpoint_26.pth",
     "<%= config.bin %> ckpt inspect runs/fp-ve/checkpoints-meta/checkpoint.pth --json",
   ];
-  static override enableJsonFlag = true;
   static override args = { file: Args.string({ description: "checkpoint file", required: true }) };
 
   async run(): Promise<CheckpointInspection> {
     const { args } = await this.parse(CkptInspect);
-    const session = await Session.open({ device: "cpu" });
-    try {
-      const info = await inspectCheckpoint(session, args.file);
-      if (!this.jsonEnabled()) {
-        const m = (n: number) => (n / 1e6).toFixed(2) + "M";
-        this.log(`file        ${info.path} (${(info.bytes ?? 0).toLocaleString()} bytes, ${info.container})`);
-        this.log(`sha256      ${info.sha256}`);
-        this.log(`format      ${info.format}${info.step !== null ? `, step ${info.step}` : ""}`);
-        this.log(`tensors     ${info.tensors}, ${m(info.parameterCount)} parameters (${Object.entries(info.dtypes).map(([k, v]) => `${v} ${k}`).join(", ")})`);
-        if (info.ema) this.log(`ema         decay ${info.ema.decay}, ${info.ema.numUpdates} updates, ${info.ema.shadowParams} shadow tensors`);
-        if (info.optimizer) {
-          const o = info.optimizer;
-          this.log(`optimizer   ${o.kind}: lr ${o.lr} (${o.lrType}), betas ${JSON.stringify(o.betas)}, eps ${o.eps}, ${o.stateEntries}/${o.parameters} with state`);
-        }
-        const presets = info.matchingPresets.map((p) => p.preset + Object.entries(p.overrides).map(([k, v]) => ` --set model.${k}=${String(v)}`).join(""));
-        this.log(`presets     ${presets.length ? presets.join("\n            ") : "none of the known presets"}`);
+    const info = await this.withSession("cpu", (session) => inspectCheckpoint(session, args.file));
+    if (!this.jsonEnabled()) {
+      const m = (n: number) => (n / 1e6).toFixed(2) + "M";
+      this.log(`file        ${info.path} (${(info.bytes ?? 0).toLocaleString()} bytes, ${info.container})`);
+      this.log(`sha256      ${info.sha256}`);
+      this.log(`format      ${info.format}${info.step !== null ? `, step ${info.step}` : ""}`);
+      this.log(`tensors     ${info.tensors}, ${m(info.parameterCount)} parameters (${Object.entries(info.dtypes).map(([k, v]) => `${v} ${k}`).join(", ")})`);
+      if (info.ema) this.log(`ema         decay ${info.ema.decay}, ${info.ema.numUpdates} updates, ${info.ema.shadowParams} shadow tensors`);
+      if (info.optimizer) {
+        const o = info.optimizer;
+        this.log(`optimizer   ${o.kind}: lr ${o.lr} (${o.lrType}), betas ${JSON.stringify(o.betas)}, eps ${o.eps}, ${o.stateEntries}/${o.parameters} with state`);
       }
-      return info;
-    } catch (err) {
-      if (err instanceof FpdError) this.error(err.message, { exit: 2 });
-      throw err;
-    } finally {
-      await session.close();
+      const presets = info.matchingPresets.map((p) => p.preset + Object.entries(p.overrides).map(([k, v]) => ` --set model.${k}=${String(v)}`).join(""));
+      this.log(`presets     ${presets.length ? presets.join("\n            ") : "none of the known presets"}`);
     }
+    return info;
   }
 }

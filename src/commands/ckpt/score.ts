@@ -1,12 +1,9 @@
-import { Args, Command, Flags } from "@oclif/core";
+import { Args, Flags } from "@oclif/core";
 import { scoreCheckpoint, type CheckpointScores } from "../../api/checkpoints.js";
-import { Session } from "../../api/session.js";
-import { ConfigError } from "../../dsl/index.js";
-import { loadExperiment } from "../../dsl/load.js";
-import { FpdError } from "../../protocol/errors.js";
-import { setFlag, deviceFlag } from "../../cli/common.js";
+import { ModelCommand } from "../../cli/base.js";
+import { weightsFlag } from "../../cli/flags.js";
 
-export default class CkptScore extends Command {
+export default class CkptScore extends ModelCommand {
   static override summary = "Evaluate a checkpoint's network and score at given inputs.";
   static override description =
     "Restores the checkpoint strictly into the preset's network and writes an .npz with `output` (the raw network output " +
@@ -16,44 +13,29 @@ export default class CkptScore extends Command {
     "<%= config.bin %> ckpt score checkpoint_26.pth --preset ve/cifar10_ncsnpp_continuous --input batch.npz --out scores.npz",
     "<%= config.bin %> ckpt score small.pth --preset ve/cifar10_ncsnpp_continuous --set model.nf=8 --input io.pt --out s.npz --weights model",
   ];
-  static override enableJsonFlag = true;
   static override args = { file: Args.string({ description: "checkpoint file", required: true }) };
   static override flags = {
     preset: Flags.string({ description: "preset name, or a .ts / .json experiment file", required: true }),
-    set: setFlag,
     input: Flags.string({ description: ".pt or .npz with x and t", required: true }),
     out: Flags.string({ description: ".npz to write", required: true }),
-    weights: Flags.string({ description: "EMA (evaluation) or raw training weights", options: ["ema", "model"], default: "ema" }),
-    device: deviceFlag,
-    "batch-size": Flags.integer({ description: "inputs per forward pass", default: 64 }),
+    weights: weightsFlag("EMA (evaluation) or raw training weights"),
+    "batch-size": Flags.integer({ description: "inputs per forward pass", default: 64, min: 1 }),
   };
 
   async run(): Promise<CheckpointScores> {
     const { args, flags } = await this.parse(CkptScore);
-    let experiment;
-    try {
-      ({ experiment } = await loadExperiment(flags.preset, { set: flags.set }));
-    } catch (err) {
-      if (err instanceof ConfigError) this.error(err.message, { exit: 2 });
-      throw err;
-    }
-    const session = await Session.open({ device: flags.device });
-    try {
-      const res = await scoreCheckpoint(session, {
+    const experiment = await this.loadExperiment(flags.preset, flags.set);
+    const res = await this.withSession(flags.device, (session) =>
+      scoreCheckpoint(session, {
         experiment,
         checkpoint: args.file,
         input: flags.input,
         out: flags.out,
-        weights: flags.weights as "ema" | "model",
+        weights: flags.weights,
         batchSize: flags["batch-size"],
-      });
-      if (!this.jsonEnabled()) this.log(`wrote ${res.out}: ${res.n} inputs, ${res.weights} weights of step ${res.step}`);
-      return res;
-    } catch (err) {
-      if (err instanceof FpdError) this.error(err.message, { exit: 2 });
-      throw err;
-    } finally {
-      await session.close();
-    }
+      }),
+    );
+    if (!this.jsonEnabled()) this.log(`wrote ${res.out}: ${res.n} inputs, ${res.weights} weights of step ${res.step}`);
+    return res;
   }
 }

@@ -1,10 +1,10 @@
-import { Args, Command } from "@oclif/core";
+import { Args } from "@oclif/core";
+import { FpdCommand } from "../../cli/base.js";
 import { listPresets } from "../../dsl/load.js";
 
-export default class ConfigList extends Command {
+export default class ConfigList extends FpdCommand {
   static override summary = "List the presets with a one-line description each.";
   static override examples = ["<%= config.bin %> config list", "<%= config.bin %> config list toy/", "<%= config.bin %> config list --json"];
-  static override enableJsonFlag = true;
   static override args = {
     prefix: Args.string({ description: "only presets whose name starts with this (e.g. fp/, toy/)", required: false }),
   };

@@ -1,6 +1,7 @@
-import { Args, Command, Flags } from "@oclif/core";
-import { ConfigError, originalLayout } from "../../dsl/index.js";
+import { Args, Flags } from "@oclif/core";
+import { originalLayout } from "../../dsl/layout.js";
 import { loadExperiment } from "../../dsl/load.js";
+import { FpdCommand } from "../../cli/base.js";
 import { setFlag } from "../../cli/flags.js";
 
 function render(value: unknown, indent = ""): string[] {
@@ -19,7 +20,7 @@ function render(value: unknown, indent = ""): string[] {
   return lines;
 }
 
-export default class ConfigShow extends Command {
+export default class ConfigShow extends FpdCommand {
   static override summary = "Show a resolved experiment in the original Score SDE layout.";
   static override description =
     "Sections training, sampling, eval, data, model, optim with the original snake_case names, plus seed and loss. " +
@@ -29,7 +30,6 @@ export default class ConfigShow extends Command {
     "<%= config.bin %> config show fp/ve_cifar10 --set model.nf=8 --set loss.terms[1].alpha=0.3",
     "<%= config.bin %> config show ./my_experiment.ts --wire",
   ];
-  static override enableJsonFlag = true;
   static override args = {
     config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
   };
@@ -40,17 +40,12 @@ export default class ConfigShow extends Command {
 
   async run(): Promise<Record<string, unknown>> {
     const { args, flags } = await this.parse(ConfigShow);
-    try {
-      const { experiment, warnings } = await loadExperiment(args.config, { set: flags.set });
-      const shown = flags.wire ? (experiment as unknown as Record<string, unknown>) : originalLayout(experiment);
-      if (!this.jsonEnabled()) {
-        for (const line of render(shown)) this.log(line);
-        for (const w of warnings) this.warn(`${w.path}: ${w.message}`);
-      }
-      return shown;
-    } catch (err) {
-      if (err instanceof ConfigError) this.error(err.message, { exit: 2 });
-      throw err;
+    const { experiment, warnings } = await loadExperiment(args.config, { set: flags.set });
+    const shown = flags.wire ? (experiment as unknown as Record<string, unknown>) : originalLayout(experiment);
+    if (!this.jsonEnabled()) {
+      for (const line of render(shown)) this.log(line);
+      for (const w of warnings) this.warn(`${w.path}: ${w.message}`);
     }
+    return shown;
   }
 }

@@ -1,4 +1,5 @@
-import { Args, Command } from "@oclif/core";
+import { Args } from "@oclif/core";
+import { FpdCommand } from "../../cli/base.js";
 import { ConfigError, type ConfigIssue } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
 import { setFlag } from "../../cli/flags.js";
@@ -10,14 +11,13 @@ export interface ValidateResult {
   warnings: ConfigIssue[];
 }
 
-export default class ConfigValidate extends Command {
+export default class ConfigValidate extends FpdCommand {
   static override summary = "Check an experiment: types, ranges, unknown keys and cross-field rules.";
   static override description = "Exits 1 when the experiment is invalid; every problem names its field path.";
   static override examples = [
     "<%= config.bin %> config validate highorder/ve_cifar10_order3",
     "<%= config.bin %> config validate ./my_experiment.json --set loss.terms[0].reduce=mean --json",
   ];
-  static override enableJsonFlag = true;
   static override args = {
     config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
   };

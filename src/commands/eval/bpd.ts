@@ -1,11 +1,11 @@
-import { Command, Flags } from "@oclif/core";
-import { withSession } from "../../cli/common.js";
-import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
+import { Flags } from "@oclif/core";
+import { numberFlag } from "../../cli/flags.js";
+import { configArg, EvaluateCommand, pointsFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
 
-export default class EvalBpd extends Command {
+export default class EvalBpd extends EvaluateCommand {
   static override summary = "Negative log-likelihood and bits/dim by the probability-flow ODE.";
   static override description =
     "Solves the probability-flow ODE with torchdiffeq on the model's device (dopri5, rtol = atol = 1e-5 by default, as the " +
@@ -15,38 +15,36 @@ export default class EvalBpd extends Command {
     "<%= config.bin %> eval bpd --run runs/toy_checkerboard_ve_order3 --n 2000",
     "<%= config.bin %> eval bpd vp/cifar10_ddpmpp_continuous --checkpoint checkpoint_26.pth --set data.path=/data/cifar10 --n 1000 --repeats 5 --device cuda",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     ...pointsFlags(1000),
     repeats: Flags.integer({ description: "repeats (fresh dequantisation and probes)", min: 1 }),
-    rtol: Flags.string({ description: "ODE relative tolerance" }),
-    atol: Flags.string({ description: "ODE absolute tolerance" }),
-    method: Flags.string({ description: "ODE solver", options: ["dopri5", "rk4", "euler"] }),
-    divergence: Flags.string({ description: "divergence estimator", options: ["exact", "hutchinson"] }),
+    rtol: numberFlag({ description: "ODE relative tolerance" }),
+    atol: numberFlag({ description: "ODE absolute tolerance" }),
+    method: Flags.option({ description: "ODE solver", options: ["dopri5", "rk4", "euler"] as const })(),
+    divergence: Flags.option({ description: "divergence estimator", options: ["exact", "hutchinson"] as const })(),
     "batch-size": Flags.integer({ description: "points per ODE solve", min: 1 }),
   };
 
   async run(): Promise<EvalResult<"bpd">> {
     const { args, flags } = await this.parse(EvalBpd);
-    const choice = await chooseModel(this, args.config, flags);
+    const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("bpd", { quiet: this.jsonEnabled(), unit: "points" });
-    const res = await withSession(this, flags.device, async (session) => {
-      const handle = await loadChosen(session, choice);
+    const res = await this.withSession(flags.device, async (session) => {
+      const handle = await this.loadChosen(session, choice);
       return session.evaluate(
         handle,
         {
           kind: "bpd",
-          weights: flags.weights as "ema" | "model",
+          weights: flags.weights,
           n: flags.n,
-          split: flags.split as "test" | "train",
+          split: flags.split,
           seed: flags.seed,
           ...(flags.repeats ? { repeats: flags.repeats } : {}),
-          ...(flags.rtol ? { rtol: Number(flags.rtol) } : {}),
-          ...(flags.atol ? { atol: Number(flags.atol) } : {}),
-          ...(flags.method ? { method: flags.method as "dopri5" } : {}),
-          ...(flags.divergence ? { divergence: flags.divergence as "exact" } : {}),
+          ...(flags.rtol !== undefined ? { rtol: flags.rtol } : {}),
+          ...(flags.atol !== undefined ? { atol: flags.atol } : {}),
+          ...(flags.method ? { method: flags.method } : {}),
+          ...(flags.divergence ? { divergence: flags.divergence } : {}),
           ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
         },
         { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },

@@ -1,11 +1,12 @@
-import { Command, Flags } from "@oclif/core";
-import { withSession } from "../../cli/common.js";
-import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
+import { Flags } from "@oclif/core";
+import { UsageError } from "../../cli/errors.js";
+import { numberListFlag } from "../../cli/flags.js";
+import { configArg, EvaluateCommand, pointsFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
 
-export default class EvalFpe extends Command {
+export default class EvalFpe extends EvaluateCommand {
   static override summary = "The score Fokker–Planck residual of a model along t (FP-Diffusion's central diagnostic).";
   static override description =
     "For each t, the mean norm of r = ∂t s − ∇x[(g²/2)(∇·s + ‖s‖²) − ⟨f, s⟩ − ∇·f] at perturbed points, beside the norms " +
@@ -15,34 +16,32 @@ export default class EvalFpe extends Command {
     "<%= config.bin %> eval fpe --run runs/toy_checkerboard_ve_dsm_fpe --t 0.001,0.01,0.1,0.5,1",
     "<%= config.bin %> eval fpe ve/cifar10_ncsnpp_continuous --checkpoint checkpoint_26.pth --set data.path=/data/cifar10 --n 16 --plot fpe.png",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     ...pointsFlags(500),
-    t: Flags.string({ description: "comma-separated times in (0, 1]", default: "0.001,0.01,0.05,0.1,0.25,0.5,0.75,1" }),
-    div: Flags.string({ description: "divergence (default exact for toys, Hutchinson for images)", options: ["exact", "hutchinson"] }),
+    t: numberListFlag({ description: "comma-separated times in (0, 1]", default: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1] }),
+    div: Flags.option({ description: "divergence (default exact for toys, Hutchinson for images)", options: ["exact", "hutchinson"] as const })(),
     plot: Flags.string({ description: "write a PNG of the residual against t" }),
   };
 
   async run(): Promise<EvalResult<"fpeResidual">> {
     const { args, flags } = await this.parse(EvalFpe);
-    const times = flags.t.split(",").map(Number);
-    if (times.some((t) => !(t > 0 && t <= 1))) this.error(`--t: every time must be in (0, 1], got ${flags.t}`, { exit: 2 });
-    const choice = await chooseModel(this, args.config, flags);
+    const times = flags.t;
+    if (times.some((t) => !(t > 0 && t <= 1))) throw new UsageError(`--t: every time must be in (0, 1], got ${times.join(",")}`, "--t");
+    const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("fpe residual", { quiet: this.jsonEnabled(), unit: "times" });
-    const res = await withSession(this, flags.device, async (session) => {
-      const handle = await loadChosen(session, choice);
+    const res = await this.withSession(flags.device, async (session) => {
+      const handle = await this.loadChosen(session, choice);
       const out = await session.evaluate(
         handle,
         {
           kind: "fpeResidual",
-          weights: flags.weights as "ema" | "model",
+          weights: flags.weights,
           t: times,
           n: flags.n,
-          split: flags.split as "test" | "train",
+          split: flags.split,
           seed: flags.seed,
-          ...(flags.div ? { div: flags.div as "exact" } : {}),
+          ...(flags.div ? { div: flags.div } : {}),
         },
         { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
       );

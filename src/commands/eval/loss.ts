@@ -1,10 +1,10 @@
-import { Command, Flags } from "@oclif/core";
-import { withSession } from "../../cli/common.js";
-import { chooseModel, configArg, loadChosen, modelFlags, pointsFlags } from "../../cli/model.js";
+import { Flags } from "@oclif/core";
+import { numberFlag } from "../../cli/flags.js";
+import { configArg, EvaluateCommand, pointsFlags } from "../../cli/model.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
 
-export default class EvalLoss extends Command {
+export default class EvalLoss extends EvaluateCommand {
   static override summary = "Each term of the experiment's loss for a model, on fresh points.";
   static override description =
     "Evaluates the loss expression of the experiment (DSM, high-order terms, score-FPE terms) term by term, every term on one " +
@@ -13,27 +13,25 @@ export default class EvalLoss extends Command {
     "<%= config.bin %> eval loss --run runs/toy_checkerboard_ve_dsm_fpe",
     "<%= config.bin %> eval loss fp/ve_cifar10 --checkpoint small.pth --set model.nf=8 --set data.path=/data/cifar10 --n 64 --t 0.5",
   ];
-  static override enableJsonFlag = true;
   static override args = configArg;
   static override flags = {
-    ...modelFlags,
     ...pointsFlags(1000),
-    t: Flags.string({ description: "evaluate every point at this time instead of drawing t" }),
+    t: numberFlag({ description: "evaluate every point at this time instead of drawing t" }),
     "batch-size": Flags.integer({ description: "points per batch", min: 1 }),
   };
 
   async run(): Promise<EvalResult<"loss">> {
     const { args, flags } = await this.parse(EvalLoss);
-    const choice = await chooseModel(this, args.config, flags);
-    const res = await withSession(this, flags.device, async (session) => {
-      const handle = await loadChosen(session, choice);
+    const choice = await this.chooseModel(args.config, flags);
+    const res = await this.withSession(flags.device, async (session) => {
+      const handle = await this.loadChosen(session, choice);
       return session.evaluate(handle, {
         kind: "loss",
-        weights: flags.weights as "ema" | "model",
+        weights: flags.weights,
         n: flags.n,
-        split: flags.split as "test" | "train",
+        split: flags.split,
         seed: flags.seed,
-        ...(flags.t !== undefined ? { t: Number(flags.t) } : {}),
+        ...(flags.t !== undefined ? { t: flags.t } : {}),
         ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
       });
     });

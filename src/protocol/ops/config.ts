@@ -1,21 +1,20 @@
 /** Ops of the DSL area (py/fpdiff/ops/config.py): the experiment checked again in Python. */
 import { z } from "zod";
-import { ExperimentSchema, type ExperimentInput } from "../../dsl/experiment.js";
+import { ExperimentSchema } from "../../dsl/experiment.js";
 import { SdeSchema } from "../../dsl/sde.js";
 import { defineOp } from "./define.js";
 
 export const ConfigIssueSchema = z.object({ path: z.string(), message: z.string() });
 
-const times = z.array(z.number()).describe("times in [0, 1]");
+const times = z.array(z.number().min(0).max(1)).describe("times in [0, 1]");
 const series = z.array(z.number());
 
 export const configOps = {
   "config.validate": defineOp({
-    // Sent as it is: the worker is the judge here (invalid experiments are answered BAD_REQUEST).
-    args: z.strictObject({ experiment: z.custom<ExperimentInput>((v) => typeof v === "object" && v !== null, { message: "expected an experiment object" }) }),
-    result: z.object({ experiment: ExperimentSchema, warnings: z.array(ConfigIssueSchema) }),
+    args: z.strictObject({ experiment: ExperimentSchema }),
+    result: z.object({ experiment: ExperimentSchema }),
     compute: false,
-    doc: "validate an experiment in Python; answers it normalised, with its warnings",
+    doc: "validate an experiment against the generated schema in Python; answers it as the worker decoded it",
   }),
   "config.schedule": defineOp({
     args: z.strictObject({ sde: SdeSchema, t: times }),

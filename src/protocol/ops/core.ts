@@ -50,7 +50,7 @@ export const coreOps = {
     doc: "returns its args unchanged, tensors included",
   }),
   sleep: defineOp({
-    args: z.object({ seconds: z.number().nonnegative(), tick: z.number().positive().optional() }).strict(),
+    args: z.object({ seconds: z.number().nonnegative(), tick: z.number().min(0.001).default(0.05) }).strict(),
     result: z.object({ slept: z.number(), ticks: z.number().int() }),
     event: z.object({ tick: z.number().int(), elapsed: z.number() }),
     doc: "cooperative, cancellable sleep that emits a tick event (for tests)",

@@ -9,6 +9,7 @@ import { dataOps } from "./data.js";
 import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
 import { numericsOps } from "./numerics.js";
+import { runsOps } from "./runs.js";
 import { toyOps } from "./toy.js";
 import { trainOps } from "./train.js";
 
@@ -20,6 +21,7 @@ export const ops = {
   ...trainOps,
   ...toyOps,
   ...dataOps,
+  ...runsOps,
 } as const;
 
 export type Ops = typeof ops;

@@ -1,11 +1,10 @@
 /** Ops of the models area (py/fpdiff/ops/models.py): networks and the original checkpoints. */
 import { z } from "zod";
-import type { ExperimentInput } from "../../dsl/experiment.js";
+import { ExperimentSchema } from "../../dsl/experiment.js";
 import { defineOp, tensorSchema } from "./define.js";
 
-const experimentArg = z.custom<ExperimentInput>((v) => typeof v === "object" && v !== null, {
-  message: "expected an experiment object",
-});
+/** The experiment: resolved and checked here, then validated again by the worker. */
+const experimentArg = ExperimentSchema;
 const deviceArg = z.string().describe("auto | cpu | cuda | cuda:N");
 const weightsArg = z.enum(["ema", "model"]);
 

@@ -5,10 +5,10 @@
  * sampled with `seed`; image sets read from the experiment's data path, the first `n` of `split`).
  */
 import { z } from "zod";
-import { LossSchema } from "../../dsl/loss.js";
+import { FiniteDifferenceSchema, LossSchema } from "../../dsl/loss.js";
 import { defineOp, tensorSchema } from "./define.js";
 
-const weightsArg = z.enum(["ema", "model"]);
+const weightsArg = z.enum(["ema", "model"]).default("ema");
 const solver = z.enum(["dopri5", "rk4", "euler"]);
 const probe = z.enum(["rademacher", "gaussian"]);
 const times = z.array(z.number().gt(0).max(1)).min(1);
@@ -16,9 +16,10 @@ const times = z.array(z.number().gt(0).max(1)).min(1);
 /** Where the points come from: `x`, or n points of the model's data (`split` for image sets). */
 const pointsArgs = {
   x: tensorSchema.optional(),
-  n: z.number().int().positive().optional(),
-  split: z.enum(["test", "train"]).optional(),
-  seed: z.number().int().nonnegative().optional(),
+  /** Absent: each op's own count (more for toys than for images). */
+  n: z.number().int().positive().max(10_000_000).optional(),
+  split: z.enum(["test", "train"]).default("test"),
+  seed: z.number().int().nonnegative().default(0),
 };
 
 export const NumericsProgressSchema = z.object({
@@ -101,12 +102,12 @@ export const numericsOps = {
   "loss.eval": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg,
       /** Default: the model's experiment loss. */
       loss: LossSchema.optional(),
       /** Evaluate every point at this time instead of the loss's own draw of t. */
       t: z.number().min(0).max(1).optional(),
-      batchSize: z.number().int().positive().optional(),
+      batchSize: z.number().int().positive().default(1024),
       ...pointsArgs,
     }),
     result: LossEvalResultSchema,
@@ -116,20 +117,15 @@ export const numericsOps = {
   "diagnostics.fpe_residual": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg,
       t: times,
       /** Default: exact for toys, Hutchinson for images. */
       div: z.enum(["exact", "hutchinson"]).optional(),
-      dt: z
-        .union([
-          z.literal("autodiff"),
-          z.strictObject({ finiteDifference: z.strictObject({ hs: z.number().positive().optional(), hd: z.number().positive().optional() }) }),
-        ])
-        .optional(),
+      dt: z.union([z.literal("autodiff"), FiniteDifferenceSchema]).default("autodiff"),
       /** Perturbed points x_t (default) or the clean points at every t. */
-      points: z.enum(["pert", "x"]).optional(),
-      probe: probe.optional(),
-      nProbes: z.number().int().positive().optional(),
+      points: z.enum(["pert", "x"]).default("pert"),
+      probe: probe.default("rademacher"),
+      nProbes: z.number().int().positive().max(4096).default(1),
       ...pointsArgs,
     }),
     result: FpeResidualResultSchema,
@@ -139,11 +135,11 @@ export const numericsOps = {
   "diagnostics.fisher": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg,
       t: times,
-      rtol: z.number().positive().optional(),
-      atol: z.number().positive().optional(),
-      method: solver.optional(),
+      rtol: z.number().positive().default(1e-5),
+      atol: z.number().positive().default(1e-5),
+      method: solver.default("dopri5"),
       ...pointsArgs,
     }),
     result: FisherResultSchema,
@@ -153,13 +149,13 @@ export const numericsOps = {
   "likelihood.nll": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg,
       /** Absent ODE settings come from the experiment's eval.bpd. `steps` is for rk4 / euler. */
       method: solver.optional(),
       rtol: z.number().positive().optional(),
       atol: z.number().positive().optional(),
       eps: z.number().min(0).max(1).optional(),
-      steps: z.number().int().positive().optional(),
+      steps: z.number().int().positive().default(100),
       divergence: z.enum(["exact", "hutchinson"]).optional(),
       probe: probe.optional(),
       /** Uniform dequantisation (images only). */
@@ -175,9 +171,9 @@ export const numericsOps = {
   sample: defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      n: z.number().int().positive(),
-      seed: z.number().int().nonnegative().optional(),
+      weights: weightsArg,
+      n: z.number().int().positive().max(1_000_000),
+      seed: z.number().int().nonnegative().default(0),
       batchSize: z.number().int().positive().optional(),
       /** Default: the experiment's sampling.method. */
       method: z.enum(["pc", "ode"]).optional(),
@@ -191,6 +187,7 @@ export const numericsOps = {
       solver: solver.optional(),
       rtol: z.number().positive().optional(),
       atol: z.number().positive().optional(),
+      /** Fixed steps of rk4 / euler (default 100). */
       steps: z.number().int().positive().optional(),
     }),
     result: SampleResultSchema,

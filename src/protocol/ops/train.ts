@@ -1,11 +1,10 @@
 /** Ops of the train area (py/fpdiff/ops/train.py): the training loop in the worker. */
 import { z } from "zod";
-import type { ExperimentInput } from "../../dsl/experiment.js";
+import { ExperimentSchema } from "../../dsl/experiment.js";
 import { defineOp } from "./define.js";
 
-const experimentArg = z.custom<ExperimentInput>((v) => typeof v === "object" && v !== null, {
-  message: "expected an experiment object",
-});
+/** The experiment: resolved and checked here, then validated again by the worker. */
+const experimentArg = ExperimentSchema;
 
 /** Per-term loss values, unweighted ("dsm", "high_order.frobenius", "score_fpe.vector", …). */
 export const LossTermsSchema = z.record(z.string(), z.number());
@@ -54,14 +53,14 @@ export const TrainRunArgsSchema = z.strictObject({
   /** The handle the trained model is registered under (default: experiment.name). */
   handle: z.string().optional(),
   /** Continue from <workdir>/checkpoints-meta/checkpoint.pth when it exists. */
-  resume: z.boolean().optional(),
+  resume: z.boolean().default(false),
   /** Fine-tune: start from an original checkpoint's model, EMA, Adam state and step. */
   init: z.strictObject({ checkpoint: z.string().min(1) }).optional(),
-  device: z.string().describe("auto | cpu | cuda | cuda:N").optional(),
+  device: z.string().describe("auto | cpu | cuda | cuda:N").default("auto"),
   /** Stop (status "stopped", meta checkpoint written) after this many updates. */
   maxSteps: z.number().int().nonnegative().optional(),
-  /** Wall-clock interval between progress events (default 1 s). */
-  eventIntervalSeconds: z.number().nonnegative().optional(),
+  /** Wall-clock interval between progress events. */
+  eventIntervalSeconds: z.number().nonnegative().default(1),
 });
 
 export const TrainRunResultSchema = z.object({

@@ -1,4 +1,4 @@
-// Training driven from TypeScript with the real worker: run directories, resume after a killed
+// Session.train (src/api/session.ts) with the real worker: run directories, resume after a killed
 // worker, cancellation, divergence, fine-tuning from an original-format checkpoint.
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -125,7 +125,7 @@ describe("training runs", () => {
     expect(good.step).toBe(10);
     // the same run continued with a learning rate that blows it up
     const exp = toy(["optim.lr=1e12", "optim.gradClip=-1", "training.nIters=2000", "training.snapshotFreqForPreemption=1000", "training.snapshotFreq=1000"]);
-    const err = (await session.train(exp, { runDir: dir }).catch((e: unknown) => e)) as RequestError;
+    const err = (await session.train(exp, { runDir: dir, allowConfigChange: true }).catch((e: unknown) => e)) as RequestError;
     expect(err.code).toBe("DIVERGED");
     expect(err.message).toMatch(/diverged at step 1[01]/);
     expect(err.message).toContain(good.path); // it names the last good checkpoint

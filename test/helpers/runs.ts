@@ -1,0 +1,25 @@
+// A small trained toy run directory, made in-process through Session (tests of commands that read one).
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getPreset } from "../../configs/index.js";
+import { applyOverrides } from "../../src/dsl/index.js";
+import { Session } from "../../src/index.js";
+
+/** Train `toy/checkerboard_ve_order2` for 20 steps into a fresh directory; returns it. */
+export async function trainedToyRun(): Promise<string> {
+  const dir = join(mkdtempSync(join(tmpdir(), "fpd-run-")), "run");
+  const session = await Session.open({ device: "cpu" });
+  try {
+    const exp = applyOverrides(getPreset("toy/checkerboard_ve_order2")!.experiment, [
+      "training.nIters=20",
+      "training.batchSize=128",
+      "training.snapshotFreq=10",
+      "training.logFreq=5",
+    ]);
+    await session.train(exp, { runDir: dir });
+  } finally {
+    await session.close();
+  }
+  return dir;
+}
