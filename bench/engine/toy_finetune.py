@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import json
 import math
 import os
+import subprocess
 import tempfile
 import time
 
@@ -29,11 +32,21 @@ from fpdiff.diagnostics import fpe_residual_curve, mass_on_support, ode_nll
 from fpdiff.score import score_model
 
 
+@functools.lru_cache(maxsize=None)
+def preset(name: str) -> str:
+    """A toy preset as zod resolves it (configs/toy.ts, through the built dist/), as JSON."""
+    code = f"import {{getPreset}} from './dist/configs/index.js'; console.log(JSON.stringify(getPreset({json.dumps(name)}).experiment))"
+    return subprocess.run(["node", "--input-type=module", "-e", code], cwd=common.ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
 def experiment(loss: str, ns: argparse.Namespace, *, n_iters: int, lr: float, seed: int, ema: float) -> dict:
-    exp = common.toy_experiment(loss if loss != "dsm_fpe" else "dsm", batch=ns.batch, n_iters=n_iters, seed=seed,
-                                log_freq=10**9, snapshot_freq=n_iters)
+    """The preset toy/checkerboard_ve_<loss> with this run's budget, network and weights."""
+    exp = json.loads(preset(f"toy/checkerboard_ve_{loss}"))
+    exp["training"].update({"batchSize": ns.batch, "nIters": n_iters, "seed": seed, "logFreq": 10**9,
+                            "snapshotFreq": n_iters, "snapshotFreqForPreemption": n_iters})
     if loss == "dsm_fpe":
-        exp["loss"] = {"terms": [common.DSM, {**common.FPE, "alpha": ns.alpha, "m": ns.m}]}
+        exp["loss"]["terms"][1].update({"alpha": ns.alpha, "m": ns.m})
     exp["model"].update({"hidden": [ns.hidden] * ns.depth, "width": ns.width, "emaRate": ema})
     exp["optim"]["lr"] = lr
     return exp
@@ -97,6 +110,9 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--t-min", type=float, default=1e-4)
     ap.add_argument("--nt", type=int, default=5)
+    ap.add_argument("--base-ckpt", default="", help="continue this base checkpoint instead of training one")
+    ap.add_argument("--keep-base", default="", help="copy the trained base checkpoint here")
+    ap.add_argument("--ft-batch", type=int, default=0, help="continuation batch (0: --batch)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--no-write", action="store_true")
@@ -111,21 +127,30 @@ def main() -> None:
     rows: list[dict] = []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fpd-ft-") as tmp:
-        base_dir = os.path.join(tmp, "base")
-        exp = C.experiment_from_wire(experiment("dsm", ns, n_iters=ns.base_steps, lr=ns.lr, seed=100, ema=ns.ema))
-        state, res = T.train(exp, base_dir, device="cpu")
-        base_ck = os.path.join(base_dir, "checkpoints-meta", "checkpoint.pth")
-        ev = evaluate(state, x_test, axes, law, ns)
-        print(f"base dsm {res.steps} × {ns.batch}: {res.seconds:.1f} s ({res.steps / res.seconds:.1f} it/s), NLL {ev['nll']:.4f}, "
-              f"mass {ev.get('mass_on_support', float('nan')):.3f}, eval nll {ev['nllSeconds']:.1f} s grid {ev.get('gridSeconds', 0):.1f} s "
-              f"residual {ev['residualSeconds']:.1f} s  res {['%.3g' % r for r in ev['residual']]}", flush=True)
-        rows.append({"method": "base", "seed": None, "trainSeconds": res.seconds, **{k: v for k, v in ev.items() if k != "perSample"}})
+        if ns.base_ckpt:  # a base trained by an earlier run of this script (same --base-steps, network)
+            base_ck = ns.base_ckpt
+        else:
+            base_dir = os.path.join(tmp, "base")
+            exp = C.experiment_from_wire(experiment("dsm", ns, n_iters=ns.base_steps, lr=ns.lr, seed=100, ema=ns.ema))
+            state, res = T.train(exp, base_dir, device="cpu")
+            base_ck = os.path.join(base_dir, "checkpoints-meta", "checkpoint.pth")
+            if ns.keep_base:
+                import shutil
+
+                shutil.copyfile(base_ck, ns.keep_base)
+            ev = evaluate(state, x_test, axes, law, ns)
+            print(f"base dsm {res.steps} × {ns.batch}: {res.seconds:.1f} s ({res.steps / res.seconds:.1f} it/s), NLL {ev['nll']:.4f}, "
+                  f"mass {ev.get('mass_on_support', float('nan')):.3f}, eval nll {ev['nllSeconds']:.1f} s grid {ev.get('gridSeconds', 0):.1f} s "
+                  f"residual {ev['residualSeconds']:.1f} s  res {['%.3g' % r for r in ev['residual']]}", flush=True)
+            rows.append({"method": "base", "seed": None, "trainSeconds": res.seconds, **{k: v for k, v in ev.items() if k != "perSample"}})
         phases.update(start=ns.base_steps, end=ns.base_steps + ns.steps)
         for seed in [int(s) for s in ns.seeds.split(",")]:
             control = None
             for method in ns.methods.split(","):
-                exp = C.experiment_from_wire(experiment(method, ns, n_iters=ns.base_steps + ns.steps, lr=ns.ft_lr or ns.lr,
-                                                        seed=seed, ema=ns.ft_ema or ns.ema))
+                wire = experiment(method, ns, n_iters=ns.base_steps + ns.steps, lr=ns.ft_lr or ns.lr, seed=seed,
+                                  ema=ns.ft_ema or ns.ema)
+                wire["training"]["batchSize"] = ns.ft_batch or ns.batch
+                exp = C.experiment_from_wire(wire)
                 state, res = T.train(exp, os.path.join(tmp, f"{method}-{seed}"), device="cpu", init=base_ck)
                 ev = evaluate(state, x_test, axes, law, ns)
                 if control is None:

@@ -157,8 +157,8 @@ def test_bad_requests_name_the_field(worker, tmp_path):
         worker.call("toy.nll", {"model": "nope"})
     assert info.value.code == "BAD_REQUEST" and "no model 'nope'" in info.value.message
     worker.call("train.run", {"experiment": experiment(name="toy/b", n_iters=1), "workdir": str(tmp_path / "b")})
-    for args, field in [({"model": "toy/b", "t": [0.0, 0.5]}, "args.t"), ({"model": "toy/b", "t": []}, "args.t"),
-                        ({"model": "toy/b", "t": [0.5], "typo": 1}, "args.typo")]:
+    for args, field in [({"model": "toy/b", "t": [0.0, 0.5]}, "args.t[0]"), ({"model": "toy/b", "t": []}, "args.t"),
+                        ({"model": "toy/b", "t": [0.5], "typo": 1}, "args.typo"), ({"model": "not-loaded", "t": [0.5]}, "args.model")]:
         with pytest.raises(WorkerError) as info:
             worker.call("toy.diagnostics", args)
         assert info.value.code == "BAD_REQUEST" and info.value.data.get("field") == field, info.value.data

@@ -15,10 +15,9 @@ import torch
 
 from fpdiff import toys
 from fpdiff.diagnostics import fisher_curve, mass_on_support, ode_nll, toy_density, toy_mechanism, toy_nll
-from fpdiff.sde import make_sde
 from fpdiff.toys import Checkerboard, PerturbedScore, log_ndtr_diff
 
-from _numerics_helpers import SDE_KINDS, gen
+from _numerics_helpers import SDE_KINDS, gen, sde_of
 
 TIMES = [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0]
 
@@ -52,7 +51,7 @@ def test_log_ndtr_diff_is_exact_in_both_tails():
 
 @pytest.mark.parametrize("kind", SDE_KINDS)
 def test_checkerboard_score_equals_finite_differences_of_its_log_density(kind):
-    sde = make_sde({"kind": kind})
+    sde = sde_of(kind)
     cb = Checkerboard()
     for i, tv in enumerate(TIMES):
         x = _points(300, i) * (1.0 if tv < 0.5 or kind != "ve" else 20.0)
@@ -74,7 +73,7 @@ def test_checkerboard_score_equals_finite_differences_of_its_log_density(kind):
 
 
 def test_checkerboard_scaled_and_autograd_agree():
-    sde = make_sde({"kind": "vp"})
+    sde = sde_of("vp")
     cb = Checkerboard(scale=0.5)
     x = _points(200, 3, spread=2.5).requires_grad_(True)
     t = torch.full((200,), 0.02, dtype=torch.float64)
@@ -84,7 +83,7 @@ def test_checkerboard_scaled_and_autograd_agree():
 
 @pytest.mark.parametrize("kind", ["ve", "vp"])
 def test_perturbed_checkerboard_normalises_and_tends_to_the_data(kind):
-    sde = make_sde({"kind": kind})
+    sde = sde_of(kind)
     cb = Checkerboard()
     # ∫ q_t = 1 on a fine grid wide enough for the blur (t small enough that the grid holds it)
     axes = toys.density_grid("checkerboard", 400, lo=[-6.0, -6.0], hi=[6.0, 6.0])
@@ -104,7 +103,7 @@ def test_perturbed_checkerboard_normalises_and_tends_to_the_data(kind):
 
 @pytest.mark.parametrize("kind", SDE_KINDS)
 def test_exact_checkerboard_score_has_zero_fpe_residual_at_every_t(kind):
-    sde = make_sde({"kind": kind})
+    sde = sde_of(kind)
     cb = Checkerboard()
     x0 = toys.sample_toy("checkerboard", 64, generator=gen(0), dtype=torch.float64)
     res = toy_mechanism(cb.score_model(sde), cb, x0, TIMES, ode=False, generator=gen(1))
@@ -121,7 +120,7 @@ def test_exact_checkerboard_score_has_zero_fpe_residual_at_every_t(kind):
 
 @pytest.mark.parametrize("dataset", ["mog1d", "mog2d"])
 def test_exact_mixture_score_has_zero_fpe_residual_and_score_error(dataset):
-    sde = make_sde({"kind": "ve"})
+    sde = sde_of("ve")
     law = toys.toy_law(dataset)
     x0 = toys.sample_toy(dataset, 64, generator=gen(0), dtype=torch.float64)
     res = toy_mechanism(law.score_model(sde), law, x0, TIMES, ode=False, generator=gen(1))
@@ -133,7 +132,7 @@ def test_exact_mixture_score_has_zero_fpe_residual_and_score_error(dataset):
 def test_exact_checkerboard_scoreode_has_zero_fisher_divergence(kind):
     """The exact score's ODE marginals are q_t, so its ODE score is the data score (from the
     exact q_T at T)."""
-    sde = make_sde({"kind": kind})
+    sde = sde_of(kind)
     cb = Checkerboard()
     truth = cb.score_model(sde)
     x0 = toys.sample_toy("checkerboard", 48, generator=gen(0), dtype=torch.float64)
@@ -163,7 +162,7 @@ def test_mass_on_support_exact_uniform_and_blurred():
                           torch.full((pts.shape[0],), -math.inf, dtype=torch.float64))
     assert mass_on_support(cb, axes, uniform)["mass_on_support"] == pytest.approx(0.5, abs=1e-12)
     # blurring the data moves mass off the squares, more with more blur
-    sde = make_sde({"kind": "ve"})
+    sde = sde_of("ve")
     masses = []
     for tv in (0.2, 0.3, 0.4):  # std 0.055, 0.13, 0.30
         lq = cb.log_prob(pts, torch.full((pts.shape[0],), tv, dtype=torch.float64), sde)
@@ -192,7 +191,7 @@ def test_density_grid_layout():
 
 def test_ode_measurements_of_the_exact_score_recover_the_truth():
     """The job's NLL / density / mass of the exact (mixture) score are the truth's."""
-    sde = make_sde({"kind": "ve"})
+    sde = sde_of("ve")
     law = toys.toy_law("mog1d")
     model = law.score_model(sde)
     res = toy_nll(model, "mog1d", 64, seed=1, rtol=1e-6, atol=1e-6)
@@ -219,7 +218,7 @@ def test_ode_measurements_of_the_exact_score_recover_the_truth():
 def test_checkerboard_exact_score_density_holds_its_mass():
     """The exact checkerboard score's ODE density at ε: the data blurred by std(ε), nearly all of
     its mass on the squares (the job's mass measure on a model that is right)."""
-    sde = make_sde({"kind": "ve"})
+    sde = sde_of("ve")
     cb = Checkerboard()
     dens = toy_density(cb.score_model(sde), "checkerboard", 16, eps=1e-2, rtol=1e-5, atol=1e-5)
     assert dens["mass_on_support"] > 0.95 and dens["mass_in_grid"] == pytest.approx(1.0, abs=0.02)
