@@ -4,7 +4,7 @@
  * falls on both alike. Ping round trips and 1 MB / 64 MB echoes; the ratio this/baseline is the
  * result (below 1: faster). Writes bench/results/bridge.ab.json with the machine and its load.
  *
- *   node dist/bench/bridge_ab.js --baseline /path/to/other/checkout [--rounds 4]
+ *   node dist/bench/bridge_ab.js --baseline /path/to/other/checkout [--rounds 4] [--out file.json]
  *
  * The baseline needs its own `dist/` (npm run build there) and Python package; its `.venv` may be
  * a link to this one's.
@@ -109,7 +109,7 @@ const result = {
     echo64MbThroughput: ours.echo64MbGbPerSecond / base.echo64MbGbPerSecond,
   },
 };
-const out = join(PROJECT_ROOT, "bench", "results", "bridge.ab.json");
+const out = resolve(arg("--out") ?? join(PROJECT_ROOT, "bench", "results", "bridge.ab.json"));
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
 console.log(JSON.stringify(result, null, 2));

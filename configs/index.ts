@@ -1,11 +1,13 @@
 /**
  * The preset registry: every preset by name (`ve/cifar10_ncsnpp_continuous`, `fp/ve_cifar10`,
- * `highorder/ve_cifar10_order2`, `toy/checkerboard_ve_dsm` …) with a one-line description.
+ * `highorder/ve_cifar10_order2`, `scoreflow/vp/cifar10_ddpmpp_continuous`,
+ * `toy/checkerboard_ve_dsm` …) with a one-line description.
  */
 import type { Experiment } from "../src/dsl/index.js";
 import { scoreSdePresets } from "./scoresde.js";
 import { fpPresets } from "./fp.js";
 import { highOrderPresets } from "./highorder.js";
+import { scoreFlowPresets } from "./scoreflow.js";
 import { toyPresets } from "./toy.js";
 
 export interface Preset {
@@ -18,11 +20,12 @@ function entries(list: Experiment[]): Preset[] {
   return list.map((e) => ({ name: e.name, description: e.description ?? "", experiment: e }));
 }
 
-/** All presets, in listing order (Score SDE, FP-Diffusion, high-order, toys). */
+/** All presets, in listing order (Score SDE, FP-Diffusion, high-order, ScoreFlow, toys). */
 export const presets: readonly Preset[] = [
   ...entries(scoreSdePresets),
   ...entries(fpPresets),
   ...entries(highOrderPresets),
+  ...entries(scoreFlowPresets),
   ...entries(toyPresets),
 ];
 

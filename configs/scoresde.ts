@@ -20,12 +20,16 @@ function ve(deep: boolean): Experiment {
   });
 }
 
-/** VP / subVP SDE + DDPM++ cont.: centred data, DSM averaged over dimensions, Euler–Maruyama. */
+/**
+ * VP / subVP SDE + DDPM++ cont.: centred data, DSM averaged over dimensions, Euler–Maruyama. std(t)
+ * as the original computes it (`stdFormula: "original"`, 1 − exp(2c) in float32), so losses and
+ * likelihoods of its checkpoints match the original's numbers.
+ */
 function vpLike(kind: "vp" | "subvp", deep: boolean): Experiment {
   return experiment({
     name: `${kind}/cifar10_ddpmpp${deep ? "_deep" : ""}_continuous`,
     description: `Score SDE: ${kind === "vp" ? "VP" : "subVP"} SDE, DDPM++ cont.${deep ? " deep (8 res. blocks)" : ""}, CIFAR-10, conventional DSM`,
-    sde: kind === "vp" ? sde.vp() : sde.subvp(),
+    sde: kind === "vp" ? sde.vp({ stdFormula: "original" }) : sde.subvp({ stdFormula: "original" }),
     model: model.ddpmpp({ numResBlocks: deep ? 8 : 4 }),
     data: data.cifar10({ centered: true }),
     loss: loss.dsm({ weighting: "conventional", reduce: "mean" }),

@@ -1,10 +1,10 @@
 """Training data: CIFAR-10 and ImageNet 32×32 from their pickled batches, and the toy sets.
 
 Image files (docs/maths.md §11) are Python pickles — a pickle can name any callable and call it — so they
-are read by :class:`RestrictedUnpickler`, which resolves only what a NumPy array needs
-(``numpy.core.multiarray._reconstruct`` of a plain ``ndarray``, numeric ``numpy.dtype``s, NumPy
-scalars, and ``_codecs.encode`` with latin-1 for bytes written by protocol 2) and refuses
-everything else, naming it. The ``data`` array is uint8 [N, 3072] (R, G, B planes of 32×32).
+are read by the project's one safe unpickler (:mod:`fpdiff.safe_pickle`, the same allow-list as
+checkpoints: NumPy numeric arrays and scalars, plain values), which refuses everything else,
+naming it; a member larger than a batch of its set can be is refused before it is read. The
+``data`` array is uint8 [N, 3072] (R, G, B planes of 32×32).
 
 Preprocessing follows Score SDE (``datasets.py`` + ``get_data_scaler``): uint8 → [0, 1], random
 horizontal flip when training (if ``randomFlip``), uniform dequantisation
@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from . import toys
+from .safe_pickle import SafeUnpickler
 
 Tensor = torch.Tensor
 
 __all__ = [
-    "DataError", "RestrictedUnpickler", "restricted_load", "ImageSet", "read_batch",
+    "DataError", "restricted_load", "ImageSet", "read_batch",
     "load_cifar10", "load_imagenet32", "load_images", "scaler", "inverse_scaler", "preprocess",
     "step_seed", "step_generator", "ImageBatches", "ToyBatches", "make_batches",
     "STREAM_DATA", "STREAM_LOSS", "STREAM_DROPOUT", "STREAM_PERMUTATION",
@@ -57,69 +58,21 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The restricted unpickler
+# Unpickling: the project's one allow-list (fpdiff.safe_pickle), as for checkpoints
 
-_NUMERIC_KINDS = "biuf"
-
-
-def _numeric_dtype(*args: Any) -> np.dtype:
-    dt = np.dtype(*args)
-    if dt.kind not in _NUMERIC_KINDS:
-        raise pickle.UnpicklingError(f"refused: a NumPy dtype of kind {dt.kind!r} ({dt}); only numeric arrays are allowed")
-    return dt
-
-
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"refused: array subtype {subtype!r}; only numpy.ndarray is allowed")
-    return np.ndarray.__new__(np.ndarray, shape, _numeric_dtype(dtype))
-
-
-def _scalar(dtype: Any, data: Any = None) -> Any:
-    from numpy.core.multiarray import scalar  # type: ignore[attr-defined]
-
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS:
-        raise pickle.UnpicklingError(f"refused: a NumPy scalar of dtype {dtype!r}")
-    return scalar(dtype, data) if data is not None else scalar(dtype)
-
-
-def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
-    """Protocol 5's out-of-band-capable array form (``numpy.core.numeric._frombuffer``)."""
-    arr = np.frombuffer(buf, dtype=_numeric_dtype(dtype))
-    return arr.reshape(shape, order=order if order in ("C", "F") else "C")
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refused: _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-_ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _ALLOWED[(_mod, "_reconstruct")] = _reconstruct
-    _ALLOWED[(_mod, "scalar")] = _scalar
-for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
-    _ALLOWED[(_mod, "_frombuffer")] = _frombuffer
-_ALLOWED[("numpy", "ndarray")] = np.ndarray  # only ever passed to _reconstruct as its subtype
-_ALLOWED[("numpy", "dtype")] = _numeric_dtype
-_ALLOWED[("_codecs", "encode")] = _latin1_encode
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only NumPy array reconstruction; any other global is refused by name."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        fn = _ALLOWED.get((module, name))
-        if fn is None:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}: data files may only hold NumPy arrays, lists, dicts and numbers")
-        return fn
+#: the most bytes one pickled batch of each set may hold (CIFAR-10: 10,000 images ≈ 31 MB; an
+#: ImageNet32 training batch ≈ 128,000 images ≈ 394 MB); a larger member is refused unread, so a
+#: small compressed archive cannot inflate into gigabytes
+MAX_BATCH_BYTES = {"CIFAR-10": 64 << 20, "ImageNet32": 768 << 20}
+#: what a data archive's members may declare in total (the listing walks them all)
+MAX_ARCHIVE_BYTES = 16 << 30
 
 
 def restricted_load(fh: BinaryIO, *, where: str = "data file") -> Any:
-    """Unpickle ``fh`` allowing NumPy arrays only (Python 2 pickles: byte strings stay bytes)."""
+    """Unpickle ``fh`` with :class:`fpdiff.safe_pickle.SafeUnpickler` (NumPy numeric arrays,
+    numbers, strings, lists, dicts; Python 2 pickles: byte strings stay bytes)."""
     try:
-        return RestrictedUnpickler(fh, encoding="bytes").load()
+        return SafeUnpickler(fh, encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise DataError(f"{where}: {exc}", where) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
@@ -189,9 +142,14 @@ class _Source:
                     self._names.setdefault(fname, os.path.join(root, fname))
         elif os.path.isfile(path) and tarfile.is_tarfile(path):
             self.kind = "tar"
+            declared = 0
             with tarfile.open(path) as tf:
-                for m in tf.getmembers():
+                for m in tf:  # lazily, so an archive that declares too much stops the walk early
                     if m.isfile():
+                        declared += m.size
+                        if declared > MAX_ARCHIVE_BYTES:
+                            raise DataError(f"{path}: its members declare more than {MAX_ARCHIVE_BYTES:,} "
+                                            "bytes; refused (not a data set archive)", path)
                         self._names.setdefault(os.path.basename(m.name), m.name)
         elif os.path.isfile(path) and zipfile.is_zipfile(path):
             self.kind = "zip"
@@ -207,19 +165,31 @@ class _Source:
     def has(self, name: str) -> bool:
         return name in self._names
 
-    def read(self, name: str, image_size: int) -> ImageSet:
+    def read(self, name: str, image_size: int, max_bytes: int) -> ImageSet:
         member = self._names[name]
         where = f"{self.path}:{member}" if self.kind != "dir" else member
+
+        def check(size: int) -> None:
+            if size > max_bytes:
+                raise DataError(f"{where}: {size:,} bytes, more than a batch of this data set holds "
+                                f"({max_bytes:,}); refused unread", where)
+
         if self.kind == "dir":
+            check(os.path.getsize(member))
             with open(member, "rb") as fh:
                 return read_batch(fh, where=where, image_size=image_size)
         if self.kind == "tar":
             with tarfile.open(self.path) as tf:
-                f = tf.extractfile(member)
+                info = tf.getmember(member)
+                check(info.size)     # tarfile reads exactly the declared size
+                f = tf.extractfile(info)
                 assert f is not None
                 return read_batch(io.BytesIO(f.read()), where=where, image_size=image_size)
         with zipfile.ZipFile(self.path) as zf:
-            return read_batch(io.BytesIO(zf.read(member)), where=where, image_size=image_size)
+            info = zf.getinfo(member)
+            check(info.file_size)    # zipfile never inflates past the declared size
+            with zf.open(info) as f:
+                return read_batch(io.BytesIO(f.read()), where=where, image_size=image_size)
 
 
 def _load_named(path: str, names: Iterable[str], what: str, image_size: int) -> ImageSet:
@@ -229,7 +199,8 @@ def _load_named(path: str, names: Iterable[str], what: str, image_size: int) -> 
     if missing:
         raise DataError(
             f"{path}: {what} needs {', '.join(names)}; missing {', '.join(missing)}", path)
-    return _concat([src.read(n, image_size) for n in names])
+    max_bytes = MAX_BATCH_BYTES[what.split(" ")[0]]
+    return _concat([src.read(n, image_size, max_bytes) for n in names])
 
 
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -1,4 +1,4 @@
-"""Derivatives of a `ScoreModel`: the only module that differentiates a score.
+"""Derivatives of a `ScoreModel` for the losses: a per-step cache that keeps autograd graphs.
 
 Quantities (x of shape [B, ...], D = numel of one sample, s = s(x, t)):
 
@@ -13,7 +13,8 @@ Quantities (x of shape [B, ...], D = numel of one sample, s = s(x, t)):
 Everything keeps its autograd graph (`create_graph=True`) so losses built from these quantities
 backpropagate into the network parameters. `ScoreDerivatives` is a per-step cache: a loss
 expression builds one for a draw of (x, t) and every term reads s, J·v, ∂t s from it, so the
-forward pass and each derivative pass run once per step.
+forward pass and each derivative pass run once per step. Evaluation (likelihood, diagnostics)
+takes ∇·s without graphs from `divergence.py`.
 """
 
 from __future__ import annotations
@@ -311,117 +312,3 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-# --- functional shortcuts (evaluation; no graph kept) ------------------------------------------
-
-def score(model: ScoreModel, x: Tensor, t: Tensor) -> Tensor:
-    return model.score(x, t if t.dim() > 0 else t.expand(x.shape[0]))
-
-
-def jvp(model: ScoreModel, x: Tensor, t: Tensor, v: Tensor, *, create_graph: bool = True) -> tuple[Tensor, Tensor]:
-    """(s, J·v) by one forward-mode pass."""
-    c = ScoreDerivatives(model, x, t, x_tangent=v.unsqueeze(0), create_graph=create_graph)
-    return c.s, c.jv[0]
-
-
-def dt_score(model: ScoreModel, x: Tensor, t: Tensor, mode: Any = "autodiff", *, t_min: float = 0.0,
-             create_graph: bool = True) -> tuple[Tensor, Tensor]:
-    """(s, ∂t s) by forward mode or the finite-difference stencil."""
-    c = ScoreDerivatives(model, x, t, dt=parse_dt(mode), create_graph=create_graph, t_min=t_min)
-    return c.s, c.dt_s
-
-
-def jacobian(model: ScoreModel, x: Tensor, t: Tensor, *, create_graph: bool = True) -> Tensor:
-    return ScoreDerivatives(model, x, t, x_grad=True, create_graph=create_graph).jacobian()
-
-
-def divergence(
-    model: ScoreModel, x: Tensor, t: Tensor, method: str = "exact", *, probes: Tensor | None = None,
-    create_graph: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """(s, ∇·s). Hutchinson needs `probes` [k, B, ...] (see `sample_probes`)."""
-    if method == "hutchinson":
-        if probes is None:
-            raise ValueError("Hutchinson divergence needs probes")
-        c = ScoreDerivatives(model, x, t, x_tangent=probes, create_graph=create_graph)
-    else:
-        c = ScoreDerivatives(model, x, t, x_grad=True, create_graph=create_graph)
-    return c.s, c.divergence(method)
-
-
-def grad_div(model: ScoreModel, x: Tensor, t: Tensor, *, create_graph: bool = True) -> Tensor:
-    return ScoreDerivatives(model, x, t, x_grad=True, create_graph=create_graph).grad_div()
-
-
-def divergence_forward(
-    model: ScoreModel, x: Tensor, t: Tensor, probes: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """(s, ∇·s) by forward mode only, for evaluation (ODE likelihood, diagnostics).
-
-    Without `probes` the divergence is exact: the batch is replicated D times with the basis
-    tangents e_i in one dual pass and ∇·s = Σ_i e_iᵀ J e_i. With probes [k, B, ...] it is the
-    Hutchinson mean of ⟨v, J v⟩. No reverse pass and no autograd graph, so it runs under
-    `torch.no_grad()` and holds only one (replicated) forward's activations.
-    """
-    t = t if t.dim() > 0 else t.expand(x.shape[0])
-    b = x.shape[0]
-    d = x[0].numel()
-    if probes is None:
-        if d > MAX_EXACT_DIM:
-            raise ValueError(f"exact divergence refused for D = {d} > {MAX_EXACT_DIM}; use Hutchinson")
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        probes = eye.unsqueeze(1).expand(d, b, d).reshape(d, *x.shape)
-        average = False
-    else:
-        average = True
-    k = probes.shape[0]
-    xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-    s, jv = compat.dual_jvp(lambda xx: model.score(xx, t.repeat(k)), (xr,), (probes.reshape(k * b, *x.shape[1:]),))
-    vjv = sample_inner(probes, jv.reshape(k, *x.shape), lead=2)  # [k, B]
-    div = vjv.mean(0) if average else vjv.sum(0)
-    return s.reshape(k, *x.shape)[0], div
-
-
-def divergence_reverse(
-    model: ScoreModel, x: Tensor, t: Tensor, probes: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """(s, ∇·s) by one forward pass and one vectorised backward pass (no graph kept).
-
-    Without `probes` the D basis cotangents go through the backward pass together and ∇·s is
-    the exact trace; with probes [k, B, ...] it is the Hutchinson mean of ⟨v, vᵀJ⟩ = ⟨v, J v⟩.
-    On CPU this is the faster exact path (forward-mode tangents run slower matrix products on
-    torch 1.13); `divergence_forward` holds less memory.
-    """
-    t = t if t.dim() > 0 else t.expand(x.shape[0])
-    b = x.shape[0]
-    d = x[0].numel()
-    with torch.enable_grad():
-        xx = x.detach().requires_grad_(True)
-        s = model.score(xx, t)
-        if probes is None:
-            if d > MAX_EXACT_DIM:
-                raise ValueError(f"exact divergence refused for D = {d} > {MAX_EXACT_DIM}; use Hutchinson")
-            eye = torch.eye(d, dtype=s.dtype, device=s.device)
-            cot = eye.unsqueeze(1).expand(d, b, d).reshape(d, *s.shape)
-            rows = compat.batched_grad(s, xx, cot, create_graph=False).reshape(d, b, d)
-            div = rows.diagonal(dim1=0, dim2=2).sum(-1)
-        else:
-            vj = compat.batched_grad(s, xx, probes, create_graph=False)
-            div = sample_inner(probes, vj, lead=2).mean(0)
-    return s.detach(), div.detach()
-
-
-def divergence_eval(
-    model: ScoreModel, x: Tensor, t: Tensor, probes: Tensor | None = None, mode: str = "auto"
-) -> tuple[Tensor, Tensor]:
-    """(s, ∇·s) for evaluation. `mode` "reverse" | "forward" | "auto" (exact → reverse, Hutchinson →
-    forward mode, which keeps no activations for a backward pass)."""
-    if mode == "auto":
-        mode = "reverse" if probes is None else "forward"
-    if mode == "reverse":
-        return divergence_reverse(model, x, t, probes)
-    if mode == "forward":
-        with torch.no_grad():
-            return divergence_forward(model, x, t, probes)
-    raise ValueError(f"mode must be 'auto', 'reverse' or 'forward', got {mode!r}")

@@ -67,7 +67,7 @@ def _node(key: str) -> dict[str, Any]:
     if key.startswith("$defs/"):
         return {"$ref": f"#/{key}"}
     op, part = key.rsplit(".", 1)
-    return OPS[op][part]
+    return OPS[op][part] or {}  # an op without events: anything it emits goes as it is
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,13 +165,21 @@ def decode(schema: dict[str, Any], value: Any) -> Any:
             if _Validator({**branch, "$defs": DEFS}).is_valid(value):
                 return decode(branch, value)
         return value
+    if "const" in node or "enum" in node:
+        return value  # a literal is exactly what it is (imageSize 32 stays an int)
     kind = node.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None) if value is not None else "null"
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == "array" and isinstance(value, (list, tuple)):
-        return tuple(decode(node.get("items", {}), v) for v in value)
+        # a zod tuple is `prefixItems` (with `items: false`); a list is `items`
+        prefix, items = node.get("prefixItems") or [], node.get("items", {})
+        out = []
+        for i, v in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else items
+            out.append(decode(sub, v) if isinstance(sub, dict) else v)
+        return tuple(out)
     if kind == "object" and isinstance(value, dict) and isinstance(node.get("additionalProperties"), dict):
         return {k: decode(node["additionalProperties"], v) for k, v in value.items()}
     return value
@@ -195,6 +203,46 @@ def encode(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     return value
+
+
+def to_wire(key: str, value: Any) -> Any:
+    """A handler's answer (a generated dataclass, or a dict with snake_case field names, nested
+    alike) as the wire value of schema ``key``: field names by the schema's own map, record keys
+    kept. Applied once, at the worker boundary."""
+    return _to_wire(_node(key), value)
+
+
+def _to_wire(schema: dict[str, Any], value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return encode(value)
+    node = _deref(schema)
+    if isinstance(value, (list, tuple)):
+        items = node.get("items", {})
+        return [_to_wire(items if isinstance(items, dict) else {}, v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    union = node.get("anyOf") or node.get("oneOf")
+    if union is not None:
+        objects = [_deref(b) for b in union if _deref(b).get("type") == "object"]
+        for branch in objects:
+            props = branch.get("properties", {})
+            for key in ("kind", "method", "type"):
+                const = _deref(props.get(key, {})).get("const")
+                if const is not None and value.get(key) == const:
+                    return _to_wire(branch, value)
+        return _to_wire(objects[0], value) if objects else encode(value)
+    if "properties" not in node:
+        ap = node.get("additionalProperties")
+        return {k: _to_wire(ap if isinstance(ap, dict) else {}, v) for k, v in value.items()}
+    wire = {snake: camel for camel, snake in node["x-py-fields"].items()}
+    required = node.get("required", ())
+    out = {}
+    for k, v in value.items():
+        key = wire.get(k, k)
+        if v is None and key not in required:
+            continue  # an absent optional (a required nullable stays null)
+        out[key] = _to_wire(node["properties"].get(key, {}), v)
+    return out
 
 
 def parse(key: str, value: Any, prefix: str = "") -> Any:

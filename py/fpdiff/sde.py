@@ -234,13 +234,35 @@ class VESDE(SDE):
         return {"kind": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}
 
 
+#: How VP / subVP compute std(t) (and subVP's g² discount): see `_BetaSDE`.
+STD_FORMULAS = ("stable", "original", "scoreflow")
+
+#: score_flow's switch point for its first-order branch: |c(t)| ≤ 1e-3 (t < 0.01002 for β 0.1…20).
+SCOREFLOW_BRANCH = 1e-3
+
+
 class _BetaSDE(SDE):
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+    """VP and subVP share β(t), c(t) and the DDPM discretisation.
+
+    `std_formula` chooses how 1 − e^{2c(t)} (and subVP's g² discount 1 − e^{−2∫β}) is computed:
+
+    - "stable": −expm1(2c), accurate in any dtype (fpdiff's default).
+    - "original": 1 − exp(2c) in the working dtype, as Score SDE and FP-Diffusion compute it; in
+      float32 near t = ε the cancellation leaves std off by up to ~1 % (reproduces their losses).
+    - "scoreflow": score_flow / mle_score_ode's high-precision branch: where |c| ≤ 1e-3 the
+      first-order forms 1 − e^{2c} ≈ −2c and mean factor e^c ≈ 1 + c (the same for subVP's
+      discount, −exponent), else 1 − exp(·) as "original".
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000, std_formula: str = "stable"):
         super().__init__(N)
         if not 0 < beta_min <= beta_max:
             raise ValueError(f"{self.kind} needs 0 < beta_min <= beta_max, got {beta_min} and {beta_max}")
+        if std_formula not in STD_FORMULAS:
+            raise ValueError(f"std_formula must be one of {', '.join(STD_FORMULAS)}; got {std_formula!r}")
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
+        self.std_formula = std_formula
         # DDPM's discrete β_i = β(i/(N−1))/N and α_i = 1 − β_i, used by the VP discretisation and
         # by the Langevin corrector's step size for VP and subVP.
         self.discrete_betas = torch.linspace(beta_min / N, beta_max / N, N, dtype=torch.float64)
@@ -255,9 +277,28 @@ class _BetaSDE(SDE):
     def log_mean_coef_dt(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
 
+    def mean_coef(self, t: Tensor) -> Tensor:
+        c = self.log_mean_coef(t)
+        if self.std_formula == "scoreflow":
+            return torch.where(c.abs() <= SCOREFLOW_BRANCH, 1 + c, torch.exp(c))
+        return torch.exp(c)
+
+    def _one_minus_exp(self, a: Tensor, branch: float) -> Tensor:
+        """1 − e^{a} (a ≤ 0) by the chosen formula; "scoreflow" takes −a where |a| ≤ `branch`."""
+        if self.std_formula == "stable":
+            return -torch.expm1(a)
+        plain = 1 - torch.exp(a)
+        if self.std_formula == "original":
+            return plain
+        return torch.where(a.abs() <= branch, -a, plain)
+
     def _u(self, t: Tensor) -> Tensor:
         """u(t) = −2c(t) = ∫_0^t β, so that e^{2c} = e^{−u}."""
         return -2 * self.log_mean_coef(t)
+
+    def _one_minus_e2c(self, t: Tensor) -> Tensor:
+        """1 − e^{2c(t)}; score_flow's branch is |c| ≤ 1e-3, i.e. |2c| ≤ 2e-3."""
+        return self._one_minus_exp(2 * self.log_mean_coef(t), 2 * SCOREFLOW_BRANCH)
 
     def prior_std(self) -> float:
         return 1.0
@@ -266,7 +307,8 @@ class _BetaSDE(SDE):
         return 999.0 * t
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
+        return {"kind": self.kind, "beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N,
+                "std_formula": self.std_formula}
 
 
 class VPSDE(_BetaSDE):
@@ -275,12 +317,12 @@ class VPSDE(_BetaSDE):
     kind = "vp"
 
     def marginal_std(self, t: Tensor) -> Tensor:
-        # −expm1(−u) = 1 − e^{2c} without the cancellation near t = 0 that the originals patch
-        # with a first-order branch for |c| ≤ 1e-3.
-        return torch.sqrt(-torch.expm1(-self._u(t)))
+        # "stable": −expm1(−u) = 1 − e^{2c} without the cancellation near t = 0 that the originals
+        # either suffer (float32) or patch with a first-order branch for |c| ≤ 1e-3.
+        return torch.sqrt(self._one_minus_e2c(t))
 
     def marginal_var(self, t: Tensor) -> Tensor:
-        return -torch.expm1(-self._u(t))
+        return self._one_minus_e2c(t)
 
     def g2(self, t: Tensor) -> Tensor:
         return self.beta(t)
@@ -316,10 +358,11 @@ class SubVPSDE(_BetaSDE):
     kind = "subvp"
 
     def marginal_std(self, t: Tensor) -> Tensor:
-        return -torch.expm1(-self._u(t))
+        return self._one_minus_e2c(t)
 
     def g2(self, t: Tensor) -> Tensor:
-        return self.beta(t) * (-torch.expm1(-2 * self._u(t)))
+        # the discount 1 − e^{−2∫β}; score_flow branches on |−2∫β| ≤ 1e-3 here
+        return self.beta(t) * self._one_minus_exp(-2 * self._u(t), SCOREFLOW_BRANCH)
 
     def _cum_weight(self, t: Tensor) -> Tensor:
         # g²/std² = u'(1 + e^{−u})/(1 − e^{−u}); an antiderivative is u + 2 log(1 − e^{−u}).
@@ -338,7 +381,7 @@ def make_sde(cfg: Any) -> SDE:
     if cfg.kind == "ve":
         return VESDE(cfg.sigma_min, cfg.sigma_max, cfg.N)
     if cfg.kind in _KINDS:
-        return _KINDS[cfg.kind](cfg.beta_min, cfg.beta_max, cfg.N)
+        return _KINDS[cfg.kind](cfg.beta_min, cfg.beta_max, cfg.N, std_formula=cfg.std_formula)
     raise ValueError(f"unknown SDE kind {cfg.kind!r}; expected one of {sorted(_KINDS)}")
 
 

@@ -163,10 +163,13 @@ def _restore(state: TrainState, path: str, *, what: str, warn: Callback) -> ck.C
     has_ema = loaded.ema is not None
     has_opt = loaded.optimizer is not None
     try:
-        ck.restore(state.network, loaded, weights="model",
-                   optimizer=state.optimizer if has_opt else None, ema=state.ema if has_ema else None)
+        info = ck.restore(state.network, loaded, weights="model",
+                          optimizer=state.optimizer if has_opt else None,
+                          ema=state.ema if has_ema else None)
     except ck.CheckpointError as exc:
         raise TrainingError(f"{what} {path}: {exc}") from None
+    for message in info.warnings:
+        warn({"type": "warning", "message": f"{path}: {message}"})
     if not has_ema:
         state.ema = EMA(state.network.parameters(), decay=float(state.experiment.model.ema_rate))
         warn({"type": "warning", "message": f"{path} has no EMA weights: the average starts from its weights"})

@@ -221,7 +221,7 @@ class Server:
         spec = REGISTRY[op_name]
         try:
             args = spec.parse(args)  # against the op's generated schema, before anything runs
-        except P.ProtocolError as exc:
+        except BaseException as exc:  # noqa: BLE001 - a refusal, or a bug in decoding: an answer either way
             self.send_error(identity, req_id, exc)
             return
         ctx = OpContext(req_id, op_name, self.state, partial(self.send, identity, req_id, "event"), server=self)
@@ -290,7 +290,7 @@ class Server:
                             self.refuse_frames(frames)
                             continue
                         # msgpack reads the frame's buffer in place: no copy of the message
-                        self.handle(frames[0].bytes, frames[1].buffer)
+                        self.handle_safely(frames[0].bytes, frames[1].buffer)
                     elif sock is self.pull:
                         frames = self.pull.recv_multipart(copy=False)
                         self._route(frames, len(frames[-1].buffer) < ZERO_COPY_BYTES)
@@ -308,6 +308,20 @@ class Server:
             self.pull.close(linger=0)
             self.auth.close()
             self.bound.close()
+
+    def handle_safely(self, identity: bytes, payload: bytes | memoryview) -> None:
+        """:meth:`handle`, but an unexpected failure is answered WORKER_ERROR: the I/O thread
+        (and with it every other client's request) must outlive any one message."""
+        try:
+            self.handle(identity, payload)
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc(file=sys.stderr)
+            head = P.peek_header(payload)
+            req_id = head.get("id") if isinstance(head.get("id"), (int, str)) and not isinstance(head.get("id"), bool) else None
+            try:
+                self.send_error(identity, req_id, exc)
+            except Exception:  # noqa: BLE001 - nothing more can be said to this peer
+                pass
 
     def refuse_frames(self, frames: list) -> None:
         """A request is one frame after the peer's identity; answer anything else BAD_REQUEST."""

@@ -63,7 +63,7 @@ def test_every_preset_rebuilds_and_returns_unchanged(name):
 
 
 def test_dataclasses_are_frozen_snake_case_and_typed():
-    exp = C.experiment_from_wire(PRESETS["fp/ve_cifar10"])
+    exp = C.experiment_from_wire(PRESETS["fp/ve_cifar10_reference"])
     assert isinstance(exp.sde, C.VESDEConfig)
     assert exp.sde.sigma_max == 50.0 and isinstance(exp.sde.sigma_max, float)  # an int on the wire
     assert exp.sde.N == 1000 and isinstance(exp.sde.N, int)
@@ -78,6 +78,7 @@ def test_dataclasses_are_frozen_snake_case_and_typed():
     assert isinstance(exp.sampling, C.PCSamplingConfig) and exp.sampling.N == 1000 and exp.sampling.eps == 1e-5
     assert exp.eval.bpd.dequantize is True and exp.eval.bpd.divergence == "hutchinson"
     assert C.data_dim(exp.data) == 3072
+    assert exp.data.image_size == 32 and isinstance(exp.data.image_size, int)  # a number literal stays an int
     with pytest.raises(dataclasses.FrozenInstanceError):
         exp.sde.sigma_min = 1.0  # type: ignore[misc]
     assert C.experiment_from_wire(PRESETS["highorder/ve_cifar10_order3"]).loss.terms[1].parts == ("frobenius", "trace")
@@ -226,3 +227,15 @@ def test_op_args_are_validated_before_the_handler_runs():
     assert info.value.field == "args.snrr" and "unknown key" in info.value.message
     args = REGISTRY["sample"].parse({"model": "m", "n": 4})
     assert args.weights == "ema" and args.seed == 0 and args.snr is None  # zod defaults; absent optionals
+
+
+def test_the_references_finite_difference_setting_validates_for_vp_and_subvp():
+    """FP-Diffusion's ∂t s stencil (hs = 1e-3 > the DSM's eps) is a valid VP / subVP config: the
+    one-sided nodes near eps keep it inside the SDE's domain (fpdiff.derivatives)."""
+    for name in ("fp/vp_cifar10_reference", "fp/subvp_cifar10_deep_reference"):
+        exp = C.experiment_from_wire(PRESETS[name])
+        fpe = exp.loss.terms[1]
+        assert fpe.dt.finite_difference.hs == 1e-3 and fpe.dt.finite_difference.hd == 5e-4
+        assert exp.loss.terms[0].eps == 1e-5
+        assert exp.sde.std_formula == "original"
+    assert C.experiment_from_wire(PRESETS["fp/vp_cifar10"]).sde.std_formula == "stable"

@@ -157,3 +157,68 @@ def test_toy_batches_are_functions_of_seed_and_step():
     assert torch.equal(b.batch(5), x) and not torch.equal(a.batch(6), x)
     assert (x.abs() <= 4).all()
     assert D.step_seed(1, 5, 0) != D.step_seed(1, 5, 1) != D.step_seed(2, 5, 1)
+
+
+def test_an_archive_member_larger_than_a_batch_is_refused_unread(tmp_path):
+    """A .tar.gz whose data_batch_1 inflates to 256 MiB (from ~250 kB): refused by its declared
+    size, before a byte of it is read (issue 11, item 9); the same for a zip member and a file."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    class Zeros(io.RawIOBase):
+        def __init__(self, n):
+            self.left = n
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    d, _ = write_cifar_dir(tmp_path / "raw", n=2)
+    bomb = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(bomb, "w:gz", compresslevel=1) as tf:
+        for name in sorted(os.listdir(d)):
+            if name != "data_batch_1":
+                tf.add(d / name, arcname=f"cifar-10-batches-py/{name}")
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = 256 << 20
+        tf.addfile(info, io.BufferedReader(Zeros(info.size), 1 << 20))
+    assert bomb.stat().st_size < (2 << 20)
+    py = os.path.join(os.path.dirname(__file__), "..")
+    script = textwrap.dedent(f"""
+        import json, resource, sys
+        sys.path.insert(0, {py!r})
+        from fpdiff import data as D
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            D.load_cifar10({str(bomb)!r}, "train")
+            err = None
+        except D.DataError as e:
+            err = str(e)
+        print(json.dumps({{"error": err, "grew_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}}))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["error"] and "data_batch_1: 268,435,456 bytes, more than a batch of this data set holds" in res["error"]
+    assert "refused unread" in res["error"] and res["grew_mb"] < 100, res
+    # a zip member and a plain file of the same kind are refused the same way
+    zpath = tmp_path / "cifar.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(os.listdir(d)):
+            if name != "test_batch":
+                zf.write(d / name, f"cifar-10-batches-py/{name}")
+        with zf.open("cifar-10-batches-py/test_batch", "w", force_zip64=True) as fh:
+            for _ in range(80):
+                fh.write(bytes(1 << 20))
+    with pytest.raises(D.DataError, match="test_batch: 83,886,080 bytes, more than a batch"):
+        D.load_cifar10(str(zpath), "test")
+    with open(d / "data_batch_2", "wb") as fh:
+        fh.truncate(80 << 20)
+    with pytest.raises(D.DataError, match="data_batch_2: 83,886,080 bytes, more than a batch"):
+        D.load_cifar10(str(d), "train")

@@ -44,7 +44,7 @@ def test_load_and_score_reproduce_the_fixture(name):
                                "handle": "m", "device": "cpu"}, state)
     assert res["handle"] == "m" and res["step"] == 123 and res["hasEma"]
     assert res["checkpoint"]["sha256"] == fixture_meta(name)["checkpoint"]["sha256"]
-    ref, _ = __import__("fpdiff.safe_load", fromlist=["x"]).safe_torch_load(io_path)
+    ref, _ = CK.safe_torch_load(io_path)
     for weights, suffix in (("model", ""), ("ema", "_ema")):
         out = _call("model.score", {"model": "m", "weights": weights, "x": ref["x"], "t": ref["t"],
                                     "batchSize": 3}, state)
@@ -107,7 +107,7 @@ def test_ckpt_score_file_to_file(tmp_path, fmt):
 
     name = "vp_ddpmpp_small_seed0"
     path, io_path = fixture_paths(name)
-    ref, _ = __import__("fpdiff.safe_load", fromlist=["x"]).safe_torch_load(io_path)
+    ref, _ = CK.safe_torch_load(io_path)
     inp = tmp_path / f"in.{fmt}"
     if fmt == "pt":
         torch.save({"x": ref["x"], "t": ref["t"]}, str(inp))

@@ -1,11 +1,13 @@
 """SDEs (docs/maths.md §2): marginals against simulation, prior density, importance sampling, discretisation."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from fpdiff.config import SubVPSDEConfig, VESDEConfig
+from fpdiff.config import SubVPSDEConfig, VESDEConfig, VPSDEConfig
 
 from fpdiff.sde import SubVPSDE, VESDE, VPSDE, make_sde
 from fpdiff.score import FunctionScore
@@ -141,3 +143,73 @@ def test_discretisations_follow_the_originals():
     f, G = svp.discretize(x, t)
     torch.testing.assert_close(f, svp.drift(x, t) / 10)
     torch.testing.assert_close(G, svp.diffusion(t) * math.sqrt(0.1))
+
+
+# --- std(t) formulas of VP / subVP (sde.stdFormula) ---------------------------------------------
+
+FIXTURE_DIR = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "reference"
+
+
+def _c_as_the_originals(t):
+    """c(t) written as Score SDE's `marginal_prob` writes it (β 0.1 … 20)."""
+    return -0.25 * t**2 * (20.0 - 0.1) - 0.5 * t * 0.1
+
+
+def _truth(t):
+    """1 − e^{2c(t)} in float64 from the float32 times."""
+    return -torch.expm1(2 * _c_as_the_originals(t.double()))
+
+
+@pytest.mark.parametrize("cls", [VPSDE, SubVPSDE])
+def test_original_std_is_the_originals_float32_formula_and_stable_is_accurate(cls):
+    """"original" is Score SDE / FP-Diffusion's 1 − exp(2c) bit for bit in float32 (off the
+    float64 truth by up to ~1 % at t ≈ 1e-5); "stable" is within float32 rounding of the truth."""
+    t = torch.logspace(-5, 0, 200, dtype=torch.float32)
+    one_minus = 1.0 - torch.exp(2.0 * _c_as_the_originals(t))
+    want = torch.sqrt(one_minus) if cls is VPSDE else one_minus
+    exact = torch.sqrt(_truth(t)) if cls is VPSDE else _truth(t)
+    orig, stable = cls(std_formula="original"), cls(std_formula="stable")
+    assert torch.equal(orig.marginal_std(t), want)
+    err_orig = (orig.marginal_std(t).double() / exact - 1).abs()
+    err_stable = (stable.marginal_std(t).double() / exact - 1).abs()
+    assert float(err_orig[t < 2e-5].max()) > 1e-3  # the float32 cancellation the switch reproduces
+    assert float(err_orig.max()) < 0.05
+    assert float(err_stable.max()) < 1e-6
+    # in float64 the cancellation is 1e-9 at worst: both formulas agree
+    t64 = t.double()
+    torch.testing.assert_close(orig.marginal_std(t64), stable.marginal_std(t64), rtol=1e-8, atol=0)
+    torch.testing.assert_close(orig.marginal_var(t64), stable.marginal_std(t64) ** 2, rtol=1e-8,
+                               atol=0)
+
+
+def test_original_subvp_diffusion_uses_the_originals_discount():
+    t = torch.logspace(-5, 0, 50, dtype=torch.float32)
+    beta = 0.1 + t * (20.0 - 0.1)
+    want = beta * (1.0 - torch.exp(-2 * 0.1 * t - (20.0 - 0.1) * t**2))
+    got = SubVPSDE(std_formula="original").g2(t)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)  # same maths; the exponent is rounded differently
+    exact = beta.double() * -torch.expm1(-2 * 0.1 * t.double() - 19.9 * t.double() ** 2)
+    assert float((SubVPSDE().g2(t).double() / exact - 1).abs().max()) < 1e-6
+
+
+def test_scoreflow_std_and_mean_equal_score_flows_flax_output():
+    """score_flow's high-precision branch against its own float32 output (flax fixture extract)."""
+    ref = json.loads((FIXTURE_DIR / "score_flow_vp_marginal_prob.json").read_text())
+    t = torch.tensor(ref["t"], dtype=torch.float32)
+    sde = VPSDE(ref["beta_min"], ref["beta_max"], std_formula="scoreflow")
+    assert torch.equal(sde.marginal_std(t), torch.tensor(ref["marginal_std"], dtype=torch.float32))
+    x0 = torch.tensor(ref["x0"], dtype=torch.float32)
+    mean, _ = sde.marginal(x0, t)
+    assert torch.equal(mean, torch.tensor(ref["marginal_mean"], dtype=torch.float32))
+    # t[1] lies in the branch: 1.6e-4 above the exact std, which "stable" gives
+    exact = torch.tensor(ref["std_exact_float64"], dtype=torch.float64)
+    assert abs(float(sde.marginal_std(t)[1]) / float(exact[1]) - 1 - 1.61e-4) < 1e-6
+    torch.testing.assert_close(VPSDE().marginal_std(t).double(), exact, rtol=1e-6, atol=0)
+
+
+def test_std_formula_is_read_from_the_config_and_checked():
+    assert make_sde(VPSDEConfig(std_formula="original")).std_formula == "original"
+    assert make_sde(SubVPSDEConfig(std_formula="scoreflow")).config()["std_formula"] == "scoreflow"
+    assert make_sde(VPSDEConfig()).std_formula == "stable"
+    with pytest.raises(ValueError, match="std_formula"):
+        VPSDE(std_formula="float32")

@@ -70,7 +70,7 @@ def test_tiny_run_writes_original_layout_checkpoints(tmp_path):
         for s, p in zip(loaded.ema["shadow_params"], state.ema.shadow_params):
             assert torch.equal(s, p)
     # the raw file carries the DataParallel prefix, as the original's
-    from fpdiff.safe_load import safe_torch_load
+    from fpdiff.checkpoints import safe_torch_load
     raw, _ = safe_torch_load(ck.meta_checkpoint_path(str(tmp_path)))
     assert set(raw) == {"optimizer", "model", "ema", "step"} and all(k.startswith("module.") for k in raw["model"])
     # events: metrics every step (logFreq 1), a progress event with the contract's fields

@@ -96,3 +96,46 @@ def test_the_ready_line_carries_the_secret_and_the_socket_is_private(worker):
     assert endpoint.startswith("ipc://")
     d = os.path.dirname(endpoint[len("ipc://"):])
     assert os.stat(d).st_mode & 0o777 == 0o700
+
+
+def test_a_tuple_argument_is_decoded_and_the_worker_survives(worker, tmp_path):
+    """plot.toy's xlim/ylim are zod tuples (JSON Schema prefixItems): decoding them once took the
+    whole worker down, and `fpd toy` with it."""
+    import torch
+
+    out = worker.call("plot.toy", {"path": str(tmp_path / "s.png"), "panels": [
+        {"kind": "samples", "x": torch.randn(50, 2), "xlim": [-3, 3], "ylim": [-3, 3]}]})
+    assert out["bytes"] > 0 and (tmp_path / "s.png").read_bytes()[1:4] == b"PNG"
+    assert worker.call("ping", {})["pong"] is True
+
+
+def test_an_unexpected_failure_while_reading_a_request_is_answered_and_serving_goes_on(monkeypatch, tmp_path):
+    """Whatever goes wrong with one message (here: a decoder bug), the I/O thread answers
+    WORKER_ERROR to that request and lives on for every other one."""
+    from fpdiff import worker as W
+    from fpdiff.ops import REGISTRY, OpSpec, load_all
+
+    load_all()
+    monkeypatch.setenv("FPD_SOCKET_DIRS", str(tmp_path))
+
+    class Broken(OpSpec):
+        def parse(self, raw):
+            raise TypeError("argument of type 'bool' is not iterable")
+
+    real = REGISTRY["ping"]
+    monkeypatch.setitem(REGISTRY, "ping", Broken(real.name, real.handler, real.control, real.doc))
+    server = W.Server(P.Limits())
+    sent = []
+    monkeypatch.setattr(server, "send", lambda identity, req_id, kind, data: sent.append((req_id, kind, data)))
+    try:
+        server.handle_safely(b"peer", P.pack({"v": P.PROTOCOL_VERSION, "id": 9, "op": "ping", "args": {}}))
+        monkeypatch.setitem(REGISTRY, "ping", real)
+        server.handle_safely(b"peer", P.pack({"v": P.PROTOCOL_VERSION, "id": 10, "op": "ping", "args": {}}))
+    finally:
+        server.router.close(0)
+        server.pull.close(0)
+        server.auth.close()
+        server.bound.close()
+    assert sent[0][0] == 9 and sent[0][1] == "error" and sent[0][2]["code"] == P.WORKER_ERROR
+    assert "not iterable" in sent[0][2]["message"] and "traceback" in sent[0][2]["details"]
+    assert sent[1][0] == 10 and sent[1][1] == "result" and sent[1][2]["pong"] is True

@@ -1,6 +1,7 @@
 /**
- * Checkpoints through the worker: inspect a file, score inputs with a checkpoint, convert between
- * the original Score SDE format and plain exports. Files are read and written by the worker
+ * Checkpoints through the worker: inspect a file, score inputs with a checkpoint, convert any
+ * accepted checkpoint (PyTorch Score SDE, plain exports, score_flow / score_sde JAX flax states) to
+ * the PyTorch Score SDE format or a plain export. Files are read and written by the worker
  * (safe loading, atomic writes); paths are made absolute here because the worker's working
  * directory may differ.
  */
@@ -26,6 +27,8 @@ export interface ScoreOptions {
   out: string;
   weights?: "ema" | "model";
   batchSize?: number;
+  /** Layout of `x` and of the written arrays; "nhwc" is the JAX code's. Default "nchw". */
+  layout?: "nchw" | "nhwc";
 }
 
 export function scoreCheckpoint(session: Session, opts: ScoreOptions): Promise<CheckpointScores> {
@@ -37,6 +40,7 @@ export function scoreCheckpoint(session: Session, opts: ScoreOptions): Promise<C
     device: session.device,
     ...(opts.weights ? { weights: opts.weights } : {}),
     ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+    ...(opts.layout ? { layout: opts.layout } : {}),
   });
 }
 

@@ -26,7 +26,7 @@ export interface ClientOptions {
   /** The worker's PLAIN credentials (from its ready line). */
   auth: { username: string; password: string };
   maxMessageBytes: number;
-  /** Silence (while requests are pending) after which `onHung` is called. */
+  /** Silence (while requests are pending) after which `onHung` is called; see `setLiveness`. */
   livenessTimeoutMs: number;
   maxInFlight: number;
   maxQueued: number;
@@ -64,12 +64,27 @@ export class RequestClient {
   private heartbeat: NodeJS.Timeout | undefined;
   private pingInFlight = false;
   private dead: Error | undefined;
+  private livenessTimeoutMs: number;
 
   constructor(opts: ClientOptions) {
     this.opts = opts;
+    this.livenessTimeoutMs = opts.livenessTimeoutMs;
     this.sock = new Dealer({ linger: 0, plainUsername: opts.auth.username, plainPassword: opts.auth.password });
     this.sock.connect(opts.endpoint);
     void this.receiveLoop();
+  }
+
+  /**
+   * Change how long the worker may stay silent while requests wait (the start-up handshake runs
+   * under the start timeout; the steady-state limit applies from then on).
+   */
+  setLiveness(ms: number): void {
+    this.livenessTimeoutMs = ms;
+    if (this.heartbeat) {
+      clearInterval(this.heartbeat);
+      this.heartbeat = undefined;
+      this.updateHeartbeat();
+    }
   }
 
   /** True until `fail` was called (the worker exited, hung, or was closed). */
@@ -307,7 +322,7 @@ export class RequestClient {
     // silence is measured from the first request of a busy period, not from the last idle reply
     if (this.pending.size === 1) this.lastHeard = Date.now();
     if (this.pending.size > 0 && !this.heartbeat && !this.dead) {
-      const period = Math.max(50, Math.min(1000, this.opts.livenessTimeoutMs / 4));
+      const period = Math.max(50, Math.min(1000, this.livenessTimeoutMs / 4));
       this.heartbeat = setInterval(() => this.beat(), period);
       this.heartbeat.unref();
     }
@@ -321,11 +336,11 @@ export class RequestClient {
       return;
     }
     const silent = Date.now() - this.lastHeard;
-    if (silent > this.opts.livenessTimeoutMs) {
+    if (silent > this.livenessTimeoutMs) {
       this.opts.onHung(silent);
       return;
     }
-    if (silent > this.opts.livenessTimeoutMs / 4 && !this.pingInFlight) {
+    if (silent > this.livenessTimeoutMs / 4 && !this.pingInFlight) {
       this.pingInFlight = true;
       // outside flow control: it only has to make the worker say something
       this.write(encode({ v: PROTOCOL_VERSION, id: this.nextId++, op: "ping", args: {} }))

@@ -59,7 +59,8 @@ export class Worker {
       endpoint: proc.ready.endpoint,
       auth: proc.ready.auth,
       maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE,
-      livenessTimeoutMs: opts.livenessTimeoutMs ?? 10_000,
+      // the hello handshake is bounded by the start timeout (a loaded machine may take a while)
+      livenessTimeoutMs: Math.max(opts.startTimeoutMs ?? 60_000, opts.livenessTimeoutMs ?? 10_000),
       maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
       maxQueued: opts.maxQueued ?? DEFAULT_MAX_QUEUED,
       onHung: (silent) => {
@@ -101,6 +102,7 @@ export class Worker {
       await worker.close().catch(() => {});
       throw err;
     }
+    worker.client.setLiveness(opts.livenessTimeoutMs ?? 10_000);
     if (worker.info.protocol !== PROTOCOL_VERSION) {
       await worker.close();
       throw new WorkerStartError(`the worker speaks protocol ${worker.info.protocol}, this client ${PROTOCOL_VERSION}`);

@@ -1,4 +1,6 @@
+import { existsSync } from "node:fs";
 import { Flags } from "@oclif/core";
+import { UsageError } from "../cli/errors.js";
 import { trainArgs, TrainCommand, type TrainSummary } from "../cli/train.js";
 
 export default class Finetune extends TrainCommand {
@@ -19,6 +21,8 @@ export default class Finetune extends TrainCommand {
 
   async run(): Promise<TrainSummary> {
     const { args, flags } = await this.parse(Finetune);
+    // before the run directory is touched: a typo here must not look like a config change there
+    if (!existsSync(flags.from)) throw new UsageError(`--from: no such file ${flags.from}`, "--from");
     const experiment = await this.loadExperiment(args.config, flags.set);
     return this.trainAndReport(experiment, flags, flags.from);
   }

@@ -181,16 +181,6 @@ export function crossFieldErrors(e: Experiment): Problem[] {
       add(["loss", "terms", index, "estimator"], `the exact high-order estimator builds full D×D Jacobians and allows D ≤ ${EXACT_JACOBIAN_MAX_DIM}; this data has D = ${D}: use estimator: "hutchinson"`);
     }
   }
-  for (const { term, index } of termsOf(terms, "scoreFpe")) {
-    if (typeof term.dt === "object" && sde.kind !== "ve") {
-      const hs = term.dt.finiteDifference.hs;
-      const tMin = dsm ? dsm.term.eps : 1e-5;
-      if (hs > tMin) {
-        add(["loss", "terms", index, "dt", "finiteDifference", "hs"], `the finite difference evaluates s at t − hs, below 0 for t < ${hs} (the smallest t is ${tMin}), where the ${sde.kind.toUpperCase()} std is NaN; use dt: "autodiff", or hs ≤ ${tMin}`);
-      }
-    }
-  }
-
   // Evaluation.
   if (!isImageData(data) && e.eval.bpd.dequantize) {
     add(["eval", "bpd", "dequantize"], "toy data are continuous: dequantize must be false");

@@ -49,6 +49,9 @@ export function originalLayout(e: Experiment): OriginalLayout {
 
   const training: Record<string, unknown> = {
     sde: ORIGINAL_SDE_NAME[e.sde.kind],
+    // not an original field: which std(t) formula (the originals' own is "original"; score_flow's
+    // "scoreflow"), beside the SDE it belongs to
+    ...(e.sde.kind === "ve" ? {} : { std_formula: e.sde.stdFormula }),
     continuous: tr.continuous,
     batch_size: tr.batchSize,
     n_iters: tr.nIters,

@@ -20,10 +20,21 @@ export const VeSdeSchema = z
     path: ["sigmaMax"],
   });
 
+/**
+ * How VP / subVP compute 1 − e^{2c(t)} in std(t) (and subVP's g² discount 1 − e^{−2∫β}):
+ * "stable" −expm1 (fpdiff's default, accurate in float32); "original" 1 − exp as Score SDE and
+ * FP-Diffusion compute it (in float32 std is off by up to ~1 % near t = ε, which moves their
+ * losses); "scoreflow" score_flow / mle_score_ode's first-order branch (−2c and mean factor 1 + c
+ * where |c| ≤ 1e-3, else 1 − exp).
+ */
+export const StdFormulaSchema = z.enum(["stable", "original", "scoreflow"]);
+export type StdFormula = z.infer<typeof StdFormulaSchema>;
+
 const betaShape = {
   betaMin: positive().default(0.1),
   betaMax: positive().default(20),
   N: steps().default(1000),
+  stdFormula: StdFormulaSchema.default("stable"),
 };
 const betaOrder = {
   message: "betaMin must not exceed betaMax",
@@ -64,6 +75,13 @@ export const ORIGINAL_SDE_NAME: Record<SdeKind, string> = {
   subvp: "subvpsde",
 };
 
+/** 1 − e^{a} (a ≤ 0) by a std formula; "scoreflow" takes −a where |a| ≤ `branch`. */
+function oneMinusExp(formula: StdFormula, a: number, branch: number): number {
+  if (formula === "stable") return -Math.expm1(a);
+  if (formula === "scoreflow" && Math.abs(a) <= branch) return -a;
+  return 1 - Math.exp(a);
+}
+
 /** The terminal time T of every SDE here. */
 export const T = 1;
 
@@ -85,15 +103,16 @@ export const schedule = {
   logMeanCoef(s: VpSde | SubVpSde, t: number): number {
     return -0.25 * t * t * (s.betaMax - s.betaMin) - 0.5 * t * s.betaMin;
   },
-  /** mean(x0, t) = meanCoef(t)·x0. */
+  /** mean(x0, t) = meanCoef(t)·x0 (score_flow's branch: 1 + c where |c| ≤ 1e-3). */
   meanCoef(s: Sde, t: number): number {
-    return s.kind === "ve" ? 1 : Math.exp(schedule.logMeanCoef(s, t));
+    if (s.kind === "ve") return 1;
+    const c = schedule.logMeanCoef(s, t);
+    return s.stdFormula === "scoreflow" && Math.abs(c) <= 1e-3 ? 1 + c : Math.exp(c);
   },
-  /** std(t) of the perturbation kernel. */
+  /** std(t) of the perturbation kernel, by the SDE's `stdFormula` (in double precision). */
   std(s: Sde, t: number): number {
     if (s.kind === "ve") return schedule.sigma(s, t);
-    // 1 − e^{2c} computed as −expm1(2c) keeps precision for small t.
-    const oneMinus = -Math.expm1(2 * schedule.logMeanCoef(s, t));
+    const oneMinus = oneMinusExp(s.stdFormula, 2 * schedule.logMeanCoef(s, t), 2e-3);
     return s.kind === "vp" ? Math.sqrt(oneMinus) : oneMinus;
   },
   /** g(t)², the squared diffusion coefficient. */
@@ -104,7 +123,7 @@ export const schedule = {
     }
     const b = schedule.beta(s, t);
     if (s.kind === "vp") return b;
-    return b * -Math.expm1(-2 * s.betaMin * t - (s.betaMax - s.betaMin) * t * t);
+    return b * oneMinusExp(s.stdFormula, -2 * s.betaMin * t - (s.betaMax - s.betaMin) * t * t, 1e-3);
   },
   /** g(t). */
   diffusion(s: Sde, t: number): number {

@@ -77,7 +77,7 @@ describe("one training process per run directory", () => {
     expect(result.status).toBe("completed");
   });
 
-  it("two `fpd train` on one directory: the second exits 4 naming the first's pid", { timeout: 120_000 }, async () => {
+  it("two `fpd train` on one directory: the second exits 4 naming the first's pid", { timeout: 300_000 }, async () => {
     const dir = tmp();
     const args = ["train", "toy/checkerboard_ve_dsm", "--set", "training.nIters=1000000", "--set", "training.batchSize=64", "--run-dir", dir, "--device", "cpu"];
     const first = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "ignore", "pipe"] });

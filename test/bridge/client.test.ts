@@ -16,7 +16,9 @@ import { peakRss, rawDealer, rawRoundTrip as roundTrip } from "../helpers/bridge
 
 let worker: Worker;
 beforeAll(async () => {
-  worker = await Worker.start();
+  // liveness is worker.test.ts's subject; here a loaded machine must not turn a slow 64 MB echo
+  // (answered on the worker's I/O thread) into a declared hang for every later test
+  worker = await Worker.start({ livenessTimeoutMs: 120_000 });
 });
 afterAll(async () => {
   await worker?.close();

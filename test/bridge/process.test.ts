@@ -13,7 +13,7 @@ const script = fileURLToPath(new URL("./fixtures/no-hang.ts", import.meta.url));
 
 function runNode(mode: string): Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, ["--import", "tsx", script, mode], { encoding: "utf8", timeout: 30_000 }, (err, stdout, stderr) =>
+    const child = execFile(process.execPath, ["--import", "tsx", script, mode], { encoding: "utf8", timeout: 120_000 }, (err, stdout, stderr) =>
       resolve({ status: err ? child.exitCode : 0, signal: child.signalCode, stdout, stderr }),
     );
   });
@@ -91,14 +91,14 @@ describe("where the worker listens", () => {
 });
 
 describe("the Node process exits on its own", () => {
-  it("after the worker crashes", async () => {
+  it("after the worker crashes", { timeout: 150_000 }, async () => {
     const r = await runNode("crash");
     expect(r.signal, r.stderr).toBeNull();
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe("WorkerCrashedError");
   });
 
-  it("after close()", async () => {
+  it("after close()", { timeout: 150_000 }, async () => {
     const r = await runNode("close");
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe("closed");

@@ -1,7 +1,9 @@
 // The Worker (src/bridge/worker.ts: a supervised process plus its request client) with a real
 // Python worker: crashes, hangs and closes are reported, and only its parent may talk to it.
-import { execFile } from "node:child_process";
-import { accessSync, constants } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { accessSync, chmodSync, constants, cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, RequestError, WorkerCrashedError, encode, Worker } from "../../src/index.js";
 import { resolvePython } from "../../src/bridge/python.js";
@@ -84,12 +86,35 @@ print(json.dumps({"reply": reply, "authFailed": zmq.EVENT_HANDSHAKE_FAILED_AUTH 
                   "connected": zmq.EVENT_CONNECTED in events}))
 `;
 
-function intrude(endpoint: string, password: string, asNobody: boolean, stop = true): Promise<{ reply: boolean; authFailed: boolean; connected: boolean }> {
-  const python = resolvePython().python;
+/**
+ * What the other user runs: the base interpreter behind the project's Python, and a world-readable
+ * copy of pyzmq and msgpack, because the checkout (CI clones into a 0700 temporary folder) and its
+ * .venv may be closed to other accounts.
+ */
+function nobodyPython(): { python: string; path: string; cleanup: () => void } {
+  const probe = "import sys, os, zmq, msgpack; print(sys._base_executable); print(os.path.dirname(os.path.dirname(zmq.__file__)))";
+  const [python, site] = execFileSync(resolvePython().python, ["-c", probe], { encoding: "utf8" }).trim().split("\n");
+  const dir = mkdtempSync(join(tmpdir(), "fpd-intruder-"));
+  for (const name of ["zmq", "pyzmq.libs", "msgpack"]) {
+    try {
+      cpSync(join(site!, name), join(dir, name), { recursive: true });
+    } catch (e) {
+      if (name !== "pyzmq.libs") throw e; // only wheels bundle libzmq beside the package
+    }
+  }
+  chmodSync(dir, 0o755);
+  return { python: python!, path: dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+type Nobody = ReturnType<typeof nobodyPython>;
+
+function intrude(endpoint: string, password: string, nobody: Nobody | null, stop = true): Promise<{ reply: boolean; authFailed: boolean; connected: boolean }> {
   const argv = ["-c", INTRUDER, endpoint, password, stop ? "stop" : "hello"];
-  const [cmd, args] = asNobody ? ["/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", python, ...argv]] : [python, argv];
-  return new Promise((resolve, reject) =>
-    execFile(cmd as string, args as string[], { encoding: "utf8", cwd: "/", env: { ...process.env, PYTHONPATH: PY_ROOT, HOME: "/" } }, (err, out, errOut) =>
+  const python = nobody?.python ?? resolvePython().python;
+  const [cmd, args] = nobody ? ["/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", python, ...argv]] : [python, argv];
+  const env = { ...process.env, PYTHONPATH: nobody?.path ?? PY_ROOT, HOME: "/" };
+  return new Promise<{ reply: boolean; authFailed: boolean; connected: boolean }>((resolve, reject) =>
+    execFile(cmd as string, args as string[], { encoding: "utf8", cwd: "/", env }, (err, out, errOut) =>
       err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(JSON.parse(out.trim().split("\n").pop()!)),
     ),
   );
@@ -98,17 +123,19 @@ function intrude(endpoint: string, password: string, asNobody: boolean, stop = t
 describe("only the parent may talk to its worker", () => {
   let w: Worker;
   const logs: string[] = [];
+  let other: Nobody | null = null;
   beforeAll(async () => {
     // loopback TCP: reachable by every local account, so authentication is all that protects it
     w = await Worker.start({ env: { FPD_ENDPOINT: "tcp://127.0.0.1:*" }, onStderr: (l) => logs.push(l) });
+    other = canSwitchUser() ? nobodyPython() : null;
   });
   afterAll(async () => {
+    other?.cleanup();
     await w?.close();
   });
 
-  it("another user without the secret gets nothing but a refusal, and cannot stop the worker", { timeout: 30_000 }, async () => {
+  it("another user without the secret gets nothing but a refusal, and cannot stop the worker", { timeout: 90_000 }, async () => {
     expect(w.endpoint).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
-    const other = canSwitchUser();
     const none = await intrude(w.endpoint, "-", other);
     expect(none.reply).toBe(false);
     const guessed = await intrude(w.endpoint, "guessed", other);

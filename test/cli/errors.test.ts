@@ -57,7 +57,7 @@ const CASES: Record<string, Case[]> = {
   finetune: [
     { kind: "usage", argv: ["finetune", "fp/ve_cifar10"], code: "USAGE", exit: 2, message: /Missing required flag from/ },
     { kind: "config", argv: ["finetune", "fp/ve_cifar10", "--from", notCkpt, "--set", "model.nf=-1"], code: "CONFIG", exit: 2, message: /model\.nf/, path: "model.nf" },
-    { kind: "worker refusal", argv: ["finetune", "fp/ve_cifar10", "--from", notCkpt, "--set", "model.nf=8", "--set", "data.path=/nonexistent", "--run-dir", join(dir, "ft"), "--device", "cpu"], code: "BAD_REQUEST", exit: 2, message: /not-a-checkpoint\.pth/ },
+    { kind: "worker refusal", argv: ["finetune", "fp/ve_cifar10", "--from", notCkpt, "--set", "model.nf=8", "--set", "data.path=/nonexistent", "--device", "cpu", "--run-dir"], code: "BAD_REQUEST", exit: 2, message: /not-a-checkpoint\.pth/ },
   ],
   "eval bpd": [
     { kind: "usage", argv: ["eval", "bpd", "--run", run, "--rtol", "tight"], code: "USAGE", exit: 2, message: /--rtol.*expected a number/s },
@@ -79,7 +79,7 @@ const CASES: Record<string, Case[]> = {
   ],
   "ckpt inspect": [
     { kind: "usage", argv: ["ckpt", "inspect"], code: "USAGE", exit: 2, message: /Missing 1 required arg/ },
-    { kind: "worker refusal", argv: ["ckpt", "inspect", notCkpt], code: "BAD_REQUEST", exit: 2, message: /not a PyTorch checkpoint/, path: "args.path" },
+    { kind: "worker refusal", argv: ["ckpt", "inspect", notCkpt], code: "BAD_REQUEST", exit: 2, message: /is not a checkpoint \(unrecognised header/, path: "args.path" },
   ],
   "ckpt score": [
     { kind: "usage", argv: ["ckpt", "score", notCkpt, "--input", notCkpt, "--out", join(dir, "s.npz")], code: "USAGE", exit: 2, message: /Missing required flag preset/ },
@@ -94,7 +94,7 @@ const CASES: Record<string, Case[]> = {
   ],
   "ckpt convert": [
     { kind: "usage", argv: ["ckpt", "convert", notCkpt, "--to", "onnx", "--out", join(dir, "x")], code: "USAGE", exit: 2, message: /--to/ },
-    { kind: "worker refusal", argv: ["ckpt", "convert", notCkpt, "--to", "safetensors", "--out", join(dir, "x.safetensors")], code: "BAD_REQUEST", exit: 2, message: /not a PyTorch checkpoint/ },
+    { kind: "worker refusal", argv: ["ckpt", "convert", notCkpt, "--to", "safetensors", "--out", join(dir, "x.safetensors")], code: "BAD_REQUEST", exit: 2, message: /is not a checkpoint \(unrecognised header/ },
   ],
   toy: [
     { kind: "usage", argv: ["toy", "--methods", "dsm,order9"], code: "USAGE", exit: 2, message: /unknown order9/ },
@@ -124,8 +124,10 @@ for (const [command, cases] of Object.entries(CASES)) {
   describe.concurrent(`fpd ${command}`, () => {
     for (const c of cases) {
       it(`${c.kind}: ${c.code}, exit ${c.exit}, alike with --json`, { timeout: 120_000 }, async () => {
-        // a diverging run needs a fresh directory per invocation
-        const argv = (suffix: string) => (c.argv[c.argv.length - 1] === "--run-dir" ? [...c.argv, join(dir, `div-${suffix}`)] : c.argv);
+        // a trailing --run-dir gets a fresh directory per invocation (the two runs go at once, and a
+        // run directory takes one training process at a time)
+        const argv = (suffix: string) =>
+          c.argv[c.argv.length - 1] === "--run-dir" ? [...c.argv, join(dir, `${command.replace(/ /g, "-")}-${c.kind.replace(/ /g, "-")}-${suffix}`)] : c.argv;
         const env = { ...process.env, OCLIF_COLUMNS: "100000" }; // no wrapping of the plain message
         const [plain, asJson] = await Promise.all([runCli(argv("plain"), env), runCli([...argv("json"), "--json"], env)]);
         expect(plain.status, plain.stderr).toBe(c.exit);

@@ -30,8 +30,10 @@ function issuePaths(fn: () => unknown): string[] {
 describe("builders", () => {
   it("return plain objects with the contract's defaults", () => {
     expect(sde.ve()).toEqual({ kind: "ve", sigmaMin: 0.01, sigmaMax: 50, N: 1000 });
-    expect(sde.vp()).toEqual({ kind: "vp", betaMin: 0.1, betaMax: 20, N: 1000 });
-    expect(sde.subvp({ betaMax: 19.9 })).toEqual({ kind: "subvp", betaMin: 0.1, betaMax: 19.9, N: 1000 });
+    expect(sde.vp()).toEqual({ kind: "vp", betaMin: 0.1, betaMax: 20, N: 1000, stdFormula: "stable" });
+    expect(sde.vp({ stdFormula: "original" }).stdFormula).toBe("original");
+    expect(() => sde.vp({ stdFormula: "float32" as never })).toThrow(/stdFormula/);
+    expect(sde.subvp({ betaMax: 19.9 })).toEqual({ kind: "subvp", betaMin: 0.1, betaMax: 19.9, N: 1000, stdFormula: "stable" });
     expect(optim.adam()).toEqual({ kind: "adam", lr: 2e-4, beta1: 0.9, eps: 1e-8, weightDecay: 0, warmup: 5000, gradClip: 1 });
     expect(model.mlp()).toEqual({
       kind: "mlp", embedDim: 64, timeHidden: [128, 128], xHidden: [128, 128], width: 128,

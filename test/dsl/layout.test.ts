@@ -5,6 +5,8 @@
  *   Score SDE:     yang-song/score_sde_pytorch configs/default_cifar10_configs.py + {ve,vp,subvp}/cifar10_*_continuous.py
  *   FP-Diffusion:  sony/fp-diffusion configs/default_cifar10_configs.py (+ the same per-config files)
  *   High-order:    LuChengTHU/mle_score_ode configs/default_{cifar10,imagenet32}_configs.py + ve/*_continuous.py
+ *   ScoreFlow:     yang-song/score_flow configs/default_{cifar10,imagenet32}_configs.py + {vp,subvp}/*_continuous.py,
+ *                  with --config.training.likelihood_weighting and importance_weighting on (its "likelihood_iw" runs)
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -109,6 +111,32 @@ const PC_ONLY = ["n_steps_each", "probability_flow", "snr"];
 /** Fields of the JAX originals fpdiff has no counterpart for. */
 const JAX_ONLY = { model: ["data_init", "trainable_embedding"] };
 
+// --- yang-song/score_flow configs/default_{cifar10,imagenet32}_configs.py, likelihood weighting +
+// importance sampling switched on as for its released "likelihood_iw" checkpoints
+const scoreFlowDefaults = (dataset: "cifar10" | "imagenet32") => ({
+  training: { batch_size: 128, n_iters: 1300001, snapshot_freq: 50000, log_freq: 100, eval_freq: 100, snapshot_freq_for_preemption: 10000, snapshot_sampling: true, likelihood_weighting: true, importance_weighting: true, continuous: true, reduce_mean: false, smallest_time: 1e-5 },
+  sampling: { n_steps_each: 1, noise_removal: true, probability_flow: false, snr: 0.16, ...(dataset === "cifar10" ? { smallest_time: 1e-3 } : {}) },
+  eval: { begin_ckpt: 26, end_ckpt: 26, batch_size: 1024, enable_sampling: false, num_samples: 50000, enable_loss: false, enable_bpd: true, bpd_dataset: "test", num_repeats: dataset === "cifar10" ? 5 : 1 },
+  data: dataset === "cifar10"
+    ? { dataset: "CIFAR10", image_size: 32, random_flip: true, centered: false, uniform_dequantization: false, num_channels: 3 }
+    : { dataset: "ImageNet", image_size: 32, random_flip: false, centered: false, uniform_dequantization: false, num_channels: 3 },
+  model: { sigma_min: 0.01, sigma_max: 50, num_scales: 1000, beta_min: 0.1, beta_max: 20, dropout: dataset === "cifar10" ? 0.1 : 0, embedding_type: "fourier" },  // (+ data_init, trainable_embedding: JAX_ONLY)
+  optim: { weight_decay: 0, optimizer: "Adam", lr: 2e-4, beta1: 0.9, eps: 1e-8, warmup: 5000, grad_clip: 1 },
+  seed: 42,
+});
+// --- score_flow configs/{vp,subvp}/{cifar10,imagenet32}_ddpmpp{,_deep}_continuous.py
+const scoreFlowDdpmpp = (kind: "vp" | "subvp", dataset: "cifar10" | "imagenet32", deep: boolean) => {
+  const smallest = kind === "subvp" ? 1e-2 : dataset === "imagenet32" ? 5e-5 : 1e-5; // imagenet32 VP: 5e-5 with lw + iw
+  const base = vpDdpmpp(kind === "vp" ? "vpsde" : "subvpsde", deep);
+  return {
+    training: { ...base.training, smallest_time: smallest },
+    sampling: { method: "ode", smallest_time: kind === "subvp" ? 1e-2 : 1e-3 },
+    ...(deep ? { eval: { begin_ckpt: 19, end_ckpt: 19 } } : {}),
+    data: { centered: true },
+    model: base.model,
+  };
+};
+
 const expected: Record<string, Cfg> = {
   "ve/cifar10_ncsnpp_continuous": merged(scoreSdeDefaults, veNcsnpp(false)),
   "ve/cifar10_ncsnpp_deep_continuous": merged(scoreSdeDefaults, veNcsnpp(true)),
@@ -123,11 +151,22 @@ const expected: Record<string, Cfg> = {
   "fp/subvp_cifar10": merged(fpDefaults, vpDdpmpp("subvpsde", false)),
   "fp/subvp_cifar10_deep": merged(fpDefaults, vpDdpmpp("subvpsde", true)),
 };
+// The `_reference` variants have the same original configuration (they differ in fpdiff's own
+// fields: the loss's dt and the SDE's std formula).
+for (const name of Object.keys(expected).filter((n) => n.startsWith("fp/"))) expected[`${name}_reference`] = expected[name]!;
 for (const order of [1, 2, 3]) {
   expected[`highorder/ve_cifar10_order${order}`] = merged(mleCifarDefaults(order), mleVe(false, true));
   expected[`highorder/ve_cifar10_deep_order${order}`] = merged(mleCifarDefaults(order), mleVe(true, false));
   expected[`highorder/ve_imagenet32_order${order}`] = merged(mleImagenetDefaults(order), mleVe(false, true));
   expected[`highorder/ve_imagenet32_deep_order${order}`] = merged(mleImagenetDefaults(order), mleVe(true, true));
+}
+
+for (const dataset of ["cifar10", "imagenet32"] as const) {
+  for (const kind of ["vp", "subvp"] as const) {
+    for (const deep of [false, true]) {
+      expected[`scoreflow/${kind}/${dataset}_ddpmpp${deep ? "_deep" : ""}_continuous`] = merged(scoreFlowDefaults(dataset), scoreFlowDdpmpp(kind, dataset, deep));
+    }
+  }
 }
 
 // `show --json` of every preset, through the real oclif command.
@@ -180,7 +219,7 @@ describe("fpd config show --json equals the original configurations", () => {
   }
 
   it("the loss section is the experiment's loss in snake_case", () => {
-    const fp = shown.get("fp/ve_cifar10")!;
+    const fp = shown.get("fp/ve_cifar10_reference")!;
     expect(fp.loss).toEqual({
       terms: [
         { kind: "dsm", weighting: "likelihood", importance_sampling: false, reduce: "sum", eps: 1e-5 },
@@ -190,6 +229,22 @@ describe("fpd config show --json equals the original configurations", () => {
     expect((shown.get("highorder/ve_cifar10_order3")!.loss as { terms: unknown[] }).terms[1]).toEqual({
       kind: "highOrder", order: 3, parts: ["frobenius", "trace"], lambdas: { second: 1, third: 1 }, estimator: "hutchinson", probe: "rademacher",
     });
+  });
+
+  it("shows the VP / subVP std formula beside the SDE, and the reference presets' numerics", () => {
+    const training = (name: string) => shown.get(name)!.training as Section;
+    expect(training("vp/cifar10_ddpmpp_continuous").std_formula).toBe("original");
+    expect(training("subvp/cifar10_ddpmpp_deep_continuous").std_formula).toBe("original");
+    expect(training("fp/vp_cifar10").std_formula).toBe("stable");
+    expect(training("fp/subvp_cifar10_deep_reference").std_formula).toBe("original");
+    expect("std_formula" in training("ve/cifar10_ncsnpp_continuous")).toBe(false);
+    const dt = (name: string) => ((shown.get(name)!.loss as { terms: Array<Record<string, unknown>> }).terms[1]!).dt;
+    for (const kind of ["ve", "vp", "subvp"]) {
+      for (const deep of ["", "_deep"]) {
+        expect(dt(`fp/${kind}_cifar10${deep}`)).toBe("autodiff");
+        expect(dt(`fp/${kind}_cifar10${deep}_reference`)).toEqual({ finite_difference: { hs: 1e-3, hd: 5e-4 } });
+      }
+    }
   });
 
   it("toy presets follow the high-order paper's toy.py", () => {

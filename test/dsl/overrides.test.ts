@@ -50,7 +50,7 @@ describe("--set parsing", () => {
 
 describe("applyOverrides", () => {
   it("sets numbers, booleans, lists, strings and nested fields, leaving the input untouched", () => {
-    const b = base();
+    const b = base("fp/ve_cifar10_reference");
     const e = applyOverrides(b, [
       "model.nf=8",
       "model.chMult=1,2,2",
@@ -79,7 +79,7 @@ describe("applyOverrides", () => {
     expect(e.sampling).toEqual({ method: "ode", solver: "dopri5", rtol: 1e-5, atol: 1e-5, noiseRemoval: true, eps: 1e-5 });
     expect(e.loss.terms[0]).toMatchObject({ kind: "highOrder", order: 3, parts: ["frobenius", "trace"] });
     const v = applyOverrides(base("vp/cifar10_ddpmpp_continuous"), ["sde.kind=subvp"]);
-    expect(v.sde).toEqual({ kind: "subvp", betaMin: 0.1, betaMax: 20, N: 1000 });
+    expect(v.sde).toEqual({ kind: "subvp", betaMin: 0.1, betaMax: 20, N: 1000, stdFormula: "stable" });
     const r = applyOverrides(base(), ["loss.terms[1]=null"]);
     expect(r.loss.terms.map((t) => t.kind)).toEqual(["dsm"]);
     const a = applyOverrides(base(), ['loss.terms[2]={"kind":"highOrder","order":2}', "loss.terms[0].reduce=mean"]);

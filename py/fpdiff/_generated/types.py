@@ -68,16 +68,42 @@ class CancelResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetails:
+    code: Literal["not_a_checkpoint", "corrupt_checkpoint", "unsafe_checkpoint", "architecture_mismatch", "no_space", "checkpoint_error"]
+    message: str
+    path: Optional[str]
+    field: Optional[str] = None
+    missing: Optional[tuple[str, ...]] = None
+    unexpected: Optional[tuple[str, ...]] = None
+    shape_mismatches: Optional[tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...]] = None
+    matching_presets: Optional[tuple[PresetMatch, ...]] = None
+    counts: Optional[CheckpointErrorDetailsCounts] = None
+    globals: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"code": "code", "message": "message", "path": "path", "field": "field", "missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches", "matching_presets": "matchingPresets", "counts": "counts", "globals": "globals"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"field", "missing", "unexpected", "shape_mismatches", "matching_presets", "counts", "globals"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointErrorDetailsCounts:
+    missing: int
+    unexpected: int
+    shape_mismatches: int
+    WIRE: ClassVar[dict[str, str]] = {"missing": "missing", "unexpected": "unexpected", "shape_mismatches": "shapeMismatches"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointInfo:
     path: Optional[str]
     sha256: Optional[str]
     bytes: Optional[int]
     step: Optional[int]
-    format: Literal["score_sde", "state_dict"]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
+    format: Literal["score_sde", "state_dict", "flax"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
     has_ema: bool
     has_optimizer: bool
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer"}
+    warnings: Optional[tuple[str, ...]] = None
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "bytes": "bytes", "step": "step", "format": "format", "container": "container", "has_ema": "hasEma", "has_optimizer": "hasOptimizer", "warnings": "warnings"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warnings"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +124,10 @@ class CkptConvertArgs:
     path: str
     out: str
     to: Literal["safetensors", "state_dict", "score_sde"]
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     experiment: Optional[ExperimentConfig] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "out": "out", "to": "to", "weights": "weights", "experiment": "experiment"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "experiment"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"experiment"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,9 +152,9 @@ class CkptSaveArgs:
     path: Optional[str] = None
     workdir: Optional[str] = None
     snapshot: Optional[int] = None
-    meta: Optional[bool] = None
+    meta: bool = False
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "path": "path", "workdir": "workdir", "snapshot": "snapshot", "meta": "meta"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot", "meta"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path", "workdir", "snapshot"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,11 +173,11 @@ class CkptScoreArgs:
     checkpoint: str
     input: str
     out: str
-    weights: Optional[Literal["ema", "model"]] = None
-    device: Optional[str] = None
-    batch_size: Optional[int] = None
-    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "device", "batch_size"})
+    weights: Literal["ema", "model"] = "ema"
+    device: str = "auto"
+    batch_size: int = 64
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "input": "input", "out": "out", "weights": "weights", "device": "device", "batch_size": "batchSize", "layout": "layout"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +189,13 @@ class CkptScoreResult:
     step: int
     checkpoint: Optional[CheckpointInfo]
     WIRE: ClassVar[dict[str, str]] = {"out": "out", "n": "n", "shape": "shape", "weights": "weights", "step": "step", "checkpoint": "checkpoint"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigIssue:
+    path: str
+    message: str
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "message": "message"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,8 +496,8 @@ class InspectResult:
     path: str
     bytes: Optional[int]
     sha256: Optional[str]
-    container: Optional[Literal["zip", "legacy", "safetensors"]]
-    format: Literal["score_sde", "state_dict"]
+    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
+    format: Literal["score_sde", "state_dict", "flax"]
     step: Optional[int]
     tensors: int
     parameter_count: int
@@ -472,10 +505,11 @@ class InspectResult:
     buffers: tuple[str, ...]
     ema: Optional[InspectResultEma0]
     optimizer: Optional[InspectResultOptimizer0]
+    adam_step: Optional[int]
     extra_keys: tuple[str, ...]
     matching_presets: tuple[PresetMatch, ...]
     globals: tuple[str, ...]
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes", "sha256": "sha256", "container": "container", "format": "format", "step": "step", "tensors": "tensors", "parameter_count": "parameterCount", "dtypes": "dtypes", "buffers": "buffers", "ema": "ema", "optimizer": "optimizer", "adam_step": "adamStep", "extra_keys": "extraKeys", "matching_presets": "matchingPresets", "globals": "globals"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -622,21 +656,20 @@ class ModelLoadArgs:
     experiment: ExperimentConfig
     checkpoint: Optional[str] = None
     handle: Optional[str] = None
-    device: Optional[str] = None
+    device: str = "auto"
     seed: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "checkpoint": "checkpoint", "handle": "handle", "device": "device", "seed": "seed"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "device", "seed"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"checkpoint", "handle", "seed"})
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelScoreArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
+    weights: Literal["ema", "model"] = "ema"
     x: Tensor
     t: Union[Tensor, float]
-    batch_size: Optional[int] = None
+    batch_size: int = 64
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "x": "x", "t": "t", "batch_size": "batchSize"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "batch_size"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -873,6 +906,15 @@ class SamplesPanel:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SavedFile:
+    path: str
+    step: Optional[int]
+    sha256: str
+    bytes: int
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "step": "step", "sha256": "sha256", "bytes": "bytes"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SavedPng:
     path: str
     bytes: int
@@ -932,7 +974,8 @@ class SubVPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1219,7 +1262,8 @@ class VPSDEConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     N: int = 1000
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N"}
+    std_formula: Literal["stable", "original", "scoreflow"] = "stable"
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
 __all__ = [
@@ -1228,6 +1272,8 @@ __all__ = [
     "BpdConfig",
     "CancelArgs",
     "CancelResult",
+    "CheckpointErrorDetails",
+    "CheckpointErrorDetailsCounts",
     "CheckpointInfo",
     "CIFAR10Config",
     "CkptConvertArgs",
@@ -1237,6 +1283,7 @@ __all__ = [
     "CkptSaveResult",
     "CkptScoreArgs",
     "CkptScoreResult",
+    "ConfigIssue",
     "ConfigScheduleArgs",
     "ConfigScheduleResult",
     "ConfigValidateArgs",
@@ -1297,6 +1344,7 @@ __all__ = [
     "SampleArgs",
     "SampleResult",
     "SamplesPanel",
+    "SavedFile",
     "SavedPng",
     "ScoreFPETerm",
     "ShutdownArgs",

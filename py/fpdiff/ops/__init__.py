@@ -54,7 +54,7 @@ class OpSpec:
 
     def run(self, args: Any, ctx: "OpContext") -> Any:
         """The handler's answer as a wire value."""
-        return schema.encode(self.handler(args, ctx))
+        return schema.to_wire(f"{self.name}.result", self.handler(args, ctx))
 
 
 REGISTRY: dict[str, OpSpec] = {}
@@ -120,7 +120,7 @@ class OpContext:
 
     def emit(self, data: Any) -> None:
         """Stream an ``event`` reply to the caller (progress, metrics, checkpoints...)."""
-        self.emit_fn(schema.encode(data))
+        self.emit_fn(schema.to_wire(f"{self.op}.event", data))
 
     @property
     def cancelled(self) -> bool:

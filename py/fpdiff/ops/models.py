@@ -20,29 +20,11 @@ from .. import checkpoints as CK
 from .. import config as C
 from ..files import atomic_path
 from ..models import EMA, build_network
+from .._generated import types as T
 from ..protocol import BAD_REQUEST
-from . import Args, OpContext, OpError, op
-from .state import LoadedModel, device_arg, experiment_arg, get_model, models
-
-
-def _opt(args: Args, kind: str, key: str, **kw: Any) -> Any:
-    """An optional argument: None when absent or null, else read and checked by ``Args``."""
-    if args.raw.get(key) is None:
-        args.seen.add(key)
-        return None
-    return getattr(args, kind)(key, **kw)
-
-
-def _camel(obj: Any) -> Any:
-    """Transitional, until this module answers with the generated result types."""
-    import re
-
-    if isinstance(obj, dict):
-        return {re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k) if isinstance(k, str) else k: _camel(v)
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_camel(v) for v in obj]
-    return obj
+from ..schema import to_wire
+from . import OpContext, OpError, op
+from .state import LoadedModel, get_model, models, resolve_device
 
 
 @contextmanager
@@ -56,7 +38,7 @@ def _checkpoint_errors(field: str) -> Iterator[None]:
         raise OpError(BAD_REQUEST, f"{field}: is a directory: {e.filename or e}", field) from None
     except CK.CheckpointError as e:
         err = OpError(BAD_REQUEST, f"{field}: {e.code}: {e}", field)
-        err.details = _camel(e.to_dict())  # type: ignore[attr-defined]
+        err.details = to_wire("$defs/CheckpointErrorDetails", e.to_dict())  # type: ignore[attr-defined]
         raise err from None
 
 
@@ -67,8 +49,8 @@ def _saved(s: CK.SavedCheckpoint) -> dict:
 def _checkpoint_info(ck: CK.Checkpoint) -> dict:
     return {"path": os.path.abspath(ck.path) if ck.path else None, "sha256": ck.sha256,
             "bytes": ck.bytes, "step": ck.step, "format": ck.format,
-            "container": ck.file.format if ck.file else None, "hasEma": ck.ema is not None,
-            "hasOptimizer": ck.optimizer is not None}
+            "container": ck.file.format if ck.file else None, "has_ema": ck.ema is not None,
+            "has_optimizer": ck.optimizer is not None}
 
 
 def _new_handle(state, wanted: str | None, name: str) -> str:
@@ -95,10 +77,11 @@ def _build_loaded(exp: C.ExperimentConfig, path: str | None, device: torch.devic
             ck = CK.load_checkpoint(path)
             if ck.ema is not None:
                 ema = EMA(net.parameters(), decay=float(ck.ema["decay"]))
-            CK.restore(net, ck, weights="model", ema=ema)
+            restored = CK.restore(net, ck, weights="model", ema=ema)
         step, info = ck.step or 0, _checkpoint_info(ck)
+        info["warnings"] = list(restored.warnings)
     else:
-        ema = EMA(net.parameters(), decay=float(getattr(exp.model, "ema_rate", 0.9999)))
+        ema = EMA(net.parameters(), decay=exp.model.ema_rate)
     net = net.to(device).eval()
     if ema is not None:
         ema.to(device)
@@ -109,19 +92,12 @@ def _build_loaded(exp: C.ExperimentConfig, path: str | None, device: torch.devic
 
 
 @op("model.load")
-def model_load(args: Args, ctx: OpContext) -> dict:
+def model_load(args: T.ModelLoadArgs, ctx: OpContext) -> dict:
     """Build the experiment's network, fresh or restored strictly from a checkpoint; keep it by handle."""
-    exp = experiment_arg(args)
-    path = _opt(args, "str", "checkpoint")
-    handle = _opt(args, "str", "handle")
-    device = device_arg(args)
-    seed = _opt(args, "int", "seed")
-    args.done()
-    lm = _build_loaded(exp, path, device, seed, _new_handle(ctx.state, handle, exp.name))
+    lm = _build_loaded(args.experiment, args.checkpoint, resolve_device(args.device), args.seed,
+                       _new_handle(ctx.state, args.handle, args.experiment.name))
     models(ctx.state)[lm.handle] = lm
-    out = lm.describe()
-    out["checkpoint"] = lm.checkpoint_info  # type: ignore[attr-defined]
-    return out
+    return {**lm.describe(), "checkpoint": lm.checkpoint_info}  # type: ignore[attr-defined]
 
 
 def _times(t_raw: Any, n: int, field: str = "args.t") -> torch.Tensor:
@@ -164,22 +140,15 @@ def _evaluate(lm: LoadedModel, weights: str, x: torch.Tensor, t: torch.Tensor, b
 
 
 @op("model.score")
-def model_score(args: Args, ctx: OpContext) -> dict:
+def model_score(args: T.ModelScoreArgs, ctx: OpContext) -> dict:
     """The raw network output for the SDE's label and the score, at (x, t), in batches."""
-    lm = get_model(ctx.state, args.str("model"))
-    weights = args.str("weights", "ema", choices=("ema", "model"))
-    x = args.tensor("x")
-    t_raw = args.any("t")
-    batch = args.int("batchSize", 64, min=1)
-    args.done()
-    return _evaluate(lm, weights, x, _times(t_raw, x.shape[0]), batch, ctx)
+    lm = get_model(ctx.state, args.model)
+    return _evaluate(lm, args.weights, args.x, _times(args.t, args.x.shape[0]), args.batch_size, ctx)
 
 
 def _read_inputs(path: str) -> tuple:
     """``x`` and ``t`` from a .pt (safe loading) or .npz (no pickles) file."""
     import numpy as np
-
-    from ..safe_load import safe_torch_load
 
     field = "args.input"
     if not os.path.isfile(path):
@@ -192,7 +161,7 @@ def _read_inputs(path: str) -> tuple:
             raise OpError(BAD_REQUEST, f"{field}: cannot read {path} as .npz: {e}", field) from None
     else:
         with _checkpoint_errors(field):
-            raw, _ = safe_torch_load(path)
+            raw, _ = CK.safe_torch_load(path)
     if not isinstance(raw, dict) or "x" not in raw or "t" not in raw:
         raise OpError(BAD_REQUEST, f"{field}: {path} must hold 'x' and 't'", field)
     x, t = raw["x"], raw["t"]
@@ -204,55 +173,49 @@ def _read_inputs(path: str) -> tuple:
 
 
 @op("ckpt.score")
-def ckpt_score(args: Args, ctx: OpContext) -> dict:
+def ckpt_score(args: T.CkptScoreArgs, ctx: OpContext) -> dict:
     """File to file: restore a checkpoint into the experiment's network, score x, t from a .pt/.npz, write .npz."""
     import numpy as np
 
-    exp = experiment_arg(args)
-    path = args.str("checkpoint")
-    inp = args.str("input")
-    out_path = args.str("out")
-    weights = args.str("weights", "ema", choices=("ema", "model"))
-    device = device_arg(args)
-    batch = args.int("batchSize", 64, min=1)
-    args.done()
-    x, t = _read_inputs(inp)
-    lm = _build_loaded(exp, path, device, None, "ckpt.score")
-    res = _evaluate(lm, weights, x, t, batch, ctx)
+    layout, out_path = args.layout, args.out
+    x, t = _read_inputs(args.input)
+    if layout == "nhwc":   # JAX's layout: the network takes NCHW, the file is written back as NHWC
+        if x.dim() != 4:
+            raise OpError(BAD_REQUEST, f"args.input: layout nhwc needs x [B, H, W, C], got {list(x.shape)}",
+                          "args.layout")
+        x = x.permute(0, 3, 1, 2)
+    lm = _build_loaded(args.experiment, args.checkpoint, resolve_device(args.device), None, "ckpt.score")
+    res = _evaluate(lm, args.weights, x, t, args.batch_size, ctx)
+    back = (lambda a: a.permute(0, 2, 3, 1)) if layout == "nhwc" else (lambda a: a)
     out_path = os.path.abspath(out_path if out_path.endswith(".npz") else out_path + ".npz")
     with atomic_path(out_path, suffix=".npz") as tmp:
-        np.savez(tmp, output=res["output"].numpy(), score=res["score"].numpy(),
-                 labels=res["labels"].numpy(), t=t.numpy())
-    return {"out": out_path, "n": int(x.shape[0]), "shape": list(res["output"].shape),
+        np.savez(tmp, output=back(res["output"]).contiguous().numpy(),
+                 score=back(res["score"]).contiguous().numpy(), labels=res["labels"].numpy(),
+                 t=t.numpy())
+    return {"out": out_path, "n": int(x.shape[0]), "shape": list(back(res["output"]).shape),
             "weights": res["weights"], "step": res["step"],
             "checkpoint": lm.checkpoint_info}  # type: ignore[attr-defined]
 
 
 @op("ckpt.inspect")
-def ckpt_inspect(args: Args, ctx: OpContext) -> dict:
+def ckpt_inspect(args: T.CkptInspectArgs, ctx: OpContext) -> dict:
     """Format, step, sizes, EMA, optimiser, matching presets and sha256 of a checkpoint file."""
-    path = args.str("path")
-    args.done()
     with _checkpoint_errors("args.path"):
-        return _camel(CK.inspect_checkpoint(path))
+        return CK.inspect_checkpoint(args.path)
 
 
 @op("ckpt.save")
-def ckpt_save(args: Args, ctx: OpContext) -> dict:
+def ckpt_save(args: T.CkptSaveArgs, ctx: OpContext) -> dict:
     """Write a loaded model in the original format (atomically): to a path, a snapshot or the meta file."""
-    lm = get_model(ctx.state, args.str("model"))
-    path = _opt(args, "str", "path")
-    workdir = _opt(args, "str", "workdir")
-    snapshot = _opt(args, "int", "snapshot", min=0)
-    meta = args.bool("meta", False)
-    args.done()
+    lm = get_model(ctx.state, args.model)
+    path, workdir, snapshot, meta = args.path, args.workdir, args.snapshot, args.meta
     if (path is not None) == (workdir is not None):
         raise OpError(BAD_REQUEST, "args: give either path or workdir (with snapshot or meta)", "args.path")
     if workdir is not None and (snapshot is None) == (not meta):
         raise OpError(BAD_REQUEST, "args: with workdir give exactly one of snapshot: k or meta: true",
                       "args.snapshot")
     state = CK.checkpoint_state(lm.network, getattr(lm, "optimizer", None), lm.ema, lm.step,
-                                ema_decay=float(getattr(lm.experiment.model, "ema_rate", 0.9999)))
+                                ema_decay=lm.experiment.model.ema_rate)
     if path is not None:
         saved = CK.save_checkpoint(path, state)
         kind = "file"
@@ -265,18 +228,10 @@ def ckpt_save(args: Args, ctx: OpContext) -> dict:
 
 
 @op("ckpt.convert")
-def ckpt_convert(args: Args, ctx: OpContext) -> dict:
+def ckpt_convert(args: T.CkptConvertArgs, ctx: OpContext) -> dict:
     """Original format ⇄ plain state dict (safetensors or torch.save), EMA or raw weights."""
-    src = args.str("path")
-    dst = args.str("out")
-    to = args.str("to", choices=("safetensors", "state_dict", "score_sde"))
-    weights = args.str("weights", "ema", choices=("ema", "model"))
-    exp = experiment_arg(args) if args.raw.get("experiment") is not None else None
-    args.seen.add("experiment")
-    args.done()
+    exp = args.experiment
     with _checkpoint_errors("args.path"):
-        saved = CK.convert(src, dst, to=to, weights=weights,
+        saved = CK.convert(args.path, args.out, to=args.to, weights=args.weights,
                            model_cfg=exp.model if exp else None, data_cfg=exp.data if exp else None)
-    out = _saved(saved)
-    out["format"] = to
-    return out
+    return {**_saved(saved), "format": args.to}

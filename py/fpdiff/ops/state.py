@@ -63,7 +63,7 @@ class LoadedModel:
             "step": self.step,
             "parameters": n,
             "device": str(self.device),
-            "hasEma": self.ema is not None,
+            "has_ema": self.ema is not None,
             "source": self.source,
         }
 

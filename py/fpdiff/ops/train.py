@@ -30,7 +30,7 @@ def train_run(args: T.TrainRunArgs, ctx: OpContext) -> dict[str, Any]:
     """Train (or fine-tune, or resume) an experiment; events: progress, metrics, checkpoint, warning."""
     handle = args.handle or args.experiment.name
     init = args.init.checkpoint if args.init is not None else None
-    if init is not None and not os.path.isfile(init):
+    if init is not None and not os.path.exists(init):   # a file, or a work directory (its newest snapshot)
         raise bad_request("args.init.checkpoint", f"no such file {init!r}")
     workdir = os.path.abspath(args.workdir)
     holder: dict[str, training.TrainState] = {}

@@ -4,14 +4,17 @@ import { FpdCommand } from "../../cli/base.js";
 import { setFlag, weightsFlag } from "../../cli/flags.js";
 
 export default class CkptConvert extends FpdCommand {
-  static override summary = "Convert between the original Score SDE format and plain state-dict exports.";
+  static override summary = "Convert any accepted checkpoint to the PyTorch Score SDE format or a plain state-dict export.";
   static override description =
+    "Reads PyTorch Score SDE checkpoints, plain exports and the flax states of score_flow / score_sde (JAX) / mle_score_ode. " +
     "--to safetensors | state_dict writes the network's weights (EMA by default) as a flat state dict; --to score_sde writes " +
-    "the original training format ({optimizer, model, ema, step}, 'module.' keys) that Score SDE's restore_checkpoint loads. " +
-    "The architecture is recognised from the file's layout; pass --preset (and --set) when it matches no preset.";
+    "the PyTorch training format ({optimizer, model, ema, step}, 'module.' keys) that score_sde_pytorch's restore_checkpoint " +
+    "loads with strict=True (from a flax state: the raw weights, the EMA, the Adam moments and the step). The architecture " +
+    "is recognised from the file's layout; pass --preset (and --set) when it matches no preset.";
   static override examples = [
     "<%= config.bin %> ckpt convert checkpoint_26.pth --to safetensors --out ve_ema.safetensors",
     "<%= config.bin %> ckpt convert ve_ema.safetensors --to score_sde --out checkpoint_0.pth",
+    "<%= config.bin %> ckpt convert cifar10_vp_likelihood/checkpoints/checkpoint_26 --to score_sde --out checkpoint_26.pth",
   ];
   static override args = { file: Args.string({ description: "checkpoint or export", required: true }) };
   static override flags = {

@@ -195,6 +195,12 @@ export function buildBundle(): Bundle {
     annotate(opEntries[name].result, `${base}Result`, false);
     if (event) annotate(event, `${base}Event`, false);
   }
+  // Named schemas no op refers to (e.g. error details) are exported too: Python may build them.
+  for (const mod of Object.values(opModules)) {
+    for (const [name, value] of Object.entries(mod)) {
+      if (name.endsWith("Schema") && value instanceof z.ZodType && !isTensor(value)) exportOne(value, reg, defs);
+    }
+  }
   for (const [id, def] of Object.entries(defs)) annotate(def, id, true);
   const sorted = Object.fromEntries(Object.entries(defs).sort(([a], [b]) => a.localeCompare(b)));
   return { $defs: sorted, experiment, ops: opEntries };

@@ -17,15 +17,25 @@ export const SavedFileSchema = z.object({
 });
 export type SavedFile = z.infer<typeof SavedFileSchema>;
 
+/**
+ * What a checkpoint file is: `score_sde` (the PyTorch Score SDE training format), `state_dict` (a
+ * plain export), `flax` (a score_flow / score_sde JAX / mle_score_ode training state); the
+ * container it came in (`msgpack` for flax).
+ */
+export const CheckpointFormatSchema = z.enum(["score_sde", "state_dict", "flax"]);
+export const CheckpointContainerSchema = z.enum(["zip", "legacy", "safetensors", "msgpack"]);
+
 export const CheckpointInfoSchema = z.object({
   path: z.string().nullable(),
   sha256: z.string().nullable(),
   bytes: z.number().int().nullable(),
   step: z.number().int().nullable(),
-  format: z.enum(["score_sde", "state_dict"]),
-  container: z.enum(["zip", "legacy", "safetensors"]).nullable(),
+  format: CheckpointFormatSchema,
+  container: CheckpointContainerSchema.nullable(),
   hasEma: z.boolean(),
   hasOptimizer: z.boolean(),
+  /** What could not carry over exactly when the file was mapped onto the network (flax files). */
+  warnings: z.array(z.string()).optional(),
 });
 
 export const LoadedModelSchema = z.object({
@@ -43,11 +53,11 @@ export const LoadedModelSchema = z.object({
 export const PresetMatchSchema = z.object({ preset: z.string(), overrides: z.record(z.string(), z.unknown()) });
 
 export const InspectResultSchema = z.object({
-  path: z.string(),
+  path: z.string().describe("the file read (a work directory's newest checkpoints/checkpoint_<N>)"),
   bytes: z.number().int().nullable(),
   sha256: z.string().nullable(),
-  container: z.enum(["zip", "legacy", "safetensors"]).nullable(),
-  format: z.enum(["score_sde", "state_dict"]),
+  container: CheckpointContainerSchema.nullable(),
+  format: CheckpointFormatSchema,
   step: z.number().int().nullable(),
   tensors: z.number().int(),
   parameterCount: z.number().int(),
@@ -76,6 +86,8 @@ export const InspectResultSchema = z.object({
       adamStepType: z.string().nullable(),
     })
     .nullable(),
+  /** flax: the Adam step count (one for every parameter); null for PyTorch files. */
+  adamStep: z.number().int().nullable(),
   extraKeys: z.array(z.string()),
   matchingPresets: z.array(PresetMatchSchema),
   globals: z.array(z.string()),
@@ -84,13 +96,16 @@ export type InspectResult = z.infer<typeof InspectResultSchema>;
 
 /** `details` of a BAD_REQUEST about a checkpoint (message starts with the same code). */
 export const CheckpointErrorDetailsSchema = z.object({
-  code: z.enum(["not_a_checkpoint", "corrupt_checkpoint", "unsafe_checkpoint", "architecture_mismatch", "checkpoint_error"]),
+  code: z.enum(["not_a_checkpoint", "corrupt_checkpoint", "unsafe_checkpoint", "architecture_mismatch", "no_space", "checkpoint_error"]),
   message: z.string(),
   path: z.string().nullable(),
+  /** The checkpoint field at fault (e.g. `step`, `ema.decay`, `model_state`). */
+  field: z.string().optional(),
   missing: z.array(z.string()).optional(),
   unexpected: z.array(z.string()).optional(),
   shapeMismatches: z.array(z.tuple([z.string(), z.array(z.number()), z.array(z.number())])).optional(),
   matchingPresets: z.array(PresetMatchSchema).optional(),
+  counts: z.object({ missing: z.number().int(), unexpected: z.number().int(), shapeMismatches: z.number().int() }).optional(),
   globals: z.array(z.string()).optional(),
 });
 
@@ -98,9 +113,12 @@ export const modelsOps = {
   "model.load": defineOp({
     args: z.strictObject({
       experiment: experimentArg,
-      checkpoint: z.string().optional().describe("a Score SDE checkpoint or a state-dict export; strict key/shape match"),
+      checkpoint: z
+        .string()
+        .optional()
+        .describe("a Score SDE checkpoint, a state-dict export or a flax state (or a work directory); strict key/shape match"),
       handle: z.string().min(1).optional().describe("default: the experiment's name (made unique)"),
-      device: deviceArg.optional(),
+      device: deviceArg.default("auto"),
       seed: z.number().int().nonnegative().optional().describe("initialisation seed without a checkpoint (default training.seed)"),
     }),
     result: LoadedModelSchema,
@@ -109,10 +127,10 @@ export const modelsOps = {
   "model.score": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg.default("ema"),
       x: tensorSchema,
       t: z.union([tensorSchema, z.number()]),
-      batchSize: z.number().int().positive().optional(),
+      batchSize: z.number().int().positive().default(64),
     }),
     result: z.object({
       output: tensorSchema.describe("raw network output for the label the SDE feeds it"),
@@ -129,9 +147,10 @@ export const modelsOps = {
       checkpoint: z.string(),
       input: z.string().describe(".pt or .npz holding x [B,...] and t [B] (or a number)"),
       out: z.string().describe(".npz to write: output, score, labels, t"),
-      weights: weightsArg.optional(),
-      device: deviceArg.optional(),
-      batchSize: z.number().int().positive().optional(),
+      weights: weightsArg.default("ema"),
+      device: deviceArg.default("auto"),
+      batchSize: z.number().int().positive().default(64),
+      layout: z.enum(["nchw", "nhwc"]).default("nchw").describe("layout of x and of the written output/score (nhwc: JAX's)"),
     }),
     result: z.object({
       out: z.string(),
@@ -154,7 +173,7 @@ export const modelsOps = {
       path: z.string().optional(),
       workdir: z.string().optional(),
       snapshot: z.number().int().nonnegative().optional().describe("checkpoints/checkpoint_<k>.pth"),
-      meta: z.boolean().optional().describe("checkpoints-meta/checkpoint.pth"),
+      meta: z.boolean().default(false).describe("checkpoints-meta/checkpoint.pth"),
     }),
     result: SavedFileSchema.extend({ kind: z.enum(["file", "snapshot", "meta"]) }),
     doc: "write a loaded model in the original format, atomically (path, snapshot k or the meta file)",
@@ -164,10 +183,10 @@ export const modelsOps = {
       path: z.string(),
       out: z.string(),
       to: z.enum(["safetensors", "state_dict", "score_sde"]),
-      weights: weightsArg.optional(),
+      weights: weightsArg.default("ema"),
       experiment: experimentArg.optional().describe("needed only when the file matches no preset"),
     }),
     result: SavedFileSchema.extend({ format: z.enum(["safetensors", "state_dict", "score_sde"]) }),
-    doc: "convert between the original format and a plain state dict (safetensors or torch.save)",
+    doc: "convert any accepted checkpoint (PyTorch, flax) to the PyTorch Score SDE format or a plain state dict",
   }),
 } as const;
