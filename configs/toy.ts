@@ -99,21 +99,26 @@ for (const dataset of ["checkerboard", "mog1d"] as const) {
 /**
  * The demo's budget (`npm run demo` = `fpd toy` with these defaults): sized for ≤ 10 minutes on 2
  * CPU cores including set-up. `set` applies to every experiment of the job (base and methods),
- * `finetuneSet` to the continuations only; `why` is quoted in the report.
+ * `finetuneSet` to the continuations only, `methodSet` to one method's runs (the user's `--set`
+ * comes after all three); `why` is quoted in the report.
  */
 export const TOY_DEMO = {
   methods: ["dsm", "order3", "dsm_fpe"] as ("dsm" | "order2" | "order3" | "dsm_fpe" | "order3_fpe")[],
   baseSteps: 3000,
-  steps: 300,
-  batch: 1000,
+  steps: 200,
+  batch: 500,
+  lrSchedule: "cosine" as "constant" | "cosine",
   seeds: [0, 1],
   nllPoints: 1000,
-  grid: 44,
+  grid: 32,
   samples: 2000,
   times: 6,
   curvePoints: 256,
   fisher: false,
-  set: [] as string[],
-  finetuneSet: [] as string[],
+  set: ["model.hidden=[256,256]", "optim.lr=0.002"] as string[],
+  finetuneSet: ["optim.lr=0.0005", "model.emaRate=0.99"] as string[],
+  methodSet: { dsm_fpe: ["loss.terms[1].alpha=0.0001"], order3_fpe: ["loss.terms[2].alpha=0.0001"] } as Partial<
+    Record<"dsm" | "order2" | "order3" | "dsm_fpe" | "order3_fpe", string[]>
+  >,
   why: "provisional",
 };

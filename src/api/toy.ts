@@ -32,6 +32,8 @@ export const TOY_METHODS = {
 } as const;
 export type ToyMethod = keyof typeof TOY_METHODS;
 export const TOY_PROTOCOLS = ["finetune", "scratch"] as const;
+export const TOY_LR_SCHEDULES = ["constant", "cosine"] as const;
+export type ToyLrSchedule = (typeof TOY_LR_SCHEDULES)[number];
 export type ToyProtocol = (typeof TOY_PROTOCOLS)[number];
 /** The control every method is paired with. */
 export const TOY_CONTROL: ToyMethod = "dsm";
@@ -66,10 +68,19 @@ export interface ToyJobOptions {
   diagnostics?: ToyDiagnosticsOptions;
   /** Where the runs and the report go. */
   outDir: string;
-  /** Extra `--set` overrides applied to every experiment (base and methods). */
-  set?: string[];
+  /** The job's own choices for every experiment (base and methods), e.g. the demo's network width:
+   *  applied first. */
+  jobSet?: readonly string[];
+  /** The user's `--set` overrides of every experiment: applied last, over everything else. */
+  set?: readonly string[];
   /** finetune: extra overrides of the continuations only (e.g. their learning rate). */
-  finetuneSet?: string[];
+  finetuneSet?: readonly string[];
+  /** Extra overrides of one method's runs (e.g. the score-FPE weight), after `set` / `finetuneSet`. */
+  methodSet?: Partial<Record<ToyMethod, readonly string[]>>;
+  /** `cosine`: every run's learning rate decays to 0 over its own updates (the base over all of
+   *  its updates, a continuation over its further ones: optim.cosineDecayFrom = its start step);
+   *  `constant` (default): the preset's constant rate. */
+  lrSchedule?: ToyLrSchedule;
   /** Why this budget (a sentence for the report), when a preset chose it. */
   budgetNote?: string;
   signal?: AbortSignal;
@@ -180,12 +191,21 @@ export function logTimes(count = 8, tMin = 1e-4, tMax = 1): number[] {
 /**
  * A toy preset (`toy/<data>_<sde>_<method>`) sized to a budget: training to step
  * `startStep + steps` (fine-tuning continues the checkpoint's step count, as the originals) at
- * `batchSize`, one snapshot at the end, meta checkpoints every quarter, ~50 metrics lines; then
- * `set`.
+ * `batchSize`, one snapshot at the end, meta checkpoints every quarter, ~50 metrics lines, the
+ * learning rate decaying over these updates with `lrSchedule: "cosine"`; then `set`.
  */
 export async function toyExperiment(
-  spec: { data: string; sde?: string | undefined; method: ToyMethod; steps: number; batchSize: number; startStep?: number; seed?: number },
-  set: string[] = [],
+  spec: {
+    data: string;
+    sde?: string | undefined;
+    method: ToyMethod;
+    steps: number;
+    batchSize: number;
+    startStep?: number;
+    seed?: number;
+    lrSchedule?: ToyLrSchedule | undefined;
+  },
+  set: readonly string[] = [],
 ): Promise<Experiment> {
   const { getPreset } = await import("../../configs/index.js");
   const name = `toy/${spec.data}_${spec.sde ?? "ve"}_${TOY_METHODS[spec.method].preset}`;
@@ -201,6 +221,7 @@ export async function toyExperiment(
     `training.snapshotFreqForPreemption=${every}`,
     `training.logFreq=${Math.max(1, Math.min(100, Math.floor(spec.steps / 50)))}`,
     ...(spec.seed !== undefined ? [`training.seed=${spec.seed}`] : []),
+    ...(spec.lrSchedule === "cosine" ? [`optim.cosineDecayFrom=${start}`] : []),
     ...set,
   ]);
 }
@@ -344,6 +365,13 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
   const baseSteps = protocol === "finetune" ? (opts.baseSteps ?? 0) : 0;
   if (protocol === "finetune" && baseSteps < 1) throw new Error("baseSteps: the finetune protocol needs a base of at least 1 update");
   const signal = opts.signal ? { signal: opts.signal } : {};
+  // the job's choices, then the continuations', then the method's, then the user's --set
+  const overrides = (method: ToyMethod, continuation: boolean): string[] => [
+    ...(opts.jobSet ?? []),
+    ...(continuation ? (opts.finetuneSet ?? []) : []),
+    ...(opts.methodSet?.[method] ?? []),
+    ...(opts.set ?? []),
+  ];
   const emit = (run: string, e: ToyJobEvent) => opts.onEvent?.(run, e);
   const progress = (run: string, phase: ToyPhase) => ({
     ...signal,
@@ -389,7 +417,7 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
   let base: Trained | null = null;
   let baseCheckpoint: string | undefined;
   if (protocol === "finetune") {
-    const experiment = await toyExperiment({ ...opts, method: TOY_CONTROL, steps: baseSteps }, opts.set);
+    const experiment = await toyExperiment({ ...opts, method: TOY_CONTROL, steps: baseSteps }, overrides(TOY_CONTROL, false));
     const score = await train("base", experiment, join(outDir, "base"), "toy-base");
     const snap = score.run.info.checkpoints.filter((c) => c.kind === "snapshot" && c.step === score.train.step).at(-1);
     baseCheckpoint = snap?.path ?? join(score.run.path, "checkpoints-meta", "checkpoint.pth");
@@ -403,7 +431,7 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
       const run = seeds.length > 1 ? `${method} · seed ${seed}` : method;
       const experiment = await toyExperiment(
         { ...opts, method, steps: opts.steps, seed, ...(protocol === "finetune" ? { startStep: baseSteps } : {}) },
-        [...(opts.set ?? []), ...(protocol === "finetune" ? (opts.finetuneSet ?? []) : [])],
+        overrides(method, protocol === "finetune"),
       );
       const dir = seeds.length > 1 ? join(outDir, `seed${seed}`, method) : join(outDir, method);
       const score = await train(run, experiment, dir, `toy-${method}-s${seed}`, baseCheckpoint);
@@ -439,8 +467,28 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
   atomicWrite(reportJson, JSON.stringify(json, null, 2) + "\n");
   const seconds = (Date.now() - t0) / 1000;
   const baseResult = base ? modelResult(base) : null;
-  const report = writeReport(opts, outDir, { protocol, seeds, baseSteps, floor, base: baseResult, models, summaries, claims, figures, seconds });
+  const settings = describeSettings(base, trained.filter((t) => t.seed === seeds[0]));
+  const report = writeReport(opts, outDir, { protocol, seeds, baseSteps, floor, base: baseResult, models, summaries, claims, figures, seconds, settings });
   return { protocol, data: opts.data, floor, control: TOY_CONTROL, seeds, base: baseResult, models, methods: summaries, claims, report, reportJson, figures, seconds };
+}
+
+/** The network, optimiser and loss weights the runs used, in a sentence (read from their experiments). */
+function describeSettings(base: Trained | null, runs: Trained[]): string {
+  const first = (base ?? runs[0])?.experiment;
+  if (!first) return "";
+  const m = first.model;
+  const net = m.kind === "mlp" ? `MLP: time embedding ${m.embedDim}, time ${JSON.stringify(m.timeHidden)}, x ${JSON.stringify(m.xHidden)}, width ${m.width}, hidden ${JSON.stringify(m.hidden)}` : m.kind;
+  const opt = (e: Experiment) =>
+    `Adam lr ${e.optim.lr}${e.optim.cosineDecayFrom !== undefined ? ` decaying by a cosine to 0 from update ${e.optim.cosineDecayFrom} to ${e.training.nIters}` : " (constant)"}, EMA ${e.model.emaRate}`;
+  const cont = runs.find((t) => t.method === TOY_CONTROL)?.experiment;
+  const parts = [`${net}, ${first.sde.kind.toUpperCase()} SDE, batch ${first.training.batchSize}`];
+  parts.push(base ? `base: ${opt(first)}` : opt(first));
+  if (base && cont) parts.push(`continuations: ${opt(cont)}`);
+  for (const t of runs) {
+    const fpe = t.experiment.loss.terms.find((x) => x.kind === "scoreFpe");
+    if (fpe && fpe.kind === "scoreFpe") parts.push(`${TOY_METHODS[t.method as ToyMethod].label}: score-FPE ${fpe.mode} term, α ${fpe.alpha}, β ${fpe.beta}, m ${fpe.m}, weighting ${fpe.weighting}`);
+  }
+  return parts.join("; ") + ".";
 }
 
 function modelResult(t: Trained): ToyModelResult {
@@ -674,6 +722,7 @@ function writeReport(
     claims: ToyClaim[];
     figures: string[];
     seconds: number;
+    settings: string;
   },
 ): string {
   const sdeName = (opts.sde ?? "ve").toUpperCase();
@@ -721,6 +770,8 @@ function writeReport(
       `Δ is the paired difference to the control on those points, averaged over seeds, with a standard error that adds ` +
       `the point-to-point and the seed-to-seed parts.` +
       (r.floor !== null ? ` The floor is the data's entropy, ${r.floor.toFixed(4)} nats: no model can score below it in expectation.` : ""),
+    "",
+    `**Settings.** ${r.settings}`,
     ...(opts.budgetNote ? ["", `**Budget.** ${opts.budgetNote}`] : []),
     "",
     toMarkdown(rows, { digits: 4 }),

@@ -1,6 +1,6 @@
 import { Flags } from "@oclif/core";
 import { TOY_DEMO } from "../../configs/toy.js";
-import { logTimes, runToyJob, TOY_CONTROL, TOY_METHODS, TOY_PROTOCOLS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
+import { logTimes, runToyJob, TOY_CONTROL, TOY_LR_SCHEDULES, TOY_METHODS, TOY_PROTOCOLS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
 import { ModelCommand } from "../cli/base.js";
 import { UsageError } from "../cli/errors.js";
 import { choiceListFlag, overrideFlag } from "../cli/flags.js";
@@ -58,6 +58,11 @@ export default class Toy extends ModelCommand {
     "base-steps": Flags.integer({ description: "finetune: updates of the DSM base", default: TOY_DEMO.baseSteps, min: 1 }),
     steps: Flags.integer({ description: "updates per method: further updates (finetune) or all (scratch)", default: TOY_DEMO.steps, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: TOY_DEMO.batch, min: 1 }),
+    "lr-schedule": Flags.option({
+      description: "cosine: each run's learning rate decays to 0 over its own updates (base, then each continuation); constant: the preset's rate",
+      options: TOY_LR_SCHEDULES,
+      default: TOY_DEMO.lrSchedule,
+    })(),
     seeds: seedsFlag({ description: "comma-separated training seeds (finetune: of the continuations)", default: [...TOY_DEMO.seeds] }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL (the same for every model)", default: TOY_DEMO.nllPoints, min: 2 }),
     grid: Flags.integer({ description: "grid cells per axis for the densities and the mass on the squares", default: TOY_DEMO.grid, min: 4 }),
@@ -96,8 +101,11 @@ export default class Toy extends ModelCommand {
           samples: flags.samples,
           ...(flags.times > 0 ? { diagnostics: { times: logTimes(flags.times), points: flags["curve-points"], fisher: flags.fisher } } : {}),
           outDir: out,
-          set: [...TOY_DEMO.set, ...flags.set],
+          jobSet: TOY_DEMO.set,
+          set: flags.set,
           finetuneSet: TOY_DEMO.finetuneSet,
+          methodSet: TOY_DEMO.methodSet,
+          lrSchedule: flags["lr-schedule"],
           ...(demoBudget && protocol === "finetune" ? { budgetNote: TOY_DEMO.why } : {}),
           signal,
           onEvent: (run, e) => {

@@ -2,8 +2,9 @@
 data's support), its NLL of fresh test points beside the entropy floor, samples, the mechanism
 curves along t, and the report's pictures (``plot.toy``, ``plot.lines``).
 
-Thin adapters over the generated argument types (schemas: ``src/protocol/ops/toy.ts``): each
-fills the defaults that depend on the model, then makes one call into ``fpdiff.toys`` (truth,
+Thin adapters over the generated argument types (schemas: ``src/protocol/ops/toy.ts``, where every
+static default lives): each fills only the defaults that depend on the model (its experiment's ODE
+and sampling settings), then makes one call into ``fpdiff.toys`` (truth,
 data), ``fpdiff.diagnostics`` (the ODE measurements and curves), ``fpdiff.sampling`` or
 ``fpdiff.plots``; no toy op calls another op. Long ops emit throttled ``progress {done, total, nfe,
 elapsedSeconds}`` events and honour cancellation.
@@ -27,7 +28,7 @@ Tensor = torch.Tensor
 
 STREAM_TEST = 101  # toy.data samples: independent of every training stream
 STREAM_NOISE = 202  # sampler noise and the curves' perturbations
-_ODE_ONLY = ("solver", "rtol", "atol", "steps")
+_ODE_ONLY = ("solver", "rtol", "atol")
 _PC_ONLY = ("predictor", "corrector", "snr", "n_steps_each", "N")
 
 
@@ -71,6 +72,7 @@ def _toy_model(ctx: OpContext, handle: str) -> tuple[LoadedModel, C.ToyDataConfi
 
 
 def _pick(value: Any, default: Any) -> Any:
+    """An optional argument, else the model's own setting."""
     return default if value is None else value
 
 
@@ -78,7 +80,7 @@ def _ode(args: Any, lm: LoadedModel) -> dict[str, Any]:
     """ODE settings, absent ones from the experiment's eval.bpd, as `diagnostics.ode_nll` takes them."""
     bpd = lm.experiment.eval.bpd
     return {"eps": _pick(args.eps, bpd.eps), "rtol": _pick(args.rtol, bpd.rtol), "atol": _pick(args.atol, bpd.atol),
-            "method": _pick(args.method, bpd.solver), "steps": _pick(args.steps, 100), "batch_size": args.batch_size}
+            "method": _pick(args.method, bpd.solver), "steps": args.steps, "batch_size": args.batch_size}
 
 
 def _bound(value: Any, dim: int, field: str) -> Optional[list[float]]:
@@ -98,7 +100,7 @@ def _bound(value: Any, dim: int, field: str) -> Optional[list[float]]:
 @op("toy.data")
 def toy_data(args: T.ToyDataArgs, ctx: OpContext) -> T.ToyDataResult:
     """n samples of a toy data set (seeded), with its entropy where known."""
-    g = torch.Generator().manual_seed(step_seed(_pick(args.seed, 0), 0, STREAM_TEST))
+    g = torch.Generator().manual_seed(step_seed(args.seed, 0, STREAM_TEST))
     try:
         x = toys.sample_toy(args.dataset, args.n, dim=args.dim, scale=args.scale, generator=g, dtype=torch.float32)
     except ValueError as exc:
@@ -113,7 +115,7 @@ def toy_density(args: T.ToyDensityArgs, ctx: OpContext) -> T.ToyDensityResult:
     from ..diagnostics import toy_density as density
 
     lm, data = _toy_model(ctx, args.model)
-    n = _pick(args.n, 100)
+    n = args.n
     dim = int(data.dim)
     if dim > 2:
         raise bad_request("args.model", f"the grid density needs 1-D or 2-D data, this model's is {dim}-D")
@@ -122,8 +124,8 @@ def toy_density(args: T.ToyDensityArgs, ctx: OpContext) -> T.ToyDensityResult:
         raise bad_request("args.gridLo", "must be below gridHi on every axis")
     progress = _Progress(ctx, n**dim)
     try:
-        res = density(lm.score_model(_pick(args.weights, "ema")), data.dataset, n, dim=dim, scale=data.scale, lo=lo, hi=hi,
-                      truth=_pick(args.truth, True), device=lm.device, callback=progress, **_ode(args, lm))
+        res = density(lm.score_model(args.weights), data.dataset, n, dim=dim, scale=data.scale, lo=lo, hi=hi,
+                      truth=args.truth, device=lm.device, callback=progress, **_ode(args, lm))
     except ValueError as exc:  # bounds that leave no grid
         raise bad_request("args.gridLo", str(exc)) from None
     true = res["true_logp"]
@@ -146,9 +148,9 @@ def toy_nll(args: T.ToyNllArgs, ctx: OpContext) -> T.ToyNllResult:
     from ..diagnostics import toy_nll as nll
 
     lm, data = _toy_model(ctx, args.model)
-    n = _pick(args.n, 2000)
+    n = args.n
     progress = _Progress(ctx, n)
-    res = nll(lm.score_model(_pick(args.weights, "ema")), data.dataset, n, seed=_pick(args.seed, 0), dim=data.dim,
+    res = nll(lm.score_model(args.weights), data.dataset, n, seed=args.seed, dim=data.dim,
               scale=data.scale, device=lm.device, callback=progress, **_ode(args, lm))
     floor = res["floor"]
     return T.ToyNllResult(
@@ -196,12 +198,12 @@ def toy_samples(args: T.ToySamplesArgs, ctx: OpContext) -> T.ToySamplesResult:
         solver = _pick(args.solver, oc.solver)
         kw = dict(rtol=_pick(args.rtol, oc.rtol), atol=_pick(args.atol, oc.atol), method=solver,
                   noise_removal=_pick(args.noise_removal, oc.noise_removal),
-                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / _pick(args.steps, 100)})
-    n = _pick(args.n, 2000)
-    gen = torch.Generator(device=lm.device).manual_seed(step_seed(_pick(args.seed, 0), 0, STREAM_NOISE))
+                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / args.steps})
+    n = args.n
+    gen = torch.Generator(device=lm.device).manual_seed(step_seed(args.seed, 0, STREAM_NOISE))
     progress = _Progress(ctx, n)
     fn = S.pc_sample if method == "pc" else S.ode_sample
-    res = fn(lm.score_model(_pick(args.weights, "ema")), (n, data.dim), eps=eps, generator=gen, device=lm.device,
+    res = fn(lm.score_model(args.weights), (n, data.dim), eps=eps, generator=gen, device=lm.device,
              dtype=torch.float32, callback=progress, **kw)
     return T.ToySamplesResult(x=res.x.detach().cpu().float(), nfe=int(res.nfe), method=method, seconds=progress.seconds)
 
@@ -214,14 +216,14 @@ def toy_diagnostics(args: T.ToyDiagnosticsArgs, ctx: OpContext) -> T.ToyDiagnost
     from ..diagnostics import toy_mechanism
 
     lm, data = _toy_model(ctx, args.model)
-    n, seed = _pick(args.n, 256), _pick(args.seed, 0)
+    n, seed = args.n, args.seed
     law = toys.toy_law(data.dataset, data.dim, data.scale)
     x0 = toys.test_points(data.dataset, n, seed=seed, dim=data.dim, scale=data.scale).to(lm.device)
     gen = torch.Generator(device=lm.device).manual_seed(step_seed(seed, 0, STREAM_NOISE))
     ts = list(args.t)
     progress = _Progress(ctx, len(ts) * (2 if law is not None else 1), counts="done")
-    curves = toy_mechanism(lm.score_model(_pick(args.weights, "ema")), law, x0, ts, ode=_pick(args.ode, True),
-                           rtol=_pick(args.rtol, 1e-5), atol=_pick(args.atol, 1e-5), generator=gen, callback=progress)
+    curves = toy_mechanism(lm.score_model(args.weights), law, x0, ts, ode=args.ode, rtol=args.rtol, atol=args.atol,
+                           generator=gen, callback=progress)
 
     def opt(key: str) -> Optional[tuple[float, ...]]:
         return tuple(curves[key]) if key in curves else None
@@ -245,7 +247,7 @@ def _panel(p: Any) -> Any:
     if isinstance(p, T.DensityPanel):
         if len(p.axes) != 2:
             raise ValueError(f"density panel {title!r}: needs axes [x, y]")
-        return PL.DensityPanel(p.axes[0], p.axes[1], p.logp, title=title, log_scale=bool(p.log_scale), vmax=p.vmax)
+        return PL.DensityPanel(p.axes[0], p.axes[1], p.logp, title=title, log_scale=p.log_scale, vmax=p.vmax)
     if isinstance(p, T.SamplesPanel):
         return PL.SamplesPanel(p.x, title=title, xlim=p.xlim, ylim=p.ylim, histogram=p.histogram)
     if isinstance(p, T.CurvesPanel):
@@ -253,8 +255,8 @@ def _panel(p: Any) -> Any:
     if isinstance(p, T.LinesPanel):
         series = [{"label": s.label, "x": s.x, "y": s.y, "yerr": s.yerr, "style": s.style, "color": s.color} for s in p.series]
         hline = {"y": p.hline.y, "label": p.hline.label} if p.hline is not None else None
-        return PL.LinesPanel(series, title=title, xlabel=p.xlabel or "", ylabel=p.ylabel or "", logx=bool(p.logx),
-                             logy=bool(p.logy), hline=hline)
+        return PL.LinesPanel(series, title=title, xlabel=p.xlabel or "", ylabel=p.ylabel or "", logx=p.logx,
+                             logy=p.logy, hline=hline)
     return PL.BarsPanel(list(p.labels), p.values, p.errors, title=title, ylabel=p.ylabel or "")
 
 
@@ -266,7 +268,7 @@ def plot_toy(args: T.PlotToyArgs, ctx: OpContext) -> T.SavedPng:
 
     try:
         res = PL.panels_figure(args.path, [_panel(p) for p in args.panels], title=args.title, columns=args.columns,
-                               shared_scale=_pick(args.shared_scale, True), panel_size=_pick(args.panel_size, 3.2))
+                               shared_scale=args.shared_scale, panel_size=args.panel_size)
     except (ValueError, TypeError) as exc:
         raise bad_request("args.panels", str(exc)) from None
     return T.SavedPng(path=res["path"], bytes=res["bytes"])
@@ -281,7 +283,7 @@ def plot_lines(args: T.PlotLinesArgs, ctx: OpContext) -> T.SavedPng:
     hline = {"y": args.hline.y, "label": args.hline.label} if args.hline is not None else None
     try:
         res = PL.line_plot(args.path, series, hline=hline, title=args.title, xlabel=args.xlabel or "",
-                           ylabel=args.ylabel or "", logx=bool(args.logx), logy=bool(args.logy))
+                           ylabel=args.ylabel or "", logx=args.logx, logy=args.logy)
     except (ValueError, TypeError) as exc:
         raise bad_request("args.series", str(exc)) from None
     return T.SavedPng(path=res["path"], bytes=res["bytes"])

@@ -7,7 +7,8 @@ import { z } from "zod";
 import { defineOp, tensorSchema } from "./define.js";
 
 const toyDataset = z.enum(["checkerboard", "mog1d", "mog2d", "rings", "moons", "swissroll", "gaussian"]);
-const weightsArg = z.enum(["ema", "model"]);
+/** Which weights score the model: the EMA copy (default, as the originals evaluate) or the raw ones. */
+const weightsArg = z.enum(["ema", "model"]).default("ema");
 const solver = z.enum(["dopri5", "rk4", "euler"]);
 /** A tensor, or plain numbers (1-D or 2-D). */
 const arrayLike = z.union([tensorSchema, z.array(z.number()), z.array(z.array(z.number()))]);
@@ -19,7 +20,7 @@ const odeArgs = {
   atol: z.number().positive().optional(),
   eps: z.number().min(0).max(1).optional(),
   method: solver.optional(),
-  steps: z.number().int().positive().optional(),
+  steps: z.number().int().positive().default(100),
 };
 
 export const ToyProgressSchema = z.object({
@@ -81,7 +82,7 @@ export const DensityPanelSchema = z.strictObject({
   /** [x, y] grid axes; `logp` [ny, nx] with logp[i][j] at (x[j], y[i]) (as toy.density returns). */
   axes: z.array(arrayLike).length(2),
   logp: arrayLike,
-  logScale: z.boolean().optional(),
+  logScale: z.boolean().default(false),
   vmax: z.number().positive().optional(),
 });
 export const SamplesPanelSchema = z.strictObject({
@@ -122,8 +123,8 @@ export const LinesPanelSchema = z.strictObject({
   xlabel: z.string().optional(),
   ylabel: z.string().optional(),
   /** Log axes leave out non-positive values. */
-  logx: z.boolean().optional(),
-  logy: z.boolean().optional(),
+  logx: z.boolean().default(false),
+  logy: z.boolean().default(false),
   hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
 });
 export const BarsPanelSchema = z.strictObject({
@@ -147,7 +148,7 @@ export const toyOps = {
       n: z.number().int().positive(),
       dim: z.number().int().positive().optional(),
       scale: z.number().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
+      seed: z.number().int().nonnegative().default(0),
     }),
     result: z.object({ x: tensorSchema, entropy: z.number().nullable() }),
     doc: "n seeded samples [n, D] of a toy data set, with its entropy (nats) where known",
@@ -155,15 +156,15 @@ export const toyOps = {
   "toy.density": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      /** Points per axis (default 100). */
-      n: z.number().int().min(2).max(2000).optional(),
+      weights: weightsArg,
+      /** Points per axis. */
+      n: z.number().int().min(2).max(2000).default(100),
       /** Grid bounds, one number for every axis or one per axis (default: the data's range ± 5 %;
        *  checkerboard: cells that tile [−4, 4]² exactly, plus ≈ 5 % margin). `n` cells per axis. */
       gridLo: bound.optional(),
       gridHi: bound.optional(),
-      /** Also return the true log-density where known (default true). */
-      truth: z.boolean().optional(),
+      /** Also return the true log-density where known. */
+      truth: z.boolean().default(true),
       /** Points per ODE solve (default: the whole grid in one solve). */
       batchSize: z.number().int().positive().optional(),
       ...odeArgs,
@@ -191,10 +192,10 @@ export const toyOps = {
   "toy.nll": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      /** Fresh test samples (default 2000), drawn from `seed` independently of training. */
-      n: z.number().int().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
+      weights: weightsArg,
+      /** Fresh test samples, drawn from `seed` independently of training. */
+      n: z.number().int().positive().default(2000),
+      seed: z.number().int().nonnegative().default(0),
       batchSize: z.number().int().positive().optional(),
       ...odeArgs,
     }),
@@ -205,17 +206,18 @@ export const toyOps = {
   "toy.samples": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
-      n: z.number().int().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
-      /** Default: the experiment's sampling.method. ODE keys and PC keys are exclusive. */
+      weights: weightsArg,
+      n: z.number().int().positive().default(2000),
+      seed: z.number().int().nonnegative().default(0),
+      /** Default: the experiment's sampling.method. ODE keys and PC keys are exclusive (`steps`,
+       *  the fixed-step solvers' step count, is ignored by dopri5 and the PC sampler). */
       method: z.enum(["ode", "pc"]).optional(),
       eps: z.number().min(0).max(1).optional(),
       noiseRemoval: z.boolean().optional(),
       solver: solver.optional(),
       rtol: z.number().positive().optional(),
       atol: z.number().positive().optional(),
-      steps: z.number().int().positive().optional(),
+      steps: z.number().int().positive().default(100),
       predictor: z.enum(["reverse_diffusion", "euler_maruyama", "none"]).optional(),
       corrector: z.enum(["langevin", "none"]).optional(),
       snr: z.number().nonnegative().optional(),
@@ -229,16 +231,17 @@ export const toyOps = {
   "toy.diagnostics": defineOp({
     args: z.strictObject({
       model: z.string(),
-      weights: weightsArg.optional(),
+      weights: weightsArg,
       /** Times in (0, 1] (log-spaced in the toy job). */
       t: z.array(z.number().gt(0).max(1)).min(1),
-      /** Data points perturbed to each t (default 256), drawn from `seed` as toy.nll's. */
-      n: z.number().int().positive().optional(),
-      seed: z.number().int().nonnegative().optional(),
-      /** Also the ScoreODE's own score and its Fisher divergence (two ODE solves per t; default true). */
-      ode: z.boolean().optional(),
-      rtol: z.number().positive().optional(),
-      atol: z.number().positive().optional(),
+      /** Data points perturbed to each t, drawn from `seed` as toy.nll's. */
+      n: z.number().int().positive().default(256),
+      seed: z.number().int().nonnegative().default(0),
+      /** Also the ScoreODE's own score and its Fisher divergence (two ODE solves per t). */
+      ode: z.boolean().default(true),
+      /** Tolerances of those ODE solves. */
+      rtol: z.number().positive().default(1e-5),
+      atol: z.number().positive().default(1e-5),
     }),
     result: ToyDiagnosticsResultSchema,
     event: ToyProgressSchema,
@@ -250,10 +253,10 @@ export const toyOps = {
       title: z.string().optional(),
       panels: z.array(PanelSchema).min(1),
       columns: z.number().int().positive().optional(),
-      /** One colour scale for every density panel (default true). */
-      sharedScale: z.boolean().optional(),
-      /** Inches per panel (default 3.2). */
-      panelSize: z.number().min(1).max(20).optional(),
+      /** One colour scale for every density panel. */
+      sharedScale: z.boolean().default(true),
+      /** Inches per panel. */
+      panelSize: z.number().min(1).max(20).default(3.2),
     }),
     result: SavedPngSchema,
     doc: "a PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves, lines, bars",
@@ -274,8 +277,8 @@ export const toyOps = {
       title: z.string().optional(),
       xlabel: z.string().optional(),
       ylabel: z.string().optional(),
-      logx: z.boolean().optional(),
-      logy: z.boolean().optional(),
+      logx: z.boolean().default(false),
+      logy: z.boolean().default(false),
       /** A dashed reference line, e.g. the entropy floor. */
       hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
     }),
