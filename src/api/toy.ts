@@ -109,7 +109,8 @@ export interface ToyModelResult {
   /** The ODE solver of the NLL: dopri5, or the fixed-step fallback after it failed. */
   solver: string;
   massOnSupport: number | null;
-  massInGrid: number;
+  /** Null for the models not drawn (seeds after the first). */
+  massInGrid: number | null;
   diagnostics: ToyDiagnostics | null;
   runDir: string;
 }
@@ -126,6 +127,7 @@ export interface ToyMethodSummary {
   pairedDiffStderrSeeds: number;
   pairedDiffStderrPoints: number;
   perSeed: { seed: number; nll: number; pairedDiff: number }[];
+  /** The first seed's model's (the grid density is measured for the models drawn). */
   massOnSupport: number | null;
   residualAbs: [number, number][];
   dtScore: [number, number][];
@@ -350,7 +352,8 @@ interface Trained {
   score: ToyScore;
   experiment: Experiment;
   perSample: Float64Array;
-  density: OpResult<"toy.density">;
+  /** The grid density: for the models drawn (the base and the first seed's), else null. */
+  density: OpResult<"toy.density"> | null;
   samples: Tensor | null;
   diagnostics: ToyDiagnostics | null;
 }
@@ -378,11 +381,14 @@ export async function runToyJob(session: Session, opts: ToyJobOptions): Promise<
     onEvent: (e: { done: number; total: number; nfe: number }) => emit(run, { type: "evalProgress", phase, done: e.done, total: e.total, nfe: e.nfe }),
   });
 
+  // The grid density (pictures, mass on the support) and samples: for the models drawn (the base
+  // and the first seed's), as the grid costs about as much as the NLL itself.
   const evaluate = async (run: string, method: ToyMethod | "base", seed: number, experiment: Experiment, score: ToyScore, pictures: boolean): Promise<Trained> => {
-    emit(run, { type: "phase", phase: "density" });
-    const density = await session.request("toy.density", { model: score.handle, n: opts.gridPoints }, progress(run, "density"));
+    let density: OpResult<"toy.density"> | null = null;
     let samples: Tensor | null = null;
     if (pictures) {
+      emit(run, { type: "phase", phase: "density" });
+      density = await session.request("toy.density", { model: score.handle, n: opts.gridPoints }, progress(run, "density"));
       emit(run, { type: "phase", phase: "samples" });
       samples = (await session.request("toy.samples", { model: score.handle, n: opts.samples, seed: 2 }, progress(run, "samples"))).x;
     }
@@ -505,8 +511,8 @@ function modelResult(t: Trained): ToyModelResult {
     nllStderr: t.score.nll.stderr,
     nfe: t.score.nll.nfe,
     solver: t.score.nll.solver,
-    massOnSupport: t.density.massOnSupport,
-    massInGrid: t.density.massInGrid,
+    massOnSupport: t.density?.massOnSupport ?? null,
+    massInGrid: t.density?.massInGrid ?? null,
     diagnostics: t.diagnostics,
     runDir: t.score.run.path,
   };
@@ -519,7 +525,7 @@ function summarise(methods: ToyMethod[], seeds: number[], trained: Trained[]): T
     const runs = of(name);
     const pooled = pooledNll(runs.map((r) => r.perSample));
     const paired = pairedDifference(runs.map((r) => r.perSample), control.map((r) => r.perSample));
-    const masses = runs.map((r) => r.density.massOnSupport).filter((v): v is number => v !== null);
+    const masses = runs.map((r) => r.density?.massOnSupport ?? null).filter((v): v is number => v !== null);
     const d = runs.map((r) => r.diagnostics);
     const t = d.find((x) => x)?.t ?? [];
     return {
@@ -604,14 +610,14 @@ async function drawFigures(
   const shown = [...(base ? [base] : []), ...trained.filter((t) => t.seed === firstSeed)];
   if (!shown.length) return [];
   const label = (t: Trained) => (t.method === "base" ? "DSM base" : TOY_METHODS[t.method].label);
-  const massNote = (t: Trained) => (t.density.massOnSupport !== null ? `, ${(100 * t.density.massOnSupport).toFixed(0)} % on squares` : "");
-  const first = shown[0]!.density;
+  const massNote = (t: Trained) => (t.density?.massOnSupport != null ? `, ${(100 * t.density.massOnSupport).toFixed(0)} % on squares` : "");
+  const first = shown[0]!.density!;
   const figures: string[] = [];
   if (first.axes.length === 2) {
     const panels: Panel[] = [];
     if (first.trueLogp) panels.push({ kind: "density", title: "data (true density)", axes: first.axes, logp: first.trueLogp });
     for (const t of shown) {
-      panels.push({ kind: "density", title: `${label(t)}\nNLL ${t.score.nll.nll.toFixed(3)}${massNote(t)}`, axes: t.density.axes, logp: t.density.logp });
+      panels.push({ kind: "density", title: `${label(t)}\nNLL ${t.score.nll.nll.toFixed(3)}${massNote(t)}`, axes: t.density!.axes, logp: t.density!.logp });
     }
     const p = await session.request("plot.toy", { path: join(outDir, "density.png"), title: `${opts.data}: ODE densities (seed ${firstSeed})`, panels, columns: panels.length });
     figures.push(p.path);
@@ -629,7 +635,7 @@ async function drawFigures(
   } else {
     const curves = [
       ...(first.trueLogp ? [{ label: "data (true density)", logp: first.trueLogp }] : []),
-      ...shown.map((t) => ({ label: `${label(t)} (NLL ${t.score.nll.nll.toFixed(3)})`, logp: t.density.logp })),
+      ...shown.map((t) => ({ label: `${label(t)} (NLL ${t.score.nll.nll.toFixed(3)})`, logp: t.density!.logp })),
     ];
     const p = await session.request("plot.toy", {
       path: join(outDir, "density.png"),

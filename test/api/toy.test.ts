@@ -1,4 +1,4 @@
-// The toy job's statistics and verdicts (pure functions; the job itself runs in test/cli/engine.test.ts).
+// The toy job's statistics and verdicts (pure functions; the job itself runs in test/commands/toy.test.ts).
 import { describe, expect, it } from "vitest";
 import { judgeClaims, logTimes, pairedDifference, type ToyMethodSummary } from "../../src/api/toy.js";
 
