@@ -326,3 +326,25 @@ def toy_mechanism(
             if k != "t":
                 out[k] = v
     return out
+
+
+def toy_curves(
+    model: ScoreModel,
+    dataset: str,
+    n: int,
+    ts: Sequence[float] | Tensor,
+    *,
+    seed: int = 0,
+    dim: int | None = None,
+    scale: float | None = None,
+    device: Any = "cpu",
+    **kwargs: Any,
+) -> dict[str, list[float]]:
+    """`toy_mechanism` on n test points of a toy data set (`toys.test_points(dataset, n, seed)`,
+    the points `toy_nll` scores), with the data law where it is closed-form (`toys.toy_law`).
+    `kwargs`: `toy_mechanism`'s keyword arguments (ode, rtol, atol, generator, callback)."""
+    from . import toys
+
+    law = toys.toy_law(dataset, dim, scale)
+    x0 = toys.test_points(dataset, n, seed=seed, dim=dim, scale=scale).to(device)
+    return toy_mechanism(model, law, x0, ts, **kwargs)

@@ -213,17 +213,16 @@ def toy_diagnostics(args: T.ToyDiagnosticsArgs, ctx: OpContext) -> T.ToyDiagnost
     """The mechanism curves of a toy model along t: the absolute score-FPE residual beside ‖∂t s‖
     and ‖∇φ̃‖; where the data score is closed-form, ‖std·s‖ beside the truth's, the score error
     and the ScoreODE's Fisher divergence (FP-Diffusion Fig. 1/3; high-order DSM Fig. 3)."""
-    from ..diagnostics import toy_mechanism
+    from ..diagnostics import toy_curves
 
     lm, data = _toy_model(ctx, args.model)
     n, seed = args.n, args.seed
-    law = toys.toy_law(data.dataset, data.dim, data.scale)
-    x0 = toys.test_points(data.dataset, n, seed=seed, dim=data.dim, scale=data.scale).to(lm.device)
     gen = torch.Generator(device=lm.device).manual_seed(step_seed(seed, 0, STREAM_NOISE))
     ts = list(args.t)
-    progress = _Progress(ctx, len(ts) * (2 if law is not None else 1), counts="done")
-    curves = toy_mechanism(lm.score_model(args.weights), law, x0, ts, ode=args.ode, rtol=args.rtol, atol=args.atol,
-                           generator=gen, callback=progress)
+    closed_form = toys.toy_law(data.dataset, data.dim, data.scale) is not None  # two passes per t: residual, Fisher
+    progress = _Progress(ctx, len(ts) * (2 if closed_form else 1), counts="done")
+    curves = toy_curves(lm.score_model(args.weights), data.dataset, n, ts, seed=seed, dim=data.dim, scale=data.scale,
+                        device=lm.device, ode=args.ode, rtol=args.rtol, atol=args.atol, generator=gen, callback=progress)
 
     def opt(key: str) -> Optional[tuple[float, ...]]:
         return tuple(curves[key]) if key in curves else None
