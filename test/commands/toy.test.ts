@@ -29,10 +29,10 @@ describe("fpd toy (the main job, tiny budget)", () => {
     for (const m of r.models) {
       const metrics = readFileSync(join(m.runDir, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
       expect(Math.min(...metrics.map((x: any) => x.step))).toBeGreaterThanOrEqual(20);
-      // the demo's schedule: each continuation's lr decays by a cosine over its own 10 updates, from the continuations' 5e-4
+      // the demo's schedule: each continuation's lr restarts at 2e-3 and decays by a cosine over its own 10 updates
       const lr = metrics.map((x: any) => x.lr);
-      expect(lr[0]).toBeCloseTo(5e-4, 12);
-      expect(lr.at(-1)).toBeCloseTo(5e-4 * 0.5 * (1 + Math.cos((Math.PI * 9) / 10)), 12);
+      expect(lr[0]).toBeCloseTo(2e-3, 12);
+      expect(lr.at(-1)).toBeCloseTo(2e-3 * 0.5 * (1 + Math.cos((Math.PI * 9) / 10)), 12);
       if (m.seed === 0) {
         expect(m.massOnSupport).toBeGreaterThan(0);
         expect(m.massOnSupport).toBeLessThanOrEqual(m.massInGrid + 1e-9);
