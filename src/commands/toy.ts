@@ -38,7 +38,7 @@ export default class Toy extends ModelCommand {
     "point by point and over seeds, with its standard error. Per model it also measures the density's mass on the checkerboard's " +
     "squares and, along log-spaced t, the absolute score-FPE residual beside ‖∂t s‖ and ‖∇φ̃‖, ‖σ(t)·s‖ against the truth's, " +
     "the score error and the ScoreODE's own Fisher divergence to the closed-form data score. Writes report.md, report.json and " +
-    "PNG pictures. The defaults (the demo budget in configs/toy.ts) finish in about 10 minutes on 2 CPU cores. Interrupting " +
+    "PNG pictures. The defaults (the demo budget, TOY_DEMO in configs/toy.ts) are sized for about 10 minutes on 2 idle CPU cores. Interrupting " +
     "(Ctrl-C) keeps a meta checkpoint; running the same command again resumes.";
   static override examples = [
     "<%= config.bin %> toy",
