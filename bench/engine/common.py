@@ -6,7 +6,11 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,13 +32,46 @@ def high_order(order: int) -> dict:
 
 FPE = {"kind": "scoreFpe", "mode": "vector", "alpha": 0.15, "beta": 0.01, "m": 2, "weighting": "convention",
        "points": "pert", "dt": "autodiff", "div": "exact"}
-LOSSES = {"dsm": [DSM], "order2": [DSM, high_order(2)], "order3": [DSM, high_order(3)], "dsm_fpe": [DSM, FPE]}
+# FP-Diffusion's 'both' / g² / m = 2 term with dimension-free weights (shares of the loss at the
+# start, docs/score-fpe-scale.md §5): its CIFAR-10 regime (the toy presets), and the shares that
+# lowered both toys' NLL in ablations/results/fpe_alpha
+FPE_CIFAR_REGIME = {**FPE, "mode": "both", "weighting": "ll", "calibrate": {"vectorShare": 2e-6, "scalarShare": 2e-3}}
+FPE_SHARES = {**FPE, "mode": "both", "weighting": "ll", "calibrate": {"vectorShare": 1e-2, "scalarShare": 2e-2}}
+LOSSES = {"dsm": [DSM], "order2": [DSM, high_order(2)], "order3": [DSM, high_order(3)], "dsm_fpe": [DSM, FPE],
+          "dsm_fpe_cifar": [DSM, FPE_CIFAR_REGIME], "dsm_fpe_shares": [DSM, FPE_SHARES]}
+
+
+_RESOLVE = """
+import { experiment } from "%s";
+let input = "";
+for await (const chunk of process.stdin) input += chunk;
+process.stdout.write(JSON.stringify(experiment(JSON.parse(input))));
+"""
+
+
+@lru_cache(maxsize=64)
+def _resolve(text: str) -> str:
+    dist = Path(ROOT) / "dist" / "src" / "dsl" / "index.js"
+    if shutil.which("node") is None or not dist.exists():
+        raise SystemExit("the benchmarks resolve experiments with the TypeScript DSL (the worker takes only resolved "
+                         f"experiments): needs `node` and {dist} (npm run setup)")
+    out = subprocess.run(["node", "--input-type=module", "-e", _RESOLVE % dist.as_uri()], input=text,
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"the DSL refuses the benchmark's experiment: {out.stderr.strip()[-800:]}")
+    return out.stdout
+
+
+def resolve(raw: dict) -> dict:
+    """``raw`` as the DSL's `experiment()` resolves it (defaults, cross-field rules): the wire form."""
+    return json.loads(_resolve(json.dumps(raw, sort_keys=True)))
 
 
 def toy_experiment(loss: str, *, batch: int = 5000, n_iters: int = 100, dataset: str = "checkerboard",
-                   sde: str = "ve", seed: int = 0, log_freq: int = 100, snapshot_freq: int = 10**9) -> dict:
-    """configs/toy.ts's preset (wire form): MLP of the high-order paper, Adam 1e-3, no warm-up, clip 1."""
-    return {
+                   sde: str = "ve", seed: int = 0, log_freq: int = 100, snapshot_freq: int = 10**9,
+                   cuda_graph: bool = False) -> dict:
+    """configs/toy.ts's preset (resolved wire form): MLP of the high-order paper, Adam 1e-3, no warm-up, clip 1."""
+    return resolve({
         "name": f"toy/{dataset}_{sde}_{loss}",
         "sde": {"kind": "ve", "sigmaMin": 0.01, "sigmaMax": 50} if sde == "ve" else {"kind": "vp", "betaMin": 0.1, "betaMax": 20},
         "model": {"kind": "mlp", "embedDim": 64, "timeHidden": [128, 128], "xHidden": [128, 128], "width": 128,
@@ -43,8 +80,9 @@ def toy_experiment(loss: str, *, batch: int = 5000, n_iters: int = 100, dataset:
         "loss": {"terms": LOSSES[loss]},
         "optim": {"kind": "adam", "lr": 1e-3, "warmup": 0, "gradClip": 1},
         "training": {"batchSize": batch, "nIters": n_iters, "logFreq": log_freq, "evalFreq": 10**9,
-                     "snapshotFreq": snapshot_freq, "snapshotFreqForPreemption": snapshot_freq, "seed": seed},
-    }
+                     "snapshotFreq": snapshot_freq, "snapshotFreqForPreemption": snapshot_freq, "seed": seed,
+                     "cudaGraph": cuda_graph},
+    })
 
 
 def set_threads(n: int | None) -> int:

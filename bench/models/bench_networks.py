@@ -25,7 +25,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,51 +34,12 @@ from types import SimpleNamespace
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "py"))
+sys.path.insert(0, os.path.join(ROOT, "bench", "numerics"))
+
+from common import machine  # noqa: E402  (the one machine record of the benchmarks)
 
 MODELS = {"ve_ncsnpp": "ve/cifar10_ncsnpp_continuous", "vp_ddpmpp": "vp/cifar10_ddpmpp_continuous"}
 ORIG_DIR = os.environ.get("FPD_ORIGINAL_SCORE_SDE", "/work/orig/yang-song+score_sde_pytorch")
-
-
-# ---------------------------------------------------------------------------------------------
-# machine
-
-def machine(device: str) -> dict:
-    import numpy
-    import torch
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "device": device,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-    try:
-        with open("/proc/meminfo") as fh:
-            info["memory_gib"] = round(int(fh.readline().split()[1]) / 2 ** 20, 1)
-    except OSError:
-        pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-        props = torch.cuda.get_device_properties(0)
-        info["gpu_memory_gib"] = round(props.total_memory / 2 ** 30, 1)
-    return info
 
 
 # ---------------------------------------------------------------------------------------------

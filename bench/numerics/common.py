@@ -58,8 +58,15 @@ def machine(device: str) -> dict[str, Any]:
         info["load_average"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         pass
+    try:
+        with open("/proc/meminfo") as fh:
+            info["memory_gib"] = round(int(fh.readline().split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        props = torch.cuda.get_device_properties(torch.device(device))
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2 ** 30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info
 
 

@@ -52,6 +52,8 @@ VARIANTS = ("reference", "after", "after_alone", "before", "original", "original
 def load(sde: str, dtype, device, size: int = 32):
     """The fixture network (EMA weights) for size × size images: attention sits at size/2, the
     second level, as the fixture's 16 for 32 × 32, so every module keeps its place and shape."""
+    import dataclasses
+
     import torch
 
     from _ckpt_helpers import fixture_configs, fixture_meta, fixture_paths, sde_cfg
@@ -61,12 +63,12 @@ def load(sde: str, dtype, device, size: int = 32):
 
     name = FIXTURE[sde]
     model_cfg, data_cfg = fixture_configs(name)
-    model_cfg = dict(model_cfg, attn_resolutions=[size // 2])
-    data_cfg = dict(data_cfg, image_size=size)
+    model_cfg = dataclasses.replace(model_cfg, attn_resolutions=(size // 2,))
+    data_cfg = dataclasses.replace(data_cfg, image_size=size)
     net = build_network(model_cfg, data_cfg)
     C.restore(net, C.load_checkpoint(fixture_paths(name)[0]), weights="ema")
     net = net.eval().to(device=device, dtype=dtype)
-    return score_model(net, sde_cfg(fixture_meta(name)), model_cfg), net, bool(data_cfg.get("centered"))
+    return score_model(net, sde_cfg(fixture_meta(name)), model_cfg), net, data_cfg.centered
 
 
 def inputs(n: int, seed: int, centered: bool, device, size: int = 32):

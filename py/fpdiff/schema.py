@@ -87,25 +87,28 @@ def _deref(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _branch(error: Any) -> Optional[list[Any]]:
-    """For a failed union, the errors of the branch the value meant: the one whose discriminator
-    matches, else the only branch of the value's JSON type (an object for `"autodiff" | {…}`)."""
-    by_branch: dict[int, list[Any]] = {}
-    for sub in error.context:
-        by_branch.setdefault(sub.schema_path[0], []).append(sub)
-    instance = error.instance
-    branches = [_deref(b) for b in error.validator_value]
+def _discriminated(branches: list[dict[str, Any]], value: Any) -> Optional[int]:
+    """The union branch a map means: the one whose discriminator (``kind``, ``method`` or ``type``)
+    it carries, else the only object branch (``"autodiff" | {finiteDifference…}``); None if neither."""
+    if not isinstance(value, dict):
+        return None
     for i, branch in enumerate(branches):
         props = branch.get("properties", {})
         for key in ("kind", "method", "type"):
             const = _deref(props.get(key, {})).get("const")
-            if const is not None and isinstance(instance, dict) and instance.get(key) == const:
-                return by_branch.get(i, [])
-    if isinstance(instance, dict):
-        objects = [i for i, b in enumerate(branches) if b.get("type") == "object"]
-        if len(objects) == 1:
-            return by_branch.get(objects[0], [])
-    return None
+            if const is not None and value.get(key) == const:
+                return i
+    objects = [i for i, b in enumerate(branches) if b.get("type") == "object"]
+    return objects[0] if len(objects) == 1 else None
+
+
+def _branch(error: Any) -> Optional[list[Any]]:
+    """For a failed union, the errors of the branch the value meant."""
+    by_branch: dict[int, list[Any]] = {}
+    for sub in error.context:
+        by_branch.setdefault(sub.schema_path[0], []).append(sub)
+    i = _discriminated([_deref(b) for b in error.validator_value], error.instance)
+    return None if i is None else by_branch.get(i, [])
 
 
 _ARTICLE = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean",
@@ -161,7 +164,10 @@ def decode(schema: dict[str, Any], value: Any) -> Any:
         return cls(**{names[k]: decode(props[k], v) for k, v in value.items()})
     union = node.get("anyOf") or node.get("oneOf")
     if union is not None:
-        for branch in union:
+        i = _discriminated([_deref(b) for b in union], value)
+        if i is not None:
+            return decode(union[i], value)
+        for branch in union:  # literals and scalars: the first branch that takes the value
             if _Validator({**branch, "$defs": DEFS}).is_valid(value):
                 return decode(branch, value)
         return value
@@ -223,14 +229,10 @@ def _to_wire(schema: dict[str, Any], value: Any) -> Any:
         return value
     union = node.get("anyOf") or node.get("oneOf")
     if union is not None:
-        objects = [_deref(b) for b in union if _deref(b).get("type") == "object"]
-        for branch in objects:
-            props = branch.get("properties", {})
-            for key in ("kind", "method", "type"):
-                const = _deref(props.get(key, {})).get("const")
-                if const is not None and value.get(key) == const:
-                    return _to_wire(branch, value)
-        return _to_wire(objects[0], value) if objects else encode(value)
+        branches = [_deref(b) for b in union]
+        i = _discriminated(branches, value)
+        objects = [b for b in branches if b.get("type") == "object"]
+        return _to_wire(branches[i], value) if i is not None else (_to_wire(objects[0], value) if objects else encode(value))
     if "properties" not in node:
         ap = node.get("additionalProperties")
         return {k: _to_wire(ap if isinstance(ap, dict) else {}, v) for k, v in value.items()}

@@ -42,6 +42,8 @@ import torch.nn as nn
 from . import checkpoints as ck
 from .data import (STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed)
 from .losses import LossExpression, LossResult, build_loss
+from .fast_step import step_function
+from .losses.calibration import calibrate_run
 from .models import EMA, build_network
 from .score import NetworkScore, score_model
 from .sde import SDE, make_sde
@@ -456,6 +458,7 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
         return info
 
     loss_gen = torch.Generator(device=device)
+    step_fn = step_function(state, tc.cuda_graph, emit)  # plain, or CUDA-graph captured
     res: Optional[StepResult] = None
     k = start
     with deterministic_mode(bool(tc.deterministic)):
@@ -467,7 +470,7 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
             x0 = batches.batch(k, device=device)
             step_generator(seed, k, STREAM_LOSS, generator=loss_gen)
             torch.manual_seed(step_seed(seed, k, STREAM_DROPOUT))  # dropout draws from the global RNG
-            res = train_step(state, x0, loss_gen)
+            res = step_fn(state, x0, loss_gen)
             if not res.ok:
                 values = res.metrics(k)
                 where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']})" if last_good
@@ -538,6 +541,7 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
                     "number of steps to train", "experiment.training.nIters")
     if batches is None:
         batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
+    calibrate_run(state, workdir, batches, resumed=resumed is not None, emit=emit)  # score-FPE shares → α, β
     result = run(state, workdir, batches, max_steps=max_steps, callback=emit, event_interval=event_interval,
                  should_stop=should_stop, last_checkpoint=start_from)
     return state, result

@@ -16,6 +16,7 @@ from fpdiff.config import CIFAR10Config, DDPMppConfig, MLPConfig, NCSNppConfig, 
 from fpdiff.models import (ARCHITECTURES, EMA, DDPMpp, NCSNpp, ToyScoreMLP, architecture,
                            build_network, count_parameters, meta_init, network_arguments)
 from fpdiff.models import fir
+from fpdiff.models.ddpmpp import DDPMPP_DEFAULTS
 
 from _ckpt_helpers import configs_of_original, load_manifest, manifests
 
@@ -85,6 +86,8 @@ def test_ddpmpp_kind_fills_defaults():
 # plain keyword arguments ≡ build_network from a config
 
 def _defaults(cls) -> dict:
+    if cls is DDPMpp:  # NCSN++'s keywords with DDPM++'s defaults laid over them
+        return {**_defaults(NCSNpp), **DDPMPP_DEFAULTS}
     return {n: p.default for n, p in inspect.signature(cls).parameters.items()
             if p.default is not inspect.Parameter.empty}
 

@@ -18,7 +18,7 @@ export default class Ablate extends FpdCommand {
   static override examples = [
     "<%= config.bin %> ablate ablations/fpe_weight.ts",
     "<%= config.bin %> ablate ablations/orders.ts --param steps=3000 --parallel 2",
-    "<%= config.bin %> ablate ablations/finetune_losses.ts --param checkpoint=exp/checkpoint_26.pth --param data=/data/cifar10",
+    "<%= config.bin %> ablate ablations/fpe_alpha.ts --out ablations/results/fpe_alpha",
   ];
   static override args = { script: Args.string({ description: "a .ts / .js file whose default export is an ablation", required: true }) };
   static override flags = {

@@ -1,5 +1,6 @@
 import { Flags } from "@oclif/core";
 import { TOY_DEMO } from "../../configs/toy.js";
+import { TOY_BUDGETS } from "../api/budgets.js";
 import { logTimes, runToyJob, TOY_CONTROL, TOY_LR_SCHEDULES, TOY_METHODS, TOY_PROTOCOLS, type ToyJobResult, type ToyMethod } from "../api/toy.js";
 import { ModelCommand } from "../cli/base.js";
 import { UsageError } from "../cli/errors.js";
@@ -46,6 +47,7 @@ export default class Toy extends ModelCommand {
     "<%= config.bin %> toy --protocol scratch --methods dsm,order3 --steps 3000",
     "<%= config.bin %> toy --base-steps 20000 --steps 5000 --seeds 0,1,2 --out runs/toy-long --device cuda",
     "<%= config.bin %> toy --set loss.terms[1].alpha=1e-3 --json",
+    "<%= config.bin %> toy --budget paper --device cuda",
   ];
   static override flags = {
     data: Flags.option({ description: "toy data set", options: ["checkerboard", "mog1d"] as const, default: "checkerboard" as const })(),
@@ -55,13 +57,21 @@ export default class Toy extends ModelCommand {
       description: `comma-separated, from ${Object.keys(TOY_METHODS).join(", ")} (the control ${TOY_CONTROL} is always included)`,
       default: [...TOY_DEMO.methods],
     }),
+    budget: Flags.option({
+      description:
+        "a named budget that replaces --base-steps, --steps and --batch and runs the presets as they are (not the demo's network, " +
+        "schedule and weights): paper = the high-order paper's toy, 100k updates at batch 5000 per model (finetune: a 50k DSM base " +
+        "continued 50k by each method; a GPU job, the step runs as a CUDA graph)",
+      options: Object.keys(TOY_BUDGETS) as (keyof typeof TOY_BUDGETS)[],
+    })(),
     "base-steps": Flags.integer({ description: "finetune: updates of the DSM base", default: TOY_DEMO.baseSteps, min: 1 }),
     steps: Flags.integer({ description: "updates per method: further updates (finetune) or all (scratch)", default: TOY_DEMO.steps, min: 1 }),
     batch: Flags.integer({ description: "batch size", default: TOY_DEMO.batch, min: 1 }),
     "lr-schedule": Flags.option({
-      description: "cosine: each run's learning rate decays to 0 over its own updates (base, then each continuation); constant: the preset's rate",
+      description:
+        "cosine: each run's learning rate decays to 0 over its own updates (base, then each continuation); constant: the preset's rate " +
+        `(default: ${TOY_DEMO.lrSchedule}; constant with --budget)`,
       options: TOY_LR_SCHEDULES,
-      default: TOY_DEMO.lrSchedule,
     })(),
     seeds: seedsFlag({ description: "comma-separated training seeds (finetune: of the continuations)", default: [...TOY_DEMO.seeds] }),
     "nll-points": Flags.integer({ description: "fresh test points for the NLL (the same for every model)", default: TOY_DEMO.nllPoints, min: 2 }),
@@ -80,9 +90,15 @@ export default class Toy extends ModelCommand {
   async run(): Promise<ToyJobResult> {
     const { flags } = await this.parse(Toy);
     const { methods, seeds, protocol } = flags;
+    // --budget: the named budget's updates, batch and overrides on the presets as they are; without
+    // it the demo's settings (TOY_DEMO). The user's --set comes last either way.
+    const budget = flags.budget ? TOY_BUDGETS[flags.budget] : undefined;
+    const baseSteps = budget ? budget.baseSteps : flags["base-steps"];
+    const steps = budget ? (protocol === "finetune" ? budget.finetuneSteps : budget.steps) : flags.steps;
+    const batchSize = budget ? budget.batchSize : flags.batch;
     // The report quotes why the demo's budget is what it is only when it is the one asked for.
-    const demoBudget = flags["base-steps"] === TOY_DEMO.baseSteps && flags.steps === TOY_DEMO.steps && flags.batch === TOY_DEMO.batch;
-    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${protocol === "scratch" ? "-scratch" : ""}`;
+    const demoBudget = !budget && baseSteps === TOY_DEMO.baseSteps && steps === TOY_DEMO.steps && batchSize === TOY_DEMO.batch;
+    const out = flags.out ?? `runs/toy-${flags.data}-${flags.sde}${protocol === "scratch" ? "-scratch" : ""}${budget ? `-${flags.budget}` : ""}`;
     const quiet = this.jsonEnabled();
     let line: ProgressLine | undefined;
     return this.withSession(flags.device, async (session) => {
@@ -92,20 +108,19 @@ export default class Toy extends ModelCommand {
           sde: flags.sde,
           protocol,
           methods,
-          baseSteps: flags["base-steps"],
-          steps: flags.steps,
-          batchSize: flags.batch,
+          baseSteps,
+          steps,
+          batchSize,
           seeds,
           nllPoints: flags["nll-points"],
           gridPoints: flags.grid,
           samples: flags.samples,
           ...(flags.times > 0 ? { diagnostics: { times: logTimes(flags.times), points: flags["curve-points"], fisher: flags.fisher } } : {}),
           outDir: out,
-          jobSet: TOY_DEMO.set,
           set: flags.set,
-          finetuneSet: TOY_DEMO.finetuneSet,
-          methodSet: TOY_DEMO.methodSet,
-          lrSchedule: flags["lr-schedule"],
+          ...(budget
+            ? { jobSet: budget.set, lrSchedule: flags["lr-schedule"] ?? "constant", budgetNote: budget.note }
+            : { jobSet: TOY_DEMO.set, finetuneSet: TOY_DEMO.finetuneSet, methodSet: TOY_DEMO.methodSet, lrSchedule: flags["lr-schedule"] ?? TOY_DEMO.lrSchedule }),
           ...(demoBudget && protocol === "finetune" ? { budgetNote: TOY_DEMO.why } : {}),
           signal,
           onEvent: (run, e) => {

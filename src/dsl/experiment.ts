@@ -181,6 +181,19 @@ export function crossFieldErrors(e: Experiment): Problem[] {
       add(["loss", "terms", index, "estimator"], `the exact high-order estimator builds full D×D Jacobians and allows D ≤ ${EXACT_JACOBIAN_MAX_DIM}; this data has D = ${D}: use estimator: "hutchinson"`);
     }
   }
+  for (const { term, index } of termsOf(terms, "scoreFpe")) {
+    const cal = term.calibrate;
+    if (cal?.vectorShare !== undefined && term.mode === "scalar") {
+      add(["loss", "terms", index, "calibrate", "vectorShare"], `mode "scalar" has no vector term to calibrate; use mode "vector" or "both", or drop vectorShare`);
+    }
+    if (cal?.scalarShare !== undefined && term.mode === "vector") {
+      add(["loss", "terms", index, "calibrate", "scalarShare"], `mode "vector" has no scalar term to calibrate; use mode "scalar" or "both", or drop scalarShare`);
+    }
+    if (cal && !terms.some((t) => t.kind !== "scoreFpe")) {
+      add(["loss", "terms", index, "calibrate"], "a share of the loss needs another term (dsm or highOrder) to be a share of");
+    }
+  }
+
   // Evaluation.
   if (!isImageData(data) && e.eval.bpd.dequantize) {
     add(["eval", "bpd", "dequantize"], "toy data are continuous: dequantize must be false");

@@ -54,6 +54,32 @@ export const FiniteDifferenceSchema = z.strictObject({
   finiteDifference: FiniteDifferenceStepsSchema.default({ hs: 1e-3, hd: 5e-4 }),
 });
 
+/**
+ * Dimension-free weights of the score-FPE terms (docs/score-fpe-scale.md): instead of α / β, the
+ * share of the loss total each weighted term takes at the start of training. Training measures the
+ * unweighted terms and the rest of the loss on `batches` of its own first batches (the model as it
+ * starts: fresh, fine-tuned or resumed from scratch) and sets α = share·L / vector, β = share·L /
+ * scalar; the values are written to the run directory (score_fpe_calibration.json) and reused when
+ * the run resumes. A share left out keeps its `alpha` / `beta`.
+ */
+export const ScoreFpeCalibrationSchema = z
+  .strictObject({
+    /** α·vector / total at the start, in (0, 1). */
+    vectorShare: z.number().gt(0).lt(1).optional(),
+    /** β·scalar / total at the start, in (0, 1). */
+    scalarShare: z.number().gt(0).lt(1).optional(),
+    /** Training batches the shares are measured on. */
+    batches: z.number().int().positive().default(4),
+  })
+  .refine((c) => c.vectorShare !== undefined || c.scalarShare !== undefined, {
+    message: "calibrate needs vectorShare and/or scalarShare",
+    path: ["vectorShare"],
+  })
+  .refine((c) => (c.vectorShare ?? 0) + (c.scalarShare ?? 0) < 1, {
+    message: "vectorShare + scalarShare must be below 1 (the rest of the loss keeps the remainder)",
+    path: ["vectorShare"],
+  });
+
 export const ScoreFpeTermSchema = z.strictObject({
   kind: z.literal("scoreFpe"),
   /** "scalar": β·scalar term only; "vector": α·residual term only; "both". */
@@ -78,6 +104,8 @@ export const ScoreFpeTermSchema = z.strictObject({
   div: z.enum(["exact", "hutchinson"]).default("hutchinson"),
   /** Probe of the Hutchinson divergence (the reference draws Gaussian probes). */
   probe: z.enum(["gaussian", "rademacher"]).default("gaussian"),
+  /** Set α / β from their share of the loss at the start of training (dimension-free); absent: α, β as given. */
+  calibrate: ScoreFpeCalibrationSchema.optional(),
 });
 
 export const LossTermSchema = z.discriminatedUnion("kind", [
@@ -93,6 +121,7 @@ export const LossSchema = z.strictObject({
 export type DsmTerm = z.infer<typeof DsmTermSchema>;
 export type HighOrderTerm = z.infer<typeof HighOrderTermSchema>;
 export type ScoreFpeTerm = z.infer<typeof ScoreFpeTermSchema>;
+export type ScoreFpeCalibration = z.infer<typeof ScoreFpeCalibrationSchema>;
 export type LossTerm = z.infer<typeof LossTermSchema>;
 export type LossKind = LossTerm["kind"];
 export type Loss = z.infer<typeof LossSchema>;

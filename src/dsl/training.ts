@@ -17,6 +17,12 @@ export const TrainingSchema = z.strictObject({
   seed: z.number().int().min(0).default(42),
   /** Deterministic algorithms and seeded data order (bitwise-reproducible resumes). */
   deterministic: z.boolean().default(false),
+  /**
+   * On a CUDA device, capture the loss, backward pass and gradient clipping of the step in a CUDA
+   * graph and replay it (launch-bound toy steps; py/fpdiff/fast_step.py). The same updates as the
+   * plain step; losses that draw beyond (t, z) and networks with dropout fall back to it, with a warning.
+   */
+  cudaGraph: z.boolean().default(false),
   /** Continuous-time training; the discrete SMLD / DDPM losses are not supported. */
   continuous: z.literal(true, { error: "only continuous-time training is supported" }).default(true),
 });

@@ -97,4 +97,25 @@ describe("fpd toy (the main job, tiny budget)", () => {
     expect(m.stderr).toContain("--methods");
     expect(m.stderr).toContain("unknown order9; one of dsm, order2, order3, dsm_fpe, order3_fpe");
   });
+
+  it("--budget paper runs the presets as they are with the paper budget's settings (the CUDA-graph step), the user's --set last", { timeout: 240_000 }, async () => {
+    const out = mkdtempSync(join(tmpdir(), "fpd-toy-paper-"));
+    // the budget's 100k × 5000 cut down by --set (it comes after the budget's own overrides)
+    const r = await fpd(["toy", "--budget", "paper", "--protocol", "scratch", "--methods", "dsm", "--set", "training.nIters=3", "--set", "training.batchSize=64",
+      "--nll-points", "20", "--grid", "4", "--samples", "20", "--times", "0", "--out", out, "--device", "cpu", ...LOOSE_ODE]);
+    const config = JSON.parse(readFileSync(join(r.models[0].runDir, "config.json"), "utf8"));
+    expect(config.experiment.training).toMatchObject({ cudaGraph: true, nIters: 3, batchSize: 64 });
+    // not the demo's network, schedule or lr: the preset's
+    expect(config.experiment.model.hidden).toEqual([512, 512]);
+    expect(config.experiment.optim.lr).toBe(1e-3);
+    expect(config.experiment.optim.cosineDecayFrom).toBeUndefined();
+    expect(r.models[0].step).toBe(3);
+    expect(readFileSync(r.report, "utf8")).toContain("the high-order paper's toy budget");
+  });
+
+  it("refuses an unknown --budget, naming the ones there are", async () => {
+    const r = await runCli(["toy", "--budget", "huge"]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--budget[\s\S]*paper/);
+  });
 });

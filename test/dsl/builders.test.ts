@@ -75,6 +75,9 @@ describe("builders", () => {
       dt: "autodiff", div: "hutchinson", probe: "gaussian",
     });
     expect(loss.scoreFpe({ dt: { finiteDifference: {} } }).terms[0]).toMatchObject({ dt: { finiteDifference: { hs: 1e-3, hd: 5e-4 } } });
+    // dimension-free weights: shares of the loss at the start; absent unless asked for
+    expect(loss.scoreFpe({ calibrate: { vectorShare: 1e-3 } }).terms[0]).toMatchObject({ calibrate: { vectorShare: 1e-3, batches: 4 } });
+    expect(issuePaths(() => loss.scoreFpe({ calibrate: { vectorShare: 0.7, scalarShare: 0.3 } }))).toEqual(["calibrate.vectorShare"]);
   });
 
   it("reject bad fields with the section's path", () => {

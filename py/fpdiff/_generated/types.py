@@ -935,7 +935,18 @@ class ScoreFPETerm:
     dt: Union[Literal["autodiff"], FiniteDifference] = "autodiff"
     div: Literal["exact", "hutchinson"] = "hutchinson"
     probe: Literal["gaussian", "rademacher"] = "gaussian"
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "mode": "mode", "alpha": "alpha", "beta": "beta", "m": "m", "weighting": "weighting", "points": "points", "dt": "dt", "div": "div", "probe": "probe"}
+    calibrate: Optional[ScoreFPETermCalibrate] = None
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "mode": "mode", "alpha": "alpha", "beta": "beta", "m": "m", "weighting": "weighting", "points": "points", "dt": "dt", "div": "div", "probe": "probe", "calibrate": "calibrate"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"calibrate"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreFPETermCalibrate:
+    vector_share: Optional[float] = None
+    scalar_share: Optional[float] = None
+    batches: int = 4
+    WIRE: ClassVar[dict[str, str]] = {"vector_share": "vectorShare", "scalar_share": "scalarShare", "batches": "batches"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"vector_share", "scalar_share"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1152,6 +1163,29 @@ class TrainCheckpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainEventCalibration:
+    type: Literal["calibration"] = "calibration"
+    term: int
+    alpha: float
+    beta: float
+    step: int
+    vector_share: Optional[float]
+    scalar_share: Optional[float]
+    batches: int
+    measured: TrainEventCalibrationMeasured
+    source: Literal["measured", "recorded"]
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "term": "term", "alpha": "alpha", "beta": "beta", "step": "step", "vector_share": "vectorShare", "scalar_share": "scalarShare", "batches": "batches", "measured": "measured", "source": "source"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainEventCalibrationMeasured:
+    rest: float
+    vector: float
+    scalar: float
+    WIRE: ClassVar[dict[str, str]] = {"rest": "rest", "vector": "vector", "scalar": "scalar"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainEventCheckpoint:
     kind: Literal["snapshot", "meta"]
     path: str
@@ -1202,8 +1236,9 @@ class TrainingConfig:
     snapshot_sampling: bool = True
     seed: int = 42
     deterministic: bool = False
+    cuda_graph: bool = False
     continuous: Literal[True] = True
-    WIRE: ClassVar[dict[str, str]] = {"batch_size": "batchSize", "n_iters": "nIters", "snapshot_freq": "snapshotFreq", "snapshot_freq_for_preemption": "snapshotFreqForPreemption", "log_freq": "logFreq", "eval_freq": "evalFreq", "snapshot_sampling": "snapshotSampling", "seed": "seed", "deterministic": "deterministic", "continuous": "continuous"}
+    WIRE: ClassVar[dict[str, str]] = {"batch_size": "batchSize", "n_iters": "nIters", "snapshot_freq": "snapshotFreq", "snapshot_freq_for_preemption": "snapshotFreqForPreemption", "log_freq": "logFreq", "eval_freq": "evalFreq", "snapshot_sampling": "snapshotSampling", "seed": "seed", "deterministic": "deterministic", "cuda_graph": "cudaGraph", "continuous": "continuous"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1348,6 +1383,7 @@ __all__ = [
     "SavedFile",
     "SavedPng",
     "ScoreFPETerm",
+    "ScoreFPETermCalibrate",
     "ShutdownArgs",
     "ShutdownResult",
     "SleepArgs",
@@ -1367,6 +1403,8 @@ __all__ = [
     "ToySamplesArgs",
     "ToySamplesResult",
     "TrainCheckpoint",
+    "TrainEventCalibration",
+    "TrainEventCalibrationMeasured",
     "TrainEventCheckpoint",
     "TrainEventMetrics",
     "TrainEventProgress",

@@ -9,18 +9,9 @@ from typing import Any, Dict, Optional
 import torch
 
 from .convert import matching_presets
-from .load import Checkpoint, load_checkpoint
+from .load import Checkpoint, load_checkpoint, plain_numbers
 
 __all__ = ["inspect_checkpoint"]
-
-
-def _plain(v: Any) -> Any:
-    import numpy as np
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (list, tuple)):
-        return type(v)(_plain(x) for x in v)
-    return v
 
 
 def _torch_optimizer(opt: Mapping) -> dict:
@@ -37,13 +28,13 @@ def _torch_optimizer(opt: Mapping) -> dict:
         "param_groups": len(groups),
         "parameters": sum(len(g.get("params", [])) for g in groups),
         "state_entries": len(state),
-        "lr": _plain(g0.get("lr")),
+        "lr": plain_numbers(g0.get("lr")),
         "lr_type": type(g0.get("lr")).__module__ + "." + type(g0.get("lr")).__name__
         if "lr" in g0 else None,
-        "betas": list(_plain(g0.get("betas"))) if g0.get("betas") is not None else None,
-        "eps": _plain(g0.get("eps")),
-        "weight_decay": _plain(g0.get("weight_decay")),
-        "amsgrad": _plain(g0.get("amsgrad")),
+        "betas": list(plain_numbers(g0.get("betas"))) if g0.get("betas") is not None else None,
+        "eps": plain_numbers(g0.get("eps")),
+        "weight_decay": plain_numbers(g0.get("weight_decay")),
+        "amsgrad": plain_numbers(g0.get("amsgrad")),
         "adam_step_type": step_type,
     }
 
@@ -67,7 +58,7 @@ def _ema_summary(ck: Checkpoint) -> Optional[dict]:
     if ck.ema is None:
         return None
     tensors = list(ck.ema["params"].values()) if ck.format == "flax" else ck.ema["shadow_params"]
-    return {"decay": _plain(ck.ema.get("decay")), "num_updates": _plain(ck.ema.get("num_updates")),
+    return {"decay": plain_numbers(ck.ema.get("decay")), "num_updates": plain_numbers(ck.ema.get("num_updates")),
             "shadow_params": len(tensors), "shadow_elements": int(sum(t.numel() for t in tensors))}
 
 

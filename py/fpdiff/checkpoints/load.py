@@ -27,7 +27,7 @@ from .source import open_regular, resolve_path, sha256_file, sniff
 from .torch_file import FileReport, safe_torch_load
 from .validate import check_fraction, check_step
 
-__all__ = ["Checkpoint", "load_checkpoint", "from_state", "strip_module_prefix", "PREFIX",
+__all__ = ["Checkpoint", "load_checkpoint", "from_state", "strip_module_prefix", "PREFIX", "plain_numbers",
            "FORMATS"]
 
 PREFIX = "module."
@@ -182,3 +182,16 @@ def _load_safetensors(path: str, size: int) -> Checkpoint:
         ck.step = check_step(int(meta["step"]) if meta["step"].isdigit() else meta["step"], path,
                              "step (safetensors metadata)")
     return ck
+
+
+def plain_numbers(v: Any) -> Any:
+    """NumPy scalars → Python numbers, recursively through lists, tuples and dicts."""
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {k: plain_numbers(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(plain_numbers(x) for x in v)
+    return v

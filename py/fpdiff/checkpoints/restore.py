@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..models import build_network
 from .errors import ArchitectureMismatchError, CheckpointError
 from .flax_map import COMPUTED_BUFFERS, flax_names, to_torch_tensor
-from .load import Checkpoint, load_checkpoint
+from .load import Checkpoint, load_checkpoint, plain_numbers
 from .match import check_layout, match_flax_presets, mismatch_error, unwrap
 
 __all__ = ["RestoreInfo", "restore", "copy_ema_to", "load_network", "flax_to_torch",
@@ -40,18 +40,6 @@ __all__ = ["RestoreInfo", "restore", "copy_ema_to", "load_network", "flax_to_tor
 
 def trainable(model: nn.Module) -> List[nn.Parameter]:
     return [p for p in unwrap(model).parameters() if p.requires_grad]
-
-
-def _plain(v: Any) -> Any:
-    """NumPy scalars -> Python numbers (recursively in lists/tuples/dicts)."""
-    import numpy as np
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return type(v)(_plain(x) for x in v)
-    return v
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +164,7 @@ def _check_optimizer(model: nn.Module, opt_state: Mapping, path: Optional[str]) 
 def optimizer_state_for_loading(opt_state: Mapping) -> dict:
     """Optimiser state with NumPy scalars (the original's warm-up ``lr``) made Python numbers."""
     return {"state": opt_state["state"],
-            "param_groups": [_plain(dict(g)) for g in opt_state["param_groups"]]}
+            "param_groups": [plain_numbers(dict(g)) for g in opt_state["param_groups"]]}
 
 
 @dataclass

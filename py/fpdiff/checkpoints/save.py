@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..files import atomic_path
 from .errors import CheckpointError, NoSpaceError
-from .load import PREFIX
+from .load import PREFIX, plain_numbers
 from .match import unwrap
 from .restore import trainable
 from .source import sha256_file
@@ -47,16 +47,6 @@ class SavedCheckpoint:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return type(v)(_plain(x) for x in v)
-    return v
 
 
 def _cpu(t: Any) -> Any:
@@ -88,7 +78,7 @@ def checkpoint_state(model: nn.Module, optimizer: Any = None, ema: Any = None,
                      "shadow_params": [p.detach().cpu().clone() for p in trainable(net)]}
     else:
         raw = ema.state_dict() if hasattr(ema, "state_dict") else dict(ema)
-        ema_state = {"decay": _plain(raw["decay"]), "num_updates": _plain(raw["num_updates"]),
+        ema_state = {"decay": plain_numbers(raw["decay"]), "num_updates": plain_numbers(raw["num_updates"]),
                      "shadow_params": [s.detach().cpu() for s in raw["shadow_params"]]}
     if optimizer is None:
         raw = torch.optim.Adam(net.parameters(), lr=2e-4, betas=(0.9, 0.999), eps=1e-8,
@@ -96,7 +86,7 @@ def checkpoint_state(model: nn.Module, optimizer: Any = None, ema: Any = None,
     else:
         raw = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
     opt_state = {"state": _cpu(raw["state"]),
-                 "param_groups": [_plain(dict(g)) for g in raw["param_groups"]]}
+                 "param_groups": [plain_numbers(dict(g)) for g in raw["param_groups"]]}
     return {"optimizer": opt_state, "model": sd, "ema": ema_state, "step": int(step)}
 
 

@@ -9,6 +9,10 @@ or uniform in the batch's range) at the DSM's t:
            not a residual; ∇·f is dropped because it does not depend on the model)
   L += α·vector (mode "vector"), β·scalar ("scalar"), or both ("both").
 
+With ``calibrate`` (dimension-free weights, docs/score-fpe-scale.md) α and β are set once at the
+start of training so that α·vector and β·scalar are given shares of L (`calibrated_weights`;
+the measurement and its record in the run directory are in ``losses/calibration.py``).
+
 ∂t s comes from one forward-mode pass (exact) or the reference's three-point stencil; ∇·s is
 the exact trace (small D) or a Hutchinson estimate (images, [B, C, H, W] as well); ∇x φ is one
 reverse pass over the same graph. VE, VP and subVP all use this one formula (f = ċ(t)x), so
@@ -25,10 +29,12 @@ Departures from the reference (sony/fp-diffusion 68d61e0), all deliberate:
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Optional
 
 import torch
 
+from .._generated import types as T
 from ..config import ScoreFPETerm
 from ..derivatives import ScoreDerivatives, parse_dt, sample_probes, sample_sqnorm
 from ..score import ScoreModel
@@ -67,6 +73,48 @@ def fpe_residual(
     return {"residual": lhs - rhs, "lhs": lhs, "rhs": rhs, "phi": phi}
 
 
+def checked_calibration(cal: Optional[T.ScoreFPETermCalibrate]) -> Optional[T.ScoreFPETermCalibrate]:
+    """The term's ``calibrate`` (zod-generated), refused here too where the weights are computed:
+    at least one share, each in (0, 1), summing below 1."""
+    if cal is None:
+        return None
+    shares = [v for v in (cal.vector_share, cal.scalar_share) if v is not None]
+    if not shares:
+        raise ValueError("calibrate needs vectorShare and/or scalarShare")
+    if any(not 0 < v < 1 for v in shares) or sum(shares) >= 1:
+        raise ValueError(f"calibrate shares must lie in (0, 1) and sum below 1, got {shares}")
+    if cal.batches < 1:
+        raise ValueError(f"calibrate.batches must be positive, got {cal.batches}")
+    return cal
+
+
+def calibrated_weights(cal: T.ScoreFPETermCalibrate, *, rest: float, vector: float, scalar: float,
+                       alpha: float, beta: float, mode: str) -> tuple[float, float]:
+    """α, β such that α·vector and β·scalar are the shares a, b of L = rest + α·vector + β·scalar.
+
+    With both shares: L = rest / (1 − a − b); with one, the other term keeps its weight and
+    L = (rest + fixed term) / (1 − share). Inputs are mean unweighted values over the same draws."""
+    a = cal.vector_share if mode in ("vector", "both") else None
+    b = cal.scalar_share if mode in ("scalar", "both") else None
+    fixed = 0.0
+    if mode in ("vector", "both") and a is None:
+        fixed += alpha * vector
+    if mode in ("scalar", "both") and b is None:
+        fixed += beta * scalar
+    if not (math.isfinite(rest) and rest > 0):
+        raise ValueError(f"score-FPE calibration: the rest of the loss is {rest}; a share needs a positive dsm/highOrder loss")
+    total = (rest + fixed) / (1.0 - (a or 0.0) - (b or 0.0))
+    if a is not None:
+        if not (math.isfinite(vector) and vector > 0):
+            raise ValueError(f"score-FPE calibration: the vector term is {vector}; cannot give it a share")
+        alpha = a * total / vector
+    if b is not None:
+        if not (math.isfinite(scalar) and scalar > 0):
+            raise ValueError(f"score-FPE calibration: the scalar term is {scalar}; cannot give it a share")
+        beta = b * total / scalar
+    return alpha, beta
+
+
 class ScoreFPELoss:
     """docs/maths.md §5.2 regulariser, configured by the experiment's `scoreFpe` loss term
     (docs/contracts.md §1); `probe` picks the Hutchinson probe (the reference uses one Gaussian probe)."""
@@ -84,6 +132,13 @@ class ScoreFPELoss:
         self.div = cfg.div
         self.probe = cfg.probe
         self.n_probes = int(n_probes)
+        # guarded here (zod refuses it first): a share of a term the mode does not have
+        self.calibrate = checked_calibration(cfg.calibrate)
+        if self.calibrate is not None:
+            if self.calibrate.vector_share is not None and not self.needs_vector:
+                raise ValueError(f"calibrate.vectorShare: mode {self.mode!r} has no vector term")
+            if self.calibrate.scalar_share is not None and self.mode == "vector":
+                raise ValueError("calibrate.scalarShare: mode 'vector' has no scalar term")
 
     @property
     def needs_vector(self) -> bool:
@@ -144,5 +199,6 @@ class ScoreFPELoss:
         return out, total
 
     def __repr__(self) -> str:
+        cal = "" if self.calibrate is None else f", calibrate={self.calibrate!r}"
         return (f"ScoreFPELoss(mode={self.mode!r}, alpha={self.alpha}, beta={self.beta}, m={self.m}, "
-                f"weighting={self.weighting!r}, points={self.points!r}, dt={self.dt!r}, div={self.div!r})")
+                f"weighting={self.weighting!r}, points={self.points!r}, dt={self.dt!r}, div={self.div!r}{cal})")

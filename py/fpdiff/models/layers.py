@@ -236,57 +236,47 @@ class FIRConv2d(nn.Module):
         return y
 
 
-class Upsample(nn.Module):
+class _Resample(nn.Module):
+    """×2 resampling as Score SDE's NCSN++ does it: an FIR filter (fused with a 3×3 conv when
+    ``with_conv``), else nearest-neighbour / average pooling with an optional 3×3 conv. Submodule
+    names (``Conv2d_0`` for the FIR conv, ``Conv_0`` for the plain one) are the original's."""
+
+    up: bool
+
     def __init__(self, in_ch: Optional[int] = None, out_ch: Optional[int] = None,
                  with_conv: bool = False, fir: bool = False,
                  fir_kernel: Sequence[float] = (1, 3, 3, 1)):
         super().__init__()
         out_ch = out_ch if out_ch else in_ch
-        if with_conv:
-            if fir:
-                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, up=True,
-                                                 resample_kernel=fir_kernel, use_bias=True,
-                                                 kernel_init=default_init())
-            else:
-                self.Conv_0 = conv3x3(in_ch, out_ch)
+        if with_conv and fir:
+            self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, up=self.up, down=not self.up,
+                                      resample_kernel=fir_kernel, use_bias=True,
+                                      kernel_init=default_init())
+        elif with_conv:
+            self.Conv_0 = conv3x3(in_ch, out_ch) if self.up else conv3x3(in_ch, out_ch, stride=2, padding=0)
         self.fir = fir
         self.with_conv = with_conv
         self.fir_kernel = tuple(fir_kernel)
         self.out_ch = out_ch
 
+
+class Upsample(_Resample):
+    up = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fir:
-            if self.with_conv:
-                return self.Conv2d_0(x)
-            return firmod.upsample_2d(x, self.fir_kernel, factor=2)
+            return self.Conv2d_0(x) if self.with_conv else firmod.upsample_2d(x, self.fir_kernel, factor=2)
         _, _, hh, ww = x.shape
         h = F.interpolate(x, (hh * 2, ww * 2), mode="nearest")
         return self.Conv_0(h) if self.with_conv else h
 
 
-class Downsample(nn.Module):
-    def __init__(self, in_ch: Optional[int] = None, out_ch: Optional[int] = None,
-                 with_conv: bool = False, fir: bool = False,
-                 fir_kernel: Sequence[float] = (1, 3, 3, 1)):
-        super().__init__()
-        out_ch = out_ch if out_ch else in_ch
-        if with_conv:
-            if fir:
-                self.Conv2d_0 = FIRConv2d(in_ch, out_ch, kernel=3, down=True,
-                                                 resample_kernel=fir_kernel, use_bias=True,
-                                                 kernel_init=default_init())
-            else:
-                self.Conv_0 = conv3x3(in_ch, out_ch, stride=2, padding=0)
-        self.fir = fir
-        self.fir_kernel = tuple(fir_kernel)
-        self.with_conv = with_conv
-        self.out_ch = out_ch
+class Downsample(_Resample):
+    up = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fir:
-            if self.with_conv:
-                return self.Conv2d_0(x)
-            return firmod.downsample_2d(x, self.fir_kernel, factor=2)
+            return self.Conv2d_0(x) if self.with_conv else firmod.downsample_2d(x, self.fir_kernel, factor=2)
         if self.with_conv:
             # 'SAME' padding of a stride-2 3x3 conv on an even size: one extra row/column after
             return self.Conv_0(F.pad(x, (0, 1, 0, 1)))

@@ -43,6 +43,22 @@ export const TrainEventSchema = z.discriminatedUnion("type", [
   TrainMetricsSchema.extend({ type: z.literal("metrics") }),
   TrainCheckpointSchema.extend({ type: z.literal("checkpoint") }),
   z.object({ type: z.literal("warning"), message: z.string() }),
+  /** A score-FPE term's weights set from its `calibrate` shares (measured, or recorded by the run). */
+  z.object({
+    type: z.literal("calibration"),
+    /** Index of the term in loss.terms. */
+    term: z.number().int(),
+    alpha: z.number(),
+    beta: z.number(),
+    /** The update the measurement was made at (the run's start). */
+    step: z.number().int(),
+    vectorShare: z.number().nullable(),
+    scalarShare: z.number().nullable(),
+    batches: z.number().int(),
+    /** Mean unweighted values on the calibration batches: the rest of the loss, vector, scalar. */
+    measured: z.object({ rest: z.number(), vector: z.number(), scalar: z.number() }),
+    source: z.enum(["measured", "recorded"]),
+  }),
 ]);
 export type TrainEvent = z.infer<typeof TrainEventSchema>;
 
