@@ -72,13 +72,13 @@ describe("fpd toy (the main job, tiny budget)", () => {
 
   it("--protocol scratch trains each method from scratch and still pairs with the control; a rerun resumes to the same numbers", { timeout: 300_000 }, async () => {
     const out = mkdtempSync(join(tmpdir(), "fpd-toy-scratch-"));
-    const args = ["toy", "--protocol", "scratch", "--methods", "order2", "--steps", "10", "--batch", "64", "--seeds", "3", "--nll-points", "30",
-      "--grid", "8", "--samples", "50", "--times", "0", "--lr-schedule", "constant", "--out", out, "--device", "cpu", ...LOOSE_ODE];
+    const args = ["toy", "--protocol", "scratch", "--methods", "order2", "--steps", "5", "--batch", "64", "--seeds", "3", "--nll-points", "20",
+      "--grid", "4", "--samples", "20", "--times", "0", "--lr-schedule", "constant", "--out", out, "--device", "cpu", ...LOOSE_ODE];
     const r = await fpd(args);
     expect(r.base).toBeNull();
-    expect(r.models.map((m: any) => [m.method, m.seed, m.step])).toEqual([["dsm", 3, 10], ["order2", 3, 10]]);
+    expect(r.models.map((m: any) => [m.method, m.seed, m.step])).toEqual([["dsm", 3, 5], ["order2", 3, 5]]);
     const json = JSON.parse(readFileSync(r.reportJson, "utf8"));
-    expect(json.budget).toEqual({ baseSteps: 0, steps: 10, batch: 64 });
+    expect(json.budget).toEqual({ baseSteps: 0, steps: 5, batch: 64 });
     expect(json.methods[1].residualAbs).toEqual([]);
     expect(readFileSync(r.report, "utf8")).toContain("Protocol: scratch");
     expect(readFileSync(r.report, "utf8")).toContain("Adam lr 0.002 (constant)");
