@@ -20,7 +20,7 @@ const quiet = args.has("--quiet");
 const VENV = join(ROOT, ".venv");
 const CONDA_ENV = join(ROOT, ".conda");
 const DEBIAN_PYTHON = "/usr/bin/python3";
-const DEBIAN_PACKAGES = ["python3-torch", "python3-scipy", "python3-venv", "python3-pip"];
+const DEBIAN_PACKAGES = ["python3-torch", "python3-scipy", "python3-venv", "python3-pip", "python3-torchvision"];
 
 const say = (msg) => console.log(`[setup] ${msg}`);
 const fail = (msg) => {
@@ -152,10 +152,12 @@ function aptInstall(packages) {
 
 function debianVenv() {
   if (!existsSync(DEBIAN_PYTHON)) fail(`${DEBIAN_PYTHON} not found: this set-up expects Debian/Ubuntu. Set FPD_PYTHON or use --conda.`);
-  const sys = pyCheck(DEBIAN_PYTHON, ["torch", "numpy", "scipy", "venv", "ensurepip"]);
+  const sys = pyCheck(DEBIAN_PYTHON, ["torch", "numpy", "scipy", "venv", "ensurepip", "torchvision"]);
   const missing = [];
   if (!sys?.torch) missing.push("python3-torch");
   if (!sys?.scipy) missing.push("python3-scipy");
+  // pytorch-fid's Inception is built from torchvision's blocks; Debian's build matches its torch
+  if (!sys?.torchvision) missing.push("python3-torchvision");
   if (!sys?.ensurepip) missing.push("python3-venv", "python3-pip");
   if (missing.length) aptInstall(missing);
 
@@ -224,7 +226,7 @@ function python() {
   if (existsSync(py) && existsSync(stamp) && readFileSync(stamp, "utf8") === want) return;
   const interpreter = useConda ? condaEnv() : debianVenv();
   pipPackages(interpreter);
-  const mods = pyCheck(interpreter, ["torch", "zmq", "msgpack", "torchdiffeq", "scipy", "matplotlib"]);
+  const mods = pyCheck(interpreter, ["torch", "zmq", "msgpack", "torchdiffeq", "scipy", "matplotlib", "tensorboardX", "torchvision", "pytorch_fid"]);
   const missing = Object.entries(mods ?? {}).filter(([, v]) => !v).map(([k]) => k);
   if (!mods || missing.length) fail(`the Python env at ${interpreter} still lacks ${missing.join(", ") || "everything (it does not run)"}`);
   writeFileSync(stamp, want);

@@ -106,3 +106,17 @@ def batched_grad(
             for c in cotangents
         ]
         return torch.stack(rows, 0)
+
+
+def fix_launch_streams(config) -> None:
+    """torchrun's stream settings on torch 1.13 under Python ≥ 3.11.
+
+    1.13 parses ``--redirects 0`` / ``--tee 0`` by iterating its ``Std`` IntFlag, and Python 3.11
+    no longer yields the zero member when iterating a flag, so the parse returns None and the
+    launch fails in ``to_map``. A None here means "no redirection", which is what we ask for."""
+    from torch.distributed.elastic.multiprocessing import Std
+
+    if getattr(config, "redirects", Std.NONE) is None:
+        config.redirects = Std.NONE
+    if getattr(config, "tee", Std.NONE) is None:
+        config.tee = Std.NONE

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from . import checkpoints as ck
+from . import distributed as D
 from .data import (STREAM_DROPOUT, STREAM_LOSS, make_batches, step_generator, step_seed)
 from .losses import LossExpression, LossResult, build_loss
 from .fast_step import step_function
@@ -107,6 +108,8 @@ class TrainState:
     step: int
     device: torch.device
     source: Optional[str] = None  # the checkpoint the state was restored from
+    dist: Optional[D.Dist] = None  # the job this rank belongs to (None: one process)
+    ddp: Optional[nn.Module] = None  # DistributedDataParallel around ``network`` (what ``score`` calls)
 
     def checkpoint_state(self) -> dict:
         """The original checkpoint dict {optimizer, model ('module.' keys), ema, step}."""
@@ -136,24 +139,36 @@ def learning_rate(optim_cfg: Any, step: int, n_iters: int) -> float:
     return lr
 
 
-def build_state(experiment: Any, device: Any = "cpu") -> TrainState:
-    """A fresh network (initialised from training.seed), its SDE, score model, loss, Adam and EMA."""
+def build_state(experiment: Any, device: Any = "cpu", dist: Optional[D.Dist] = None) -> TrainState:
+    """A fresh network (initialised from training.seed), its SDE, score model, loss, Adam and EMA.
+
+    With ``dist`` every rank builds the same network from the same seed, and the score model
+    calls it through DistributedDataParallel (gradients averaged over ranks in backward)."""
     device = torch.device(device)
+    if dist is not None:
+        device = dist.device(device)
+        world, batch = dist.world, int(experiment.training.batch_size)
+        if batch % world:
+            raise TrainingError(f"training.batchSize {batch} must be divisible by the {world} processes "
+                                "(each takes an equal share of the global batch)", "experiment.training.batchSize")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(experiment.training.seed))
         network = build_network(experiment.model, experiment.data)
     network = network.to(device)
     sde = make_sde(experiment.sde)
+    ddp = D.wrap_ddp(network, dist, device) if dist is not None else None
     return TrainState(
         experiment=experiment,
         network=network,
         sde=sde,
-        score=score_model(network, sde, experiment.model),
+        score=score_model(ddp if ddp is not None else network, sde, experiment.model),
         loss=build_loss(experiment.loss),
         optimizer=build_optimizer(network, experiment.optim),
         ema=EMA(network.parameters(), decay=float(experiment.model.ema_rate)),
         step=0,
         device=device,
+        dist=dist,
+        ddp=ddp,
     )
 
 
@@ -312,15 +327,44 @@ class StepResult:
     grad_norm: Tensor
     lr: float
     ok: bool
+    # Over ranks: the mean loss and terms of the global batch, and whether any rank asked to stop.
+    reduced: Optional[dict] = None
+    stop: bool = False
 
     def metrics(self, step: int) -> dict:
-        terms = {k: float(v.detach()) for k, v in self.result.terms.items()}
-        return {"step": int(step), "loss": float(self.result.total.detach()), "terms": terms,
+        if self.reduced is not None:
+            loss, terms = self.reduced["loss"], dict(self.reduced["terms"])
+        else:
+            loss = float(self.result.total.detach())
+            terms = {k: float(v.detach()) for k, v in self.result.terms.items()}
+        return {"step": int(step), "loss": loss, "terms": terms,
                 "gradNorm": float(self.grad_norm), "lr": float(self.lr)}
 
 
-def train_step(state: TrainState, x0: Tensor, generator: Optional[torch.Generator] = None) -> StepResult:
-    """One update of Score SDE's ``step_fn`` + ``optimize_fn``; not applied if non-finite."""
+def _reduce_step(state: TrainState, res: LossResult, stop: bool) -> tuple[dict, bool, Tensor]:
+    """One all-reduce per step: Σ over ranks of (loss, terms…, stop flag) → the global batch's
+    mean loss and terms (every rank's shard has B/W rows, so the mean of means is the mean) and
+    whether any rank wants to stop. A NaN on any rank makes the sum NaN on all of them."""
+    d = state.dist
+    assert d is not None
+    names = list(res.terms)
+    vec = torch.stack([res.total.detach().reshape(()).to(torch.float64)]
+                      + [res.terms[n].detach().reshape(()).to(torch.float64) for n in names]
+                      + [torch.tensor(1.0 if stop else 0.0, dtype=torch.float64, device=res.total.device)])
+    vec = d.all_sum(vec) / d.world
+    values = vec.tolist()
+    reduced = {"loss": values[0], "terms": {n: values[1 + i] for i, n in enumerate(names)}}
+    return reduced, values[-1] > 0, vec[0]
+
+
+def train_step(state: TrainState, x0: Tensor, generator: Optional[torch.Generator] = None, *,
+               stop: bool = False) -> StepResult:
+    """One update of Score SDE's ``step_fn`` + ``optimize_fn``; not applied if non-finite.
+
+    Distributed: ``x0`` is this rank's shard; the loss's derivative terms differentiate in x
+    (``autograd.grad`` / forward mode) and the one ``backward`` averages the parameter
+    gradients over ranks (DDP), so clipping, Adam and the EMA see the same gradient everywhere;
+    ``stop`` is this rank's request to stop, OR-ed over ranks into ``StepResult.stop``."""
     cfg = state.experiment.optim
     net = state.network
     net.train()
@@ -334,7 +378,10 @@ def train_step(state: TrainState, x0: Tensor, generator: Optional[torch.Generato
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=clip)
     else:
         norm = grad_norm(params)
-    ok = bool(torch.isfinite(res.total.detach()) & torch.isfinite(norm))  # one sync per step
+    reduced, stop_all, total = None, False, res.total.detach()
+    if state.dist is not None:
+        reduced, stop_all, total = _reduce_step(state, res, stop)
+    ok = bool(torch.isfinite(total) & torch.isfinite(norm))  # one sync per step
     lr = learning_rate(cfg, state.step, int(state.experiment.training.n_iters))
     if ok:
         for group in opt.param_groups:
@@ -342,7 +389,7 @@ def train_step(state: TrainState, x0: Tensor, generator: Optional[torch.Generato
         opt.step()
         state.step += 1
         state.ema.update(net.parameters())
-    return StepResult(res, norm.detach(), lr, ok)
+    return StepResult(res, norm.detach(), lr, ok, reduced, stop_all)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,20 +467,44 @@ class _Progress:
             self.emit(self.event(step, now))
 
 
+def local_batch(state: TrainState, batches: Any, k: int) -> Tensor:
+    """This rank's rows of global batch k (the whole batch in one process)."""
+    d = state.dist
+    if d is None:
+        return batches.batch(k, device=state.device)
+    return D.shard(batches.batch(k, device=None), d.rank, d.world).to(state.device)
+
+
+def seed_step(state: TrainState, k: int, loss_gen: torch.Generator) -> None:
+    """Seed step k's loss draws (t, z, probes) into ``loss_gen`` and the network's dropout (the
+    global RNG): from (seed, k) in one process, from (seed, k, rank) on each rank of a job."""
+    seed, d = int(state.experiment.training.seed), state.dist
+    if d is None:
+        step_generator(seed, k, STREAM_LOSS, generator=loss_gen)
+        torch.manual_seed(step_seed(seed, k, STREAM_DROPOUT))  # dropout draws from the global RNG
+    else:
+        D.rank_generator(seed, k, STREAM_LOSS, d.rank, generator=loss_gen)
+        torch.manual_seed(D.rank_seed(seed, k, STREAM_DROPOUT, d.rank))
+
+
 def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[int] = None,
         callback: Optional[Callback] = None, event_interval: float = 1.0,
         should_stop: Optional[Callable[[], bool]] = None,
-        last_checkpoint: Optional[dict] = None) -> TrainResult:
+        last_checkpoint: Optional[dict] = None, hooks: Any = None) -> TrainResult:
     """Train from ``state.step`` to training.nIters (or ``max_steps`` more), writing checkpoints
     under ``workdir`` in the original layout. Raises :class:`Diverged` or
-    :class:`TrainingCancelled` (after writing the meta checkpoint)."""
+    :class:`TrainingCancelled` (after writing the meta checkpoint).
+
+    ``hooks.after_step(state, k, snapshot=…)`` (``fpdiff.evaluation.TrainingEvaluator``) runs
+    the evaluation of the original's loop after update k: held-out losses every evalFreq, samples
+    and bits/dim at each snapshot. In a job, every rank runs the loop; rank 0 alone writes files
+    and emits events, and a stop request reaches all ranks through the step's all-reduce."""
     exp = state.experiment
     tc = exp.training
     emit: Callback = callback or (lambda e: None)
     n_iters = int(tc.n_iters)
     start = int(state.step)
     end = n_iters if max_steps is None else min(n_iters, start + int(max_steps))
-    seed = int(tc.seed)
     log_freq, snap_freq, meta_freq = int(tc.log_freq), int(tc.snapshot_freq), int(tc.snapshot_freq_for_preemption)
     device = state.device
     saved: list[dict] = []
@@ -443,8 +514,11 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
     t0 = time.perf_counter()
     progress = _Progress(emit, start, end, event_interval)
 
-    def save(kind: str, k_snap: Optional[int] = None) -> dict:
+    def save(kind: str, k_snap: Optional[int] = None) -> Optional[dict]:
         nonlocal last_good, meta_step
+        if state.dist is not None and not state.dist.is_main:
+            meta_step = state.step if kind == "meta" else meta_step
+            return None  # rank 0 writes the job's checkpoints
         state_dict = state.checkpoint_state()
         if kind == "meta":
             out = ck.save_run_checkpoint(workdir, state_dict, meta=True)
@@ -458,19 +532,30 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
         return info
 
     loss_gen = torch.Generator(device=device)
-    step_fn = step_function(state, tc.cuda_graph, emit)  # plain, or CUDA-graph captured
+    if tc.cuda_graph and state.dist is not None:
+        emit({"type": "warning", "message": "training.cudaGraph: not in a job of several processes (the step's "
+                                            "all-reduce is not captured); the plain step runs"})
+        step_fn = train_step
+    else:
+        step_fn = step_function(state, tc.cuda_graph, emit)  # plain, or CUDA-graph captured
     res: Optional[StepResult] = None
     k = start
+    d = state.dist
+    stop_all = False  # distributed: a stop agreed on by the previous step's all-reduce
     with deterministic_mode(bool(tc.deterministic)):
         for k in range(start, end):
-            if should_stop is not None and should_stop():
+            if stop_all if d is not None else (should_stop is not None and should_stop()):
                 info = save("meta")
                 progress.tick(state.step, force=True)
-                raise TrainingCancelled(f"cancelled at step {state.step}; the meta checkpoint {info['path']} resumes it", state.step, info)
-            x0 = batches.batch(k, device=device)
-            step_generator(seed, k, STREAM_LOSS, generator=loss_gen)
-            torch.manual_seed(step_seed(seed, k, STREAM_DROPOUT))  # dropout draws from the global RNG
-            res = step_fn(state, x0, loss_gen)
+                where = f"; the meta checkpoint {info['path']} resumes it" if info else ""
+                raise TrainingCancelled(f"cancelled at step {state.step}{where}", state.step, info)
+            x0 = local_batch(state, batches, k)
+            seed_step(state, k, loss_gen)
+            if d is None:
+                res = step_fn(state, x0, loss_gen)
+            else:
+                res = step_fn(state, x0, loss_gen, stop=should_stop is not None and should_stop())
+                stop_all = res.stop
             if not res.ok:
                 values = res.metrics(k)
                 where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']})" if last_good
@@ -490,6 +575,8 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
                 snaps.append(n_iters // snap_freq)  # the last state, under the index the original gives it
             for index in snaps:
                 save("snapshot", index)
+            if hooks is not None:
+                hooks.after_step(state, k, snapshot=bool(snaps), final=(k == n_iters - 1))
             progress.tick(state.step)
     steps = state.step - start
     if res is not None and (last_metrics is None or last_metrics["step"] != k):
@@ -502,19 +589,9 @@ def run(state: TrainState, workdir: str, batches: Any, *, max_steps: Optional[in
     return TrainResult(status, state.step, steps, time.perf_counter() - t0, last_metrics, saved)
 
 
-def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = False,
-          init: Optional[str] = None, max_steps: Optional[int] = None, callback: Optional[Callback] = None,
-          event_interval: float = 1.0, should_stop: Optional[Callable[[], bool]] = None,
-          batches: Any = None, on_state: Optional[Callable[[TrainState], None]] = None,
-          ) -> tuple[TrainState, TrainResult]:
-    """Build, start (resume from the meta checkpoint / init from a checkpoint / fresh) and run.
-
-    ``on_state(state)`` receives the state once it is built (so a caller still holds it when the
-    run ends by an exception, e.g. to keep a cancelled model)."""
-    emit: Callback = callback or (lambda e: None)
-    state = build_state(experiment, device)
-    if on_state is not None:
-        on_state(state)
+def _start(state: TrainState, experiment: Any, workdir: str, *, resume: bool, init: Optional[str],
+           emit: Callback) -> Optional[dict]:
+    """Resume from the meta checkpoint / init from a checkpoint / start afresh; returns where from."""
     start_from: Optional[dict] = None
     resumed = resume_latest(state, workdir, warn=emit) if resume else None
     if resumed is not None:
@@ -539,9 +616,74 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
                     f"{init} is at step {state.step} and training.nIters is {experiment.training.n_iters}: fine-tuning "
                     f"continues the checkpoint's step count (as the originals), so set nIters to {state.step} + the "
                     "number of steps to train", "experiment.training.nIters")
+    return start_from
+
+
+def _start_distributed(state: TrainState, experiment: Any, workdir: str, *, resume: bool, init: Optional[str],
+                       emit: Callback) -> Optional[dict]:
+    """Rank 0 reads the checkpoint (the run directory need only exist on its machine) and every
+    rank receives its model, EMA, Adam state and step — so a run saved by any number of ranks
+    resumes on any other number. An error on rank 0 is raised on every rank."""
+    d = state.dist
+    assert d is not None
+    outcome: dict = {}
+    if d.is_main:
+        try:
+            outcome = {"start_from": _start(state, experiment, workdir, resume=resume, init=init, emit=emit),
+                       "step": state.step, "source": state.source, "ema_decay": state.ema.decay}
+        except TrainingError as exc:
+            outcome = {"error": exc.message, "field": exc.field}
+    outcome = d.broadcast_object(outcome)
+    if "error" in outcome:
+        raise TrainingError(outcome["error"], outcome["field"])
+    D.broadcast_module_state(list(state.network.parameters()) + list(state.network.buffers()), d)
+    D.broadcast_module_state(state.ema.shadow_params, d)
+    D.broadcast_optimizer_state(state.optimizer, d)
+    state.step, state.source, state.ema.decay = int(outcome["step"]), outcome["source"], float(outcome["ema_decay"])
+    state.ema.num_updates = d.broadcast_object(state.ema.num_updates if d.is_main else None)
+    return outcome["start_from"]
+
+
+def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = False,
+          init: Optional[str] = None, max_steps: Optional[int] = None, callback: Optional[Callback] = None,
+          event_interval: float = 1.0, should_stop: Optional[Callable[[], bool]] = None,
+          batches: Any = None, on_state: Optional[Callable[[TrainState], None]] = None,
+          dist: Optional[D.Dist] = None, hooks: Any = None,
+          ) -> tuple[TrainState, TrainResult]:
+    """Build, start (resume from the meta checkpoint / init from a checkpoint / fresh) and run.
+
+    ``on_state(state)`` receives the state once it is built (so a caller still holds it when the
+    run ends by an exception, e.g. to keep a cancelled model). ``dist``: this rank's place in a
+    torchrun job (every rank calls ``train`` with the same arguments; only rank 0's ``callback``
+    is called). ``hooks``: evaluation during training (``fpdiff.evaluation.TrainingEvaluator``)."""
+    emit: Callback = callback or (lambda e: None)
+    if dist is not None and not dist.is_main:
+        emit = lambda e: None  # noqa: E731  (events are rank 0's to report)
+    state = build_state(experiment, device, dist)
+    if on_state is not None:
+        on_state(state)
+    if dist is None:
+        start_from = _start(state, experiment, workdir, resume=resume, init=init, emit=emit)
+    else:
+        start_from = _start_distributed(state, experiment, workdir, resume=resume, init=init, emit=emit)
     if batches is None:
-        batches = make_batches(experiment.data, int(experiment.training.batch_size), int(experiment.training.seed))
-    calibrate_run(state, workdir, batches, resumed=resumed is not None, emit=emit)  # score-FPE shares → α, β
-    result = run(state, workdir, batches, max_steps=max_steps, callback=emit, event_interval=event_interval,
-                 should_stop=should_stop, last_checkpoint=start_from)
+        batches = D.all_or_none(dist, lambda: make_batches(experiment.data, int(experiment.training.batch_size),
+                                                           int(experiment.training.seed)))
+    # score-FPE shares → α, β: every rank measures the same model on the same batches and draws
+    resumed = start_from is not None and start_from["kind"] in ("meta", "snapshot")
+    calibrate_run(state, workdir, batches, resumed=resumed, emit=emit)
+
+    def run_emit(e: dict) -> None:
+        if hooks is not None:
+            hooks.on_event(e)  # TensorBoard sees the training scalars
+        emit(e)
+
+    if hooks is not None:
+        hooks.bind(state, workdir, emit)
+    try:
+        result = run(state, workdir, batches, max_steps=max_steps, callback=run_emit, event_interval=event_interval,
+                     should_stop=should_stop, last_checkpoint=start_from, hooks=hooks)
+    finally:
+        if hooks is not None:
+            hooks.close()
     return state, result

@@ -35,8 +35,10 @@ from typing import Any
 
 import zmq
 
+from . import distributed
 from . import endpoint as E
 from . import protocol as P
+from . import worker_dist
 from .auth import Authenticator
 from .ops import REGISTRY, Cancelled, OpContext, OpError, WorkerState, load_all
 
@@ -54,9 +56,10 @@ class Job:
     op: str
     args: Any
     ctx: OpContext
+    raw: Any = None  # the args as they arrived (what rank 0 forwards to the other ranks of a job)
 
 
-def _configure_torch() -> None:
+def _configure_torch(local_world: int = 1) -> None:
     """Threads: Debian's CPU torch starts with one intra-op thread; use the cores we were given
     (FPD_THREADS overrides). Precision: TF32 off unless FPD_TF32=1 — cuDNN enables it for
     convolutions by default, which moves NCSN++ outputs by ~4e-5 relative and likelihoods with
@@ -67,6 +70,8 @@ def _configure_torch() -> None:
         return
     wanted = os.environ.get("FPD_THREADS")
     n = int(wanted) if wanted else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not wanted and local_world > 1:
+        n = max(1, n // local_world)  # ranks on one machine share its cores
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     tf32 = os.environ.get("FPD_TF32") == "1"
@@ -75,8 +80,9 @@ def _configure_torch() -> None:
 
 
 class Server:
-    def __init__(self, limits: P.Limits, max_queue: int = 64):
+    def __init__(self, limits: P.Limits, max_queue: int = 64, dist: Any = None):
         self.limits = limits
+        self.dist = dist  # fpdiff.distributed.Dist when this is rank 0 of a job
         self.max_queue = max_queue
         self.ctx = zmq.Context.instance()
         self.state = WorkerState()
@@ -181,16 +187,24 @@ class Server:
                 while not self.queue and not self.stopping:
                     self.cond.wait()
                 if self.stopping and not self.queue:
+                    if self.dist is not None:
+                        worker_dist.release(self.dist)  # the followers leave with us
                     return
                 job = self.queue.popleft()
                 self.running = job
+            collective = self.dist is not None and worker_dist.is_collective(job.op)
             try:
+                if collective:
+                    worker_dist.announce(self.dist, job.op, job.raw)
                 result = REGISTRY[job.op].run(job.args, job.ctx)
                 self.send(job.identity, job.req_id, "result", result)
             except BaseException as exc:  # noqa: BLE001 - every failure becomes an error reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     exc = Cancelled("interrupted")
                 self.send_error(job.identity, job.req_id, exc)
+                if collective and not isinstance(exc, OpError):
+                    time.sleep(0.5)  # let the I/O thread deliver the reply before the job stops
+                    worker_dist.fail_fast(f"op {job.op}", exc)
             finally:
                 with self.cond:
                     self.running = None
@@ -219,6 +233,7 @@ class Server:
             self.send_error(identity, req_id if isinstance(req_id, (int, str)) else None, exc)
             return
         spec = REGISTRY[op_name]
+        raw = args
         try:
             args = spec.parse(args)  # against the op's generated schema, before anything runs
         except BaseException as exc:  # noqa: BLE001 - a refusal, or a bug in decoding: an answer either way
@@ -239,7 +254,7 @@ class Server:
                 self.send(identity, req_id, "error", P.error_data(P.BUSY, f"{len(self.queue)} requests already wait; retry later"))
                 return
             ctx.cancel_event  # created here, before another thread can race to make its own
-            self.queue.append(Job(identity, req_id, op_name, args, ctx))
+            self.queue.append(Job(identity, req_id, op_name, args, ctx, raw))
             self.cond.notify()
 
     def _check_envelope(self, doc: Any) -> tuple[str, Any]:
@@ -344,22 +359,57 @@ def _watch_stdin(server: Server) -> None:
     os._exit(3)
 
 
+def _watch_stdin_follower() -> None:
+    """A follower shares the launcher's stdin with rank 0: EOF means the client is gone. Rank 0
+    then shuts down and releases us; leave by ourselves only if that never comes."""
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    time.sleep(60.0)
+    os._exit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fpdiff.worker", description=__doc__.split("\n")[0])
     parser.add_argument("--max-message-bytes", type=int, default=int(os.environ.get("FPD_MAX_MESSAGE_BYTES", 1 << 30)))
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--no-stdin-watch", action="store_true", help="keep running when stdin closes")
+    parser.add_argument("--nproc", type=int, default=1, help="run as a job of this many processes on this machine")
+    parser.add_argument("--nnodes", type=int, default=1, help="machines in the job")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's place in the job (0 serves)")
+    parser.add_argument("--rdzv", default=None, help="HOST:PORT of node 0 (required with --nnodes > 1)")
     ns = parser.parse_args(argv)
+    if (ns.nproc > 1 or ns.nnodes > 1) and distributed.env_world() <= 1:
+        # become the launcher of the job (same pid, same pipes); every rank runs this module again
+        rest = ["--max-message-bytes", str(ns.max_message_bytes), "--max-queue", str(ns.max_queue)]
+        rest += ["--no-stdin-watch"] if ns.no_stdin_watch else []
+        launch = ["--nproc", str(ns.nproc), "--nnodes", str(ns.nnodes), "--node-rank", str(ns.node_rank)]
+        launch += ["--rdzv", ns.rdzv] if ns.rdzv else []
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "fpdiff.launch", *launch, "--", "-m", "fpdiff.worker", *rest])
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the parent, which cancels politely
     load_all()
-    _configure_torch()
     limits = P.Limits(max_message_bytes=ns.max_message_bytes, max_tensor_bytes=ns.max_message_bytes)
-    server = Server(limits, max_queue=ns.max_queue)
+    dist = None
+    if distributed.env_world() > 1:  # started by fpdiff.launch: one rank of a job
+        distributed.die_with_parent()
+        dist = distributed.init_from_env()
+        _configure_torch(dist.local_world)
+        if not dist.is_main:
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # only rank 0 speaks on stdout
+            if not ns.no_stdin_watch:
+                threading.Thread(target=_watch_stdin_follower, name="fpd-stdin", daemon=True).start()
+            return worker_dist.follow(dist, limits)
+    else:
+        _configure_torch()
+    server = Server(limits, max_queue=ns.max_queue, dist=dist)
     signal.signal(signal.SIGTERM, lambda *_: server.request_shutdown())
 
     ready = {"ready": True, "endpoint": server.endpoint, "pid": os.getpid(), "protocol": P.PROTOCOL_VERSION,
-             "auth": server.auth.credentials()}
+             "auth": server.auth.credentials(), "world": dist.world if dist is not None else 1}
     E.say_tcp(server.bound)
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()

@@ -27,13 +27,19 @@ class WorkerError(Exception):
 
 
 class WorkerClient:
-    def __init__(self, env: Optional[dict] = None, threads: int = 1):
+    def __init__(self, env: Optional[dict] = None, threads: int = 1, nproc: int = 1,
+                 stderr: Any = None):
+        """``nproc`` > 1: the worker runs as a job of that many ranks under ``fpdiff.launch``
+        (its own session, so a test can stop the whole job by its process group)."""
         e = dict(os.environ)
         e["PYTHONPATH"] = PY_DIR + os.pathsep + e.get("PYTHONPATH", "")
         e["FPD_THREADS"] = str(threads)
         e.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "fpdiff.worker"], cwd=PY_DIR, env=e,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+        cmd = [sys.executable, "-m", "fpdiff.worker"]
+        if nproc > 1:
+            cmd = [sys.executable, "-m", "fpdiff.launch", "--nproc", str(nproc), "--", "-m", "fpdiff.worker"]
+        self.proc = subprocess.Popen(cmd, cwd=PY_DIR, env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=stderr, start_new_session=nproc > 1)
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"worker exited with {self.proc.wait()}")

@@ -44,7 +44,8 @@ def test_train_run_events_result_and_model_handle(worker, tmp_path):
     assert res["handle"] == "m1" and res["status"] == "completed" and res["step"] == 8 and res["steps"] == 8
     assert set(res) == {"handle", "status", "step", "steps", "seconds", "lastMetrics", "checkpoints"}
     types = {e["type"] for e in events}
-    assert types == {"progress", "metrics", "checkpoint"}
+    # evaluation during training (default on): held-out losses at k % evalFreq == 0, samples at snapshots
+    assert types == {"progress", "metrics", "checkpoint", "eval", "samples"}
     metrics = [e for e in events if e["type"] == "metrics"]
     assert [m["step"] for m in metrics] == [0, 2, 4, 6]
     assert set(metrics[0]) == {"type", "step", "loss", "terms", "gradNorm", "lr"}

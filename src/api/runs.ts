@@ -106,6 +106,9 @@ const CONTINUABLE = [
   "training.logFreq",
   "training.evalFreq",
   "training.snapshotSampling",
+  "training.snapshotSamples",
+  "training.snapshotBpd",
+  "training.tensorboard",
   "eval",
   "sampling",
 ];
@@ -317,6 +320,14 @@ export class RunDir {
     this.record.step = Math.max(this.record.step, entry.step);
   }
 
+  /**
+   * An evaluation line in metrics.jsonl (held-out losses as `eval/<term>`, snapshot samples,
+   * snapshot bits/dim), beside the training lines; it does not count as the last training step logged.
+   */
+  evaluation(entry: { step: number; kind: string } & Record<string, unknown>): void {
+    appendFileSync(join(this.dir, "metrics.jsonl"), JSON.stringify({ time: new Date().toISOString(), ...entry }) + "\n");
+  }
+
   checkpoint(c: Omit<CheckpointRecord, "metrics">): void {
     const rec: CheckpointRecord = { ...c, ...(this.lastMetrics ? { metrics: this.lastMetrics } : {}) };
     this.record.checkpoints = this.record.checkpoints.filter((x) => x.path !== c.path);
@@ -337,7 +348,17 @@ export class RunDir {
     return [...this.record.checkpoints].sort((a, b) => b.step - a.step || (a.kind === "snapshot" ? -1 : 1))[0];
   }
 
+  /** The training lines of metrics.jsonl (one per logged step). */
   readMetrics(): Array<Record<string, unknown>> {
+    return this.readLines().filter((l) => l.kind === undefined);
+  }
+
+  /** The evaluation lines of metrics.jsonl (`kind`: "eval" | "samples" | "bpd"). */
+  readEvaluations(): Array<Record<string, unknown>> {
+    return this.readLines().filter((l) => l.kind !== undefined);
+  }
+
+  private readLines(): Array<Record<string, unknown>> {
     const p = join(this.dir, "metrics.jsonl");
     if (!existsSync(p)) return [];
     return readFileSync(p, "utf8")

@@ -23,6 +23,30 @@ export interface SessionOptions {
   onLog?: (line: string) => void;
   /** Passed to the bridge (liveness, limits). */
   worker?: Omit<WorkerOptions, "python" | "env" | "onStderr">;
+  /**
+   * Run the worker as a job of several processes (PyTorch's elastic launcher, DDP for training,
+   * plain sharding for evaluation). Rank 0 serves this session; see `runNode` for nodes ≥ 1.
+   */
+  launch?: LaunchOptions;
+}
+
+/** A job: `nproc` processes per machine on `nnodes` machines; node 0 at `rdzv` (HOST:PORT). */
+export interface LaunchOptions {
+  nproc: number;
+  nnodes?: number;
+  nodeRank?: number;
+  rdzv?: string;
+}
+
+/** The worker's command-line arguments for a job (it re-executes itself under fpdiff.launch). */
+export function launchArgs(l: LaunchOptions | undefined): string[] {
+  if (!l) return [];
+  const nnodes = l.nnodes ?? 1;
+  if (!Number.isInteger(l.nproc) || l.nproc < 1) throw new RangeError(`launch.nproc must be a positive integer, got ${l.nproc}`);
+  if (!Number.isInteger(nnodes) || nnodes < 1) throw new RangeError(`launch.nnodes must be a positive integer, got ${nnodes}`);
+  if (nnodes > 1 && !l.rdzv) throw new RangeError("launch.rdzv (HOST:PORT of node 0) is required with nnodes > 1");
+  if (l.nproc === 1 && nnodes === 1) return [];
+  return ["--nproc", String(l.nproc), "--nnodes", String(nnodes), "--node-rank", String(l.nodeRank ?? 0), ...(l.rdzv ? ["--rdzv", l.rdzv] : [])];
 }
 
 export type TrainEvent = OpEvent<"train.run">;
@@ -48,6 +72,8 @@ export interface TrainOptions {
   allowConfigChange?: boolean;
   /** Handle the trained model is kept under in the worker (default: the run directory's name). */
   handle?: string;
+  /** Held-out losses, snapshot samples / bits/dim and TensorBoard on the experiment's schedule (default true). */
+  evaluate?: boolean;
   signal?: AbortSignal;
   onEvent?: (event: TrainEvent) => void;
 }
@@ -84,8 +110,14 @@ export class Session {
   }
 
   static async open(opts: SessionOptions = {}): Promise<Session> {
+    if ((opts.launch?.nodeRank ?? 0) > 0) {
+      throw new RangeError("a session is served by node 0; on other nodes call runNode() with the same launch options");
+    }
+    const job = launchArgs(opts.launch);
     const worker = await Worker.start({
+      ...(job.length ? { startTimeoutMs: 180_000 } : {}),
       ...opts.worker,
+      ...(job.length ? { args: [...job, ...(opts.worker?.args ?? [])] } : {}),
       ...(opts.python ? { python: opts.python } : {}),
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.onLog ? { onStderr: opts.onLog } : {}),
@@ -130,6 +162,10 @@ export class Session {
       if (e.type !== "warning") run.commitConfig();
       if (e.type === "metrics") run.metrics({ step: e.step, loss: e.loss, terms: e.terms, gradNorm: e.gradNorm, lr: e.lr });
       else if (e.type === "checkpoint") run.checkpoint({ kind: e.kind, path: e.path, step: e.step, sha256: e.sha256, bytes: e.bytes });
+      else if (e.type === "eval") {
+        run.evaluation({ step: e.step, kind: "eval", "eval/loss": e.loss, ...Object.fromEntries(Object.entries(e.terms).map(([k, v]) => [`eval/${k}`, v])) });
+      } else if (e.type === "samples") run.evaluation({ step: e.step, kind: "samples", path: e.path, png: e.png, n: e.n, nfe: e.nfe, seconds: e.seconds });
+      else if (e.type === "bpd") run.evaluation({ step: e.step, kind: "bpd", [`snapshot/${e.metric}`]: e.value, stderr: e.stderr, n: e.n, nfe: e.nfe });
       opts.onEvent?.(e);
     };
     try {
@@ -144,6 +180,7 @@ export class Session {
           device: this.device,
           ...(opts.init ? { init: { checkpoint: resolve(opts.init) } } : {}),
           ...(opts.maxSteps !== undefined ? { maxSteps: opts.maxSteps } : {}),
+          ...(opts.evaluate === false ? { evaluate: false } : {}),
         },
         { onEvent, ...(opts.signal ? { signal: opts.signal } : {}) },
       );
@@ -195,6 +232,29 @@ export class Session {
     return this.worker.request("sample", { ...args, model }, opts);
   }
 
+  /**
+   * Bits/dim over a whole split (`eval.bpd_dataset`): resumable from `out`, sharded over the job's
+   * ranks; events carry images done, the running mean ± s.e. and NFE.
+   */
+  bpdDataset(model: string, args: Omit<OpArgs<"eval.bpd_dataset">, "model">, opts: RequestOptions<OpEvent<"eval.bpd_dataset">> = {}): Promise<OpResult<"eval.bpd_dataset">> {
+    return this.worker.request("eval.bpd_dataset", { ...args, model, out: resolve(args.out) }, opts);
+  }
+
+  /** n samples in .npz shards plus a PNG grid (`sample.shards`), reproducible per seed, resumable. */
+  sampleShards(model: string, args: Omit<OpArgs<"sample.shards">, "model">, opts: RequestOptions<OpEvent<"sample.shards">> = {}): Promise<OpResult<"sample.shards">> {
+    return this.worker.request("sample.shards", { ...args, model, out: resolve(args.out) }, opts);
+  }
+
+  /** FID / Inception score / KID of n samples against reference statistics (`eval.fid`). */
+  fid(model: string, args: Omit<OpArgs<"eval.fid">, "model">, opts: RequestOptions<OpEvent<"eval.fid">> = {}): Promise<OpResult<"eval.fid">> {
+    return this.worker.request("eval.fid", { ...args, model, out: resolve(args.out), stats: resolve(args.stats), ...(args.inception ? { inception: resolve(args.inception) } : {}) }, opts);
+  }
+
+  /** Reference statistics of a data set split for FID / KID (`eval.fid_stats`). */
+  fidStats(args: OpArgs<"eval.fid_stats">, opts: RequestOptions<OpEvent<"eval.fid_stats">> = {}): Promise<OpResult<"eval.fid_stats">> {
+    return this.worker.request("eval.fid_stats", { device: this.device, ...args, out: resolve(args.out), ...(args.inception ? { inception: resolve(args.inception) } : {}) }, opts);
+  }
+
   /** The score (and the raw network output) of a loaded model at (x, t). */
   score(model: string, x: Tensor, t: Tensor | number, opts: { weights?: "ema" | "model" } = {}): Promise<OpResult<"model.score">> {
     return this.worker.request("model.score", { model, x, t, ...(opts.weights ? { weights: opts.weights } : {}) });
@@ -211,4 +271,35 @@ export class Session {
   async close(): Promise<void> {
     await this.worker.close();
   }
+}
+
+/**
+ * Serve as node `nodeRank` ≥ 1 of a multi-node job: start this machine's ranks and wait until the
+ * job ends (node 0's session drives it). Resolves with the launcher's exit code; `onLog` gets its
+ * stderr (every rank's logs), `signal` stops the local ranks.
+ */
+export async function runNode(launch: LaunchOptions, opts: { python?: string; env?: NodeJS.ProcessEnv; onLog?: (line: string) => void; signal?: AbortSignal } = {}): Promise<number> {
+  const { spawn } = await import("node:child_process");
+  const { resolvePython, workerEnv } = await import("../bridge/python.js");
+  const { PROJECT_ROOT } = await import("../paths.js");
+  if ((launch.nodeRank ?? 0) < 1) throw new RangeError("runNode is for nodes 1…nnodes−1; node 0 opens a Session");
+  const { python } = resolvePython(opts.python);
+  const child = spawn(python, ["-m", "fpdiff.worker", ...launchArgs(launch)], {
+    cwd: PROJECT_ROOT,
+    env: workerEnv(opts.env),
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  child.stderr!.setEncoding("utf8");
+  let buf = "";
+  child.stderr!.on("data", (chunk: string) => {
+    buf += chunk;
+    const lines = buf.split("\n");
+    buf = lines.pop()!;
+    for (const line of lines) opts.onLog?.(line);
+  });
+  opts.signal?.addEventListener("abort", () => child.kill("SIGTERM"), { once: true });
+  return new Promise((res, rej) => {
+    child.once("error", rej);
+    child.once("exit", (code, sig) => res(code ?? (sig ? 128 : 1)));
+  });
 }

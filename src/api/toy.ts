@@ -261,6 +261,8 @@ export async function trainToy(
   const started = Date.now();
   const { run, handle, result } = await session.train(experiment, {
     runDir: opts.runDir,
+    // the job measures the NLL and draws samples itself, after training; training time stays training
+    evaluate: false,
     ...(opts.handle ? { handle: opts.handle } : {}),
     ...(opts.init ? { init: opts.init } : {}),
     ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),

@@ -5,7 +5,7 @@
  * `--device`.
  */
 import { Command, Errors } from "@oclif/core";
-import type { Session } from "../api/session.js";
+import type { LaunchOptions, Session } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
 import { describeFailure } from "./errors.js";
 import { deviceFlag, setFlag } from "./flags.js";
@@ -39,10 +39,13 @@ export abstract class FpdCommand extends Command {
     return experiment;
   }
 
-  /** Open a worker session, run `fn`, and always close the session. */
-  protected async withSession<T>(device: string, fn: (session: Session) => Promise<T>): Promise<T> {
+  /**
+   * Open a worker session, run `fn`, and always close the session. `launch`: run the worker as a
+   * job of several processes (`--nproc` / `--nnodes`; see `launchOf` in flags.ts).
+   */
+  protected async withSession<T>(device: string, fn: (session: Session) => Promise<T>, launch?: LaunchOptions): Promise<T> {
     const { Session } = await import("../api/session.js");
-    const session = await Session.open({ device });
+    const session = await Session.open({ device, ...(launch ? { launch } : {}) });
     try {
       return await fn(session);
     } finally {

@@ -53,3 +53,27 @@ export const choiceListFlag = <T extends string>(choices: readonly T[]) =>
       return names as T[];
     },
   });
+
+/** A job of several processes (PyTorch's elastic launcher): DDP training, sharded evaluation. */
+export const launchFlags = {
+  nproc: Flags.integer({ description: "processes on this machine (one per GPU); >1 runs the worker under torchrun's launcher", default: 1, min: 1 }),
+  nnodes: Flags.integer({ description: "machines in the job", default: 1, min: 1 }),
+  "node-rank": Flags.integer({ description: "this machine's place in the job (node 0 serves; others only compute)", default: 0, min: 0 }),
+  rdzv: Flags.string({ description: "HOST:PORT of node 0, reachable from every node (required with --nnodes > 1)" }),
+};
+
+/** The flags `launchFlags` parse to. */
+export interface LaunchFlagValues {
+  nproc: number;
+  nnodes: number;
+  "node-rank": number;
+  rdzv?: string | undefined;
+}
+
+/** The session's launch options from those flags (undefined for one process on one machine). */
+export function launchOf(flags: LaunchFlagValues): { nproc: number; nnodes: number; nodeRank: number; rdzv?: string } | undefined {
+  if (flags.nproc === 1 && flags.nnodes === 1) return undefined;
+  if (flags.nnodes > 1 && !flags.rdzv) throw new UsageError("--rdzv HOST:PORT (node 0's address) is required with --nnodes > 1");
+  if (flags["node-rank"] >= flags.nnodes) throw new UsageError(`--node-rank ${flags["node-rank"]} is outside a job of ${flags.nnodes} nodes (0…${flags.nnodes - 1})`);
+  return { nproc: flags.nproc, nnodes: flags.nnodes, nodeRank: flags["node-rank"], ...(flags.rdzv ? { rdzv: flags.rdzv } : {}) };
+}

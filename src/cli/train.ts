@@ -1,8 +1,9 @@
 /** The body shared by `fpd train` and `fpd finetune`: progress, run directory, summary. */
 import { Args, Flags } from "@oclif/core";
-import { defaultRunDir, type Session, type TrainOutcome } from "../api/session.js";
+import { defaultRunDir, runNode, type Session, type TrainOutcome } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
 import { ModelCommand } from "./base.js";
+import { launchFlags, launchOf, type LaunchFlagValues } from "./flags.js";
 import { withInterrupt } from "./interrupt.js";
 import { ProgressLine } from "./progress.js";
 import { table } from "./render.js";
@@ -18,12 +19,13 @@ export interface TrainSummary {
   checkpoints: TrainOutcome["result"]["checkpoints"];
 }
 
-interface TrainFlags {
+interface TrainFlags extends LaunchFlagValues {
   device: string;
   "run-dir"?: string | undefined;
   "no-resume": boolean;
   "max-steps"?: number | undefined;
   "allow-config-change": boolean;
+  "no-eval": boolean;
 }
 
 /** The argument of train and finetune (each command must own its `args`: oclif copies only own statics). */
@@ -39,11 +41,21 @@ export abstract class TrainCommand extends ModelCommand {
       description: "continue a run whose config.json holds a different experiment (both are recorded in run.json)",
       default: false,
     }),
+    "no-eval": Flags.boolean({ description: "skip held-out losses, snapshot samples / bits/dim and TensorBoard", default: false }),
+    ...launchFlags,
   };
 
   /** Train in the run directory with a live progress line; returns the summary `--json` prints. */
   protected async trainAndReport(experiment: Experiment, flags: TrainFlags, init?: string): Promise<TrainSummary> {
     const quiet = this.jsonEnabled();
+    const launch = launchOf(flags);
+    if (launch && launch.nodeRank > 0) {
+      // a compute-only node: its ranks follow node 0's session until the job ends
+      if (!quiet) this.log(`node ${launch.nodeRank} of ${launch.nnodes}: ${launch.nproc} processes joining ${launch.rdzv}`);
+      const code = await runNode(launch, { onLog: (l) => process.stderr.write(l + "\n") });
+      if (code !== 0) this.error(`this node's ranks ended with exit code ${code}`, { exit: 1 });
+      return { runDir: "", handle: "", status: "completed", step: 0, steps: 0, seconds: 0, lastMetrics: null, checkpoints: [] };
+    }
     const runDir = flags["run-dir"] ?? defaultRunDir(experiment);
     const line = new ProgressLine(experiment.name, { quiet });
     const outcome = await this.withSession(flags.device, (session: Session) =>
@@ -55,14 +67,19 @@ export abstract class TrainCommand extends ModelCommand {
           ...(flags["max-steps"] !== undefined ? { maxSteps: flags["max-steps"] } : {}),
           ...(flags["allow-config-change"] ? { allowConfigChange: true } : {}),
           ...(init ? { init } : {}),
+          ...(flags["no-eval"] ? { evaluate: false } : {}),
           onEvent: (e) => {
             if (e.type === "progress") line.progress({ step: e.step, total: e.total, itPerSec: e.itPerSec, etaSeconds: e.etaSeconds ?? undefined });
             else if (e.type === "metrics") line.metrics({ loss: e.loss, ...e.terms, "|g|": e.gradNorm });
             else if (e.type === "checkpoint") line.note(`checkpoint (${e.kind}) step ${e.step}: ${e.path}`);
             else if (e.type === "warning") line.note(`warning: ${e.message}`);
+            else if (e.type === "eval") line.note(`step ${e.step}: held-out loss ${e.loss.toPrecision(5)}`);
+            else if (e.type === "samples") line.note(`step ${e.step}: ${e.n} samples in ${e.png ?? e.path}`);
+            else if (e.type === "bpd") line.note(`step ${e.step}: ${e.metric} ${e.value.toFixed(4)}${e.stderr === null ? "" : ` ± ${e.stderr.toFixed(4)}`} (${e.n} test points)`);
           },
         }),
       ).finally(() => line.done()),
+      launch,
     );
     const { run, handle, result } = outcome;
     if (!quiet) {

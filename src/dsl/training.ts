@@ -25,6 +25,12 @@ export const TrainingSchema = z.strictObject({
   cudaGraph: z.boolean().default(false),
   /** Continuous-time training; the discrete SMLD / DDPM losses are not supported. */
   continuous: z.literal(true, { error: "only continuous-time training is supported" }).default(true),
+  /** Write TensorBoard event files (scalars, sample grids) under <run>/tensorboard. */
+  tensorboard: z.boolean().default(true),
+  /** Bits/dim (nats for toys) of the EMA model on the first n test points at every snapshot; 0: off. */
+  snapshotBpd: z.number().int().min(0).default(0),
+  /** Samples drawn at each snapshot when snapshotSampling; absent: batchSize (as Score SDE). */
+  snapshotSamples: posInt().optional(),
 });
 
 const bpdShape = {

@@ -118,8 +118,8 @@ describe("continuing a run with a different experiment", () => {
     expect(read(join(dir, "config.json"))).toBe(config);
     expect(statSync(join(dir, "config.json")).mtimeMs).toBe(mtime);
 
-    // running longer is not a different experiment
-    const longer = await session.train(toy(["training.nIters=6"]), { runDir: dir });
+    // running longer, or evaluating it otherwise during training, is not a different experiment
+    const longer = await session.train(toy(["training.nIters=6", "training.snapshotBpd=8", "training.snapshotSamples=16", "training.tensorboard=false"]), { runDir: dir });
     expect(longer.result.step).toBe(6);
 
     const { result } = await session.train(toy(["optim.lr=0.01", "training.nIters=8"]), { runDir: dir, allowConfigChange: true });

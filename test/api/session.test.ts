@@ -29,7 +29,8 @@ const losses = (dir: string) =>
     readFileSync(join(dir, "metrics.jsonl"), "utf8")
       .trim()
       .split("\n")
-      .map((l) => JSON.parse(l) as { step: number; loss: number })
+      .map((l) => JSON.parse(l) as { step: number; loss: number; kind?: string })
+      .filter((m) => m.kind === undefined) // training lines; evaluation lines carry a kind
       .map((m) => [m.step, m.loss]),
   );
 
@@ -154,7 +155,8 @@ describe("fine-tuning", () => {
     ]);
     const before = await session.request("ckpt.inspect", { path: FIXTURE });
     expect(before.step).toBe(123);
-    const { result, run } = await session.finetune(FIXTURE, exp, { runDir: join(dir, "run") });
+    // in-loop evaluation off: its final snapshot would draw 1000-step PC samples of NCSN++ on the CPU
+    const { result, run } = await session.finetune(FIXTURE, exp, { runDir: join(dir, "run"), evaluate: false });
     expect(result.steps).toBe(2);
     expect(result.step).toBe(125);
     const after = await session.request("ckpt.inspect", { path: join(run.path, "checkpoints", "checkpoint_0.pth") });

@@ -157,7 +157,8 @@ for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
     const r = await fpd([
       "finetune", "scoreflow/vp/cifar10_ddpmpp_continuous", "--from", join(FLAX, VP), "--set", "model.nf=8",
       "--set", `data.path=${join(dir, "data")}`, "--set", "training.batchSize=2", "--set", "training.nIters=125",
-      "--run-dir", join(dir, "run"), "--device", "cpu",
+      // in-loop evaluation off: the final snapshot would draw a 1000-step PC sample of DDPM++ on the CPU
+      "--run-dir", join(dir, "run"), "--device", "cpu", "--no-eval",
     ]);
     expect(r.step).toBe(125);
     const after = await fpd(["ckpt", "inspect", join(dir, "run")]);

@@ -12,7 +12,8 @@ describe("fpd train", () => {
   const sets = ["--set", "training.nIters=20", "--set", "training.batchSize=128", "--set", "training.snapshotFreq=10", "--set", "training.logFreq=5"];
 
   it("fpd train writes a run and reports it", async () => {
-    const r = await fpd(["train", "toy/checkerboard_ve_order2", ...sets, "--run-dir", runDir, "--device", "cpu"]);
+    // in-loop evaluation is test/commands/scale.test.ts's subject; here the run only feeds the checks below
+    const r = await fpd(["train", "toy/checkerboard_ve_order2", ...sets, "--run-dir", runDir, "--device", "cpu", "--no-eval"]);
     expect(r.status).toBe("completed");
     expect(r.step).toBe(20);
     expect(r.lastMetrics.terms).toHaveProperty("dsm");

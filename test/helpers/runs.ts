@@ -17,7 +17,8 @@ export async function trainedToyRun(): Promise<string> {
       "training.snapshotFreq=10",
       "training.logFreq=5",
     ]);
-    await session.train(exp, { runDir: dir });
+    // in-loop evaluation off: the commands under test evaluate the run themselves
+    await session.train(exp, { runDir: dir, evaluate: false });
   } finally {
     await session.close();
   }

@@ -357,6 +357,80 @@ class DSMTerm:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalBpdDatasetArgs:
+    model: str
+    weights: Literal["ema", "model"] = "ema"
+    dataset: Optional[Literal["test", "train"]] = None
+    n: Optional[int] = None
+    repeats: Optional[int] = None
+    batch_size: Optional[int] = None
+    solver: Optional[Literal["dopri5", "rk4", "euler"]] = None
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    eps: Optional[float] = None
+    probe: Optional[Literal["rademacher", "gaussian"]] = None
+    steps: int = 100
+    dequantize: Optional[bool] = None
+    seed: int = 0
+    out: str
+    event_interval_seconds: float = 1.0
+    WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "dataset": "dataset", "n": "n", "repeats": "repeats", "batch_size": "batchSize", "solver": "solver", "rtol": "rtol", "atol": "atol", "eps": "eps", "probe": "probe", "steps": "steps", "dequantize": "dequantize", "seed": "seed", "out": "out", "event_interval_seconds": "eventIntervalSeconds"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"dataset", "n", "repeats", "batch_size", "solver", "rtol", "atol", "eps", "probe", "dequantize"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalBpdDatasetEvent:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalBpdDatasetResult:
+    out: str
+    world: int
+    seconds: float
+    complete: bool
+    images: int
+    repeats: tuple[EvalBpdDatasetResultRepeats, ...]
+    bpd: Optional[float]
+    stderr: Optional[float]
+    nfe: EvalBpdDatasetResultNfe
+    solvers: dict[str, int]
+    compute_seconds: float
+    settings: dict[str, Any]
+    offset_convention: str
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "world": "world", "seconds": "seconds", "complete": "complete", "images": "images", "repeats": "repeats", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe", "solvers": "solvers", "compute_seconds": "computeSeconds", "settings": "settings", "offset_convention": "offsetConvention"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalBpdDatasetResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    median: Optional[float]
+    max: Optional[float]
+    histogram: dict[str, int]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "median": "median", "max": "max", "histogram": "histogram"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalBpdDatasetResultRepeats:
+    repeat: int
+    images: int
+    bpd: Optional[float]
+    stderr: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"repeat": "repeat", "images": "images", "bpd": "bpd", "stderr": "stderr"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     batch_size: int = 1024
     begin_ckpt: int = 9
@@ -367,6 +441,151 @@ class EvalConfig:
     enable_bpd: bool = False
     bpd: BpdConfig
     WIRE: ClassVar[dict[str, str]] = {"batch_size": "batchSize", "begin_ckpt": "beginCkpt", "end_ckpt": "endCkpt", "enable_sampling": "enableSampling", "num_samples": "numSamples", "enable_loss": "enableLoss", "enable_bpd": "enableBpd", "bpd": "bpd"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidArgs:
+    model: str
+    weights: Literal["ema", "model"] = "ema"
+    n: int = 50000
+    batch_size: int = 500
+    seed: int = 0
+    out: str
+    stats: str
+    inception: Optional[str] = None
+    resize: Literal["tf1", "pytorch"] = "tf1"
+    keep_samples: bool = False
+    event_interval_seconds: float = 1.0
+    method: Optional[Literal["pc", "ode"]] = None
+    N: Optional[int] = None
+    WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "batch_size": "batchSize", "seed": "seed", "out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "keep_samples": "keepSamples", "event_interval_seconds": "eventIntervalSeconds", "method": "method", "N": "N"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"inception", "method", "N"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidEvent:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidResult:
+    out: str
+    stats: str
+    inception: EvalFidResultInception
+    resize: Literal["tf1", "pytorch"]
+    sampler: dict[str, Any]
+    nfe: EvalFidResultNfe
+    world: int
+    seconds: float
+    fid: float
+    inception_score: float
+    inception_score10: EvalFidResultInceptionScore10
+    kid: Optional[EvalFidResultKid0]
+    n: int
+    reference_n: int
+    warning: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "sampler": "sampler", "nfe": "nfe", "world": "world", "seconds": "seconds", "fid": "fid", "inception_score": "inceptionScore", "inception_score10": "inceptionScore10", "kid": "kid", "n": "n", "reference_n": "referenceN", "warning": "warning"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warning"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidResultInception:
+    path: str
+    sha256: str
+    verified: bool
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidResultInceptionScore10:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidResultKid0:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidStatsArgs:
+    data: EvalFidStatsArgsData
+    split: Literal["train", "test"] = "train"
+    n: Optional[int] = None
+    batch_size: int = 500
+    out: str
+    keep_pool: bool = True
+    device: str = "auto"
+    inception: Optional[str] = None
+    resize: Literal["tf1", "pytorch"] = "tf1"
+    event_interval_seconds: float = 1.0
+    WIRE: ClassVar[dict[str, str]] = {"data": "data", "split": "split", "n": "n", "batch_size": "batchSize", "out": "out", "keep_pool": "keepPool", "device": "device", "inception": "inception", "resize": "resize", "event_interval_seconds": "eventIntervalSeconds"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"n", "inception"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidStatsArgsData:
+    kind: Literal["cifar10", "imagenet32"]
+    path: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidStatsEvent:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidStatsResult:
+    path: str
+    n: Optional[int] = None
+    pool: Optional[bool] = None
+    split: str
+    inception: EvalFidStatsResultInception
+    resize: str
+    world: int
+    seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "n": "n", "pool": "pool", "split": "split", "inception": "inception", "resize": "resize", "world": "world", "seconds": "seconds"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"n", "pool"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalFidStatsResultInception:
+    path: str
+    sha256: str
+    verified: bool
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -896,6 +1115,58 @@ class SampleResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SampleShardsArgs:
+    model: str
+    weights: Literal["ema", "model"] = "ema"
+    n: int
+    batch_size: int = 500
+    seed: int = 0
+    out: str
+    grid: int = 64
+    event_interval_seconds: float = 1.0
+    method: Optional[Literal["pc", "ode"]] = None
+    N: Optional[int] = None
+    WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "batch_size": "batchSize", "seed": "seed", "out": "out", "grid": "grid", "event_interval_seconds": "eventIntervalSeconds", "method": "method", "N": "N"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"method", "N"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleShardsEvent:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleShardsResult:
+    out: str
+    n: int
+    shards: tuple[str, ...]
+    nfe: SampleShardsResultNfe
+    sampler: dict[str, Any]
+    world: int
+    grid: Optional[str]
+    seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "n": "n", "shards": "shards", "nfe": "nfe", "sampler": "sampler", "world": "world", "grid": "grid", "seconds": "seconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleShardsResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class SamplesPanel:
     kind: Literal["samples"] = "samples"
     title: Optional[str] = None
@@ -1163,6 +1434,19 @@ class TrainCheckpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainEventBpd:
+    type: Literal["bpd"] = "bpd"
+    step: int
+    metric: Literal["bpd", "nll"]
+    value: float
+    stderr: Optional[float]
+    n: int
+    nfe: float
+    seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "step": "step", "metric": "metric", "value": "value", "stderr": "stderr", "n": "n", "nfe": "nfe", "seconds": "seconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainEventCalibration:
     type: Literal["calibration"] = "calibration"
     term: int
@@ -1197,6 +1481,15 @@ class TrainEventCheckpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainEventEval:
+    type: Literal["eval"] = "eval"
+    step: int
+    loss: float
+    terms: dict[str, float]
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "step": "step", "loss": "loss", "terms": "terms"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainEventMetrics:
     step: int
     loss: float
@@ -1219,6 +1512,19 @@ class TrainEventProgress:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainEventSamples:
+    type: Literal["samples"] = "samples"
+    step: int
+    path: str
+    png: Optional[str]
+    n: int
+    nfe: int
+    method: str
+    seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "step": "step", "path": "path", "png": "png", "n": "n", "nfe": "nfe", "method": "method", "seconds": "seconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainEventWarning:
     type: Literal["warning"] = "warning"
     message: str
@@ -1238,7 +1544,11 @@ class TrainingConfig:
     deterministic: bool = False
     cuda_graph: bool = False
     continuous: Literal[True] = True
-    WIRE: ClassVar[dict[str, str]] = {"batch_size": "batchSize", "n_iters": "nIters", "snapshot_freq": "snapshotFreq", "snapshot_freq_for_preemption": "snapshotFreqForPreemption", "log_freq": "logFreq", "eval_freq": "evalFreq", "snapshot_sampling": "snapshotSampling", "seed": "seed", "deterministic": "deterministic", "cuda_graph": "cudaGraph", "continuous": "continuous"}
+    tensorboard: bool = True
+    snapshot_bpd: int = 0
+    snapshot_samples: Optional[int] = None
+    WIRE: ClassVar[dict[str, str]] = {"batch_size": "batchSize", "n_iters": "nIters", "snapshot_freq": "snapshotFreq", "snapshot_freq_for_preemption": "snapshotFreqForPreemption", "log_freq": "logFreq", "eval_freq": "evalFreq", "snapshot_sampling": "snapshotSampling", "seed": "seed", "deterministic": "deterministic", "cuda_graph": "cudaGraph", "continuous": "continuous", "tensorboard": "tensorboard", "snapshot_bpd": "snapshotBpd", "snapshot_samples": "snapshotSamples"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"snapshot_samples"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1261,7 +1571,8 @@ class TrainRunArgs:
     device: str = "auto"
     max_steps: Optional[int] = None
     event_interval_seconds: float = 1.0
-    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "workdir": "workdir", "handle": "handle", "resume": "resume", "init": "init", "device": "device", "max_steps": "maxSteps", "event_interval_seconds": "eventIntervalSeconds"}
+    evaluate: bool = True
+    WIRE: ClassVar[dict[str, str]] = {"experiment": "experiment", "workdir": "workdir", "handle": "handle", "resume": "resume", "init": "init", "device": "device", "max_steps": "maxSteps", "event_interval_seconds": "eventIntervalSeconds", "evaluate": "evaluate"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"handle", "init", "max_steps"})
 
 
@@ -1333,7 +1644,24 @@ __all__ = [
     "DiagnosticsFisherArgs",
     "DiagnosticsFpeResidualArgs",
     "DSMTerm",
+    "EvalBpdDatasetArgs",
+    "EvalBpdDatasetEvent",
+    "EvalBpdDatasetResult",
+    "EvalBpdDatasetResultNfe",
+    "EvalBpdDatasetResultRepeats",
     "EvalConfig",
+    "EvalFidArgs",
+    "EvalFidEvent",
+    "EvalFidResult",
+    "EvalFidResultInception",
+    "EvalFidResultInceptionScore10",
+    "EvalFidResultKid0",
+    "EvalFidResultNfe",
+    "EvalFidStatsArgs",
+    "EvalFidStatsArgsData",
+    "EvalFidStatsEvent",
+    "EvalFidStatsResult",
+    "EvalFidStatsResultInception",
     "ExperimentConfig",
     "FiniteDifference",
     "FiniteDifferenceSteps",
@@ -1379,6 +1707,10 @@ __all__ = [
     "RunUnlockResult",
     "SampleArgs",
     "SampleResult",
+    "SampleShardsArgs",
+    "SampleShardsEvent",
+    "SampleShardsResult",
+    "SampleShardsResultNfe",
     "SamplesPanel",
     "SavedFile",
     "SavedPng",
@@ -1403,11 +1735,14 @@ __all__ = [
     "ToySamplesArgs",
     "ToySamplesResult",
     "TrainCheckpoint",
+    "TrainEventBpd",
     "TrainEventCalibration",
     "TrainEventCalibrationMeasured",
     "TrainEventCheckpoint",
+    "TrainEventEval",
     "TrainEventMetrics",
     "TrainEventProgress",
+    "TrainEventSamples",
     "TrainEventWarning",
     "TrainingConfig",
     "TrainMetrics",

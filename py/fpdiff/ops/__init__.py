@@ -60,7 +60,7 @@ class OpSpec:
 REGISTRY: dict[str, OpSpec] = {}
 
 # Modules whose import registers ops.
-AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "runs")
+AREAS = ("core", "config", "numerics", "models", "train", "toy", "data", "runs", "scale")
 
 
 def op(name: str) -> Callable[[Handler], Handler]:

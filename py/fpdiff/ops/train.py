@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import distributed
 from .. import train as training
 from .._generated import types as T
 from ..data import DataError
+from ..evaluation.during_training import TrainingEvaluator
 from ..protocol import BAD_REQUEST, DIVERGED
 from . import Cancelled, OpContext, OpError, bad_request, op
 from .state import LoadedModel, models, resolve_device
@@ -39,6 +41,7 @@ def train_run(args: T.TrainRunArgs, ctx: OpContext) -> dict[str, Any]:
             args.experiment, workdir, device=resolve_device(args.device), resume=args.resume, init=init,
             max_steps=args.max_steps, callback=ctx.emit, event_interval=args.event_interval_seconds,
             should_stop=ctx.cancel_event.is_set, on_state=lambda s: holder.__setitem__("state", s),
+            dist=distributed.current(), hooks=TrainingEvaluator(args.experiment) if args.evaluate else None,
         )
     except training.TrainingCancelled as exc:
         state = holder.get("state")
@@ -51,6 +54,8 @@ def train_run(args: T.TrainRunArgs, ctx: OpContext) -> dict[str, Any]:
         if exc.field:
             raise bad_request(f"args.{exc.field}", exc.message) from None
         raise OpError(BAD_REQUEST, exc.message) from None
+    except distributed.PeerFailed as exc:
+        raise OpError(BAD_REQUEST, f"another rank of the job failed to start: {exc}") from None
     except DataError as exc:
         raise bad_request("args.experiment.data.path", str(exc)) from None
     last = result.checkpoints[-1]["path"] if result.checkpoints else state.source

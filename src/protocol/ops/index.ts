@@ -10,6 +10,7 @@ import type { OpDef } from "./define.js";
 import { modelsOps } from "./models.js";
 import { numericsOps } from "./numerics.js";
 import { runsOps } from "./runs.js";
+import { scaleOps } from "./scale.js";
 import { toyOps } from "./toy.js";
 import { trainOps } from "./train.js";
 
@@ -22,6 +23,7 @@ export const ops = {
   ...toyOps,
   ...dataOps,
   ...runsOps,
+  ...scaleOps,
 } as const;
 
 export type Ops = typeof ops;

@@ -59,6 +59,31 @@ export const TrainEventSchema = z.discriminatedUnion("type", [
     measured: z.object({ rest: z.number(), vector: z.number(), scalar: z.number() }),
     source: z.enum(["measured", "recorded"]),
   }),
+  /** Every loss term of the EMA model on held-out batch `step` (every training.evalFreq). */
+  z.object({ type: z.literal("eval"), step: z.number().int(), loss: z.number(), terms: LossTermsSchema }),
+  /** Samples of the EMA model at a snapshot: samples/iter_<step>/sample.npz and sample.png. */
+  z.object({
+    type: z.literal("samples"),
+    step: z.number().int(),
+    path: z.string(),
+    png: z.string().nullable(),
+    n: z.number().int(),
+    nfe: z.number().int(),
+    method: z.string(),
+    seconds: z.number(),
+  }),
+  /** Bits/dim (images) or NLL in nats (toys) on the first training.snapshotBpd test points. */
+  z.object({
+    type: z.literal("bpd"),
+    step: z.number().int(),
+    metric: z.enum(["bpd", "nll"]),
+    value: z.number(),
+    /** Standard error over the points; null for a single point. */
+    stderr: z.number().nullable(),
+    n: z.number().int(),
+    nfe: z.number(),
+    seconds: z.number(),
+  }),
 ]);
 export type TrainEvent = z.infer<typeof TrainEventSchema>;
 
@@ -77,6 +102,8 @@ export const TrainRunArgsSchema = z.strictObject({
   maxSteps: z.number().int().nonnegative().optional(),
   /** Wall-clock interval between progress events. */
   eventIntervalSeconds: z.number().nonnegative().default(1),
+  /** Held-out losses, snapshot samples / bits/dim and TensorBoard, on the experiment's schedule. */
+  evaluate: z.boolean().default(true),
 });
 
 export const TrainRunResultSchema = z.object({
