@@ -30,7 +30,7 @@ from fpdiff import plots as PL
 from fpdiff import toys
 from fpdiff import train as T
 from fpdiff.likelihood import ode_likelihood
-from fpdiff.ops.toy import checkerboard_log_prob
+from fpdiff.toys import checkerboard_log_prob
 
 
 def main() -> None:

@@ -175,7 +175,7 @@ class CapturedStep:
         weighted = {k: packed[3 + n + i] for i, k in enumerate(self.weighted_keys)}
         ok = bool(okf > 0)  # one sync per step, as the plain step
         cfg = state.experiment.optim
-        lr = learning_rate(cfg, state.step)
+        lr = learning_rate(cfg, state.step, int(state.experiment.training.n_iters))
         if ok:
             for group in state.optimizer.param_groups:
                 group["lr"] = lr

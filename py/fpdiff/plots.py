@@ -2,7 +2,8 @@
 display, no global figure state — safe in the worker).
 
 - :func:`panels_figure`: a row (or grid) of toy panels — 2-D density heat-maps (model beside
-  truth), 2-D sample scatters, 1-D density curves;
+  truth), 2-D sample scatters, 1-D density curves, line plots (curves along t) and bar charts
+  with error bars (paired differences);
 - :func:`line_plot`: ablation lines (x → y per series, optional error bars and a reference line).
 
 Inputs are tensors, NumPy arrays or lists. Densities are given as log-densities (−inf allowed,
@@ -20,7 +21,8 @@ import numpy as np
 
 from .files import atomic_path
 
-__all__ = ["DensityPanel", "SamplesPanel", "CurvesPanel", "panels_figure", "line_plot", "to_numpy"]
+__all__ = ["DensityPanel", "SamplesPanel", "CurvesPanel", "LinesPanel", "BarsPanel", "panels_figure", "line_plot",
+           "to_numpy"]
 
 
 def to_numpy(v: Any) -> np.ndarray:
@@ -65,6 +67,31 @@ class CurvesPanel:
     curves: list = field(default_factory=list)  # [(label, logp)]
     samples: Any = None
     title: str = ""
+
+
+@dataclass
+class LinesPanel:
+    """Series ``{label?, x, y, yerr?, style? ("-", "--", ":", "-."), color? (a matplotlib colour)}``
+    on shared axes; non-positive values are left out on a log axis."""
+
+    series: list = field(default_factory=list)
+    title: str = ""
+    xlabel: str = ""
+    ylabel: str = ""
+    logx: bool = False
+    logy: bool = False
+    hline: Optional[dict] = None  # {y, label?}
+
+
+@dataclass
+class BarsPanel:
+    """One bar per label with an error bar (e.g. paired NLL differences ± s.e.), a line at 0."""
+
+    labels: list = field(default_factory=list)
+    values: Any = None
+    errors: Any = None
+    title: str = ""
+    ylabel: str = ""
 
 
 def _figure(width: float, height: float):
@@ -147,6 +174,58 @@ def _draw_curves(ax: Any, p: CurvesPanel) -> None:
     ax.legend(fontsize=8)
 
 
+def _draw_lines(ax: Any, p: LinesPanel) -> None:
+    if not p.series:
+        raise ValueError(f"lines panel {p.title!r}: no series")
+    labelled = False
+    for s in p.series:
+        x = to_numpy(s["x"]).reshape(-1)
+        y = to_numpy(s["y"]).reshape(-1)
+        if x.size != y.size:
+            raise ValueError(f"lines panel {p.title!r}, series {s.get('label')!r}: {x.size} x values but {y.size} y values")
+        keep = np.isfinite(x) & np.isfinite(y)
+        if p.logx:
+            keep &= x > 0
+        if p.logy:
+            keep &= y > 0
+        kw = {"ls": s.get("style") or "-", "marker": "o", "ms": 3, "lw": 1.4, "label": s.get("label")}
+        if s.get("color"):
+            kw["color"] = s["color"]
+        yerr = s.get("yerr")
+        if yerr is not None:
+            ax.errorbar(x[keep], y[keep], yerr=to_numpy(yerr).reshape(-1)[keep], capsize=3, **kw)
+        else:
+            ax.plot(x[keep], y[keep], **kw)
+        labelled = labelled or bool(s.get("label"))
+    if p.hline is not None:
+        ax.axhline(float(p.hline["y"]), ls="--", color="k", lw=1, label=p.hline.get("label"))
+        labelled = labelled or bool(p.hline.get("label"))
+    if p.logx:
+        ax.set_xscale("log")
+    if p.logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(p.xlabel, fontsize=8)
+    ax.set_ylabel(p.ylabel, fontsize=8)
+    if labelled:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _draw_bars(ax: Any, p: BarsPanel) -> None:
+    v = to_numpy(p.values).reshape(-1)
+    e = to_numpy(p.errors).reshape(-1) if p.errors is not None else None
+    if v.size != len(p.labels) or (e is not None and e.size != v.size):
+        raise ValueError(f"bars panel {p.title!r}: {len(p.labels)} labels, {v.size} values"
+                         + (f", {e.size} errors" if e is not None else ""))
+    pos = np.arange(v.size)
+    ax.bar(pos, v, yerr=e, capsize=4, color=[f"C{i}" for i in range(v.size)], alpha=0.8)
+    ax.axhline(0.0, color="k", lw=1)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([str(a) for a in p.labels], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(p.ylabel, fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def panels_figure(path: str, panels: Sequence[Any], *, title: Optional[str] = None,
                   columns: Optional[int] = None, panel_size: float = 3.2,
                   shared_scale: bool = True) -> dict:
@@ -180,6 +259,10 @@ def panels_figure(path: str, panels: Sequence[Any], *, title: Optional[str] = No
             _draw_samples(ax, p)
         elif isinstance(p, CurvesPanel):
             _draw_curves(ax, p)
+        elif isinstance(p, LinesPanel):
+            _draw_lines(ax, p)
+        elif isinstance(p, BarsPanel):
+            _draw_bars(ax, p)
         else:
             raise TypeError(f"unknown panel type {type(p).__name__}")
         if p.title:

@@ -125,11 +125,18 @@ def build_optimizer(network: nn.Module, optim_cfg: Any) -> torch.optim.Adam:
                             eps=float(optim_cfg.eps), weight_decay=float(optim_cfg.weight_decay))
 
 
-def learning_rate(optim_cfg: Any, step: int) -> float:
-    """lr · min(step / warmup, 1) at update ``step`` (0-based); lr when warmup is 0."""
+def learning_rate(optim_cfg: Any, step: int, n_iters: int) -> float:
+    """lr · min(step / warmup, 1) at update ``step`` (0-based; lr when warmup is 0), times
+    ½(1 + cos(π·(step − from)/(n_iters − from))) from ``optim.cosineDecayFrom`` on when it is set."""
     lr = float(optim_cfg.lr)
     warmup = int(optim_cfg.warmup)
-    return lr * min(step / warmup, 1.0) if warmup > 0 else lr
+    if warmup > 0:
+        lr *= min(step / warmup, 1.0)
+    start = optim_cfg.cosine_decay_from
+    if start is not None and step > start:
+        frac = min((step - start) / max(1, n_iters - start), 1.0)
+        lr *= 0.5 * (1.0 + math.cos(math.pi * frac))
+    return lr
 
 
 def build_state(experiment: Any, device: Any = "cpu", dist: Optional[D.Dist] = None) -> TrainState:
@@ -375,7 +382,7 @@ def train_step(state: TrainState, x0: Tensor, generator: Optional[torch.Generato
     if state.dist is not None:
         reduced, stop_all, total = _reduce_step(state, res, stop)
     ok = bool(torch.isfinite(total) & torch.isfinite(norm))  # one sync per step
-    lr = learning_rate(cfg, state.step)
+    lr = learning_rate(cfg, state.step, int(state.experiment.training.n_iters))
     if ok:
         for group in opt.param_groups:
             group["lr"] = lr

@@ -89,7 +89,7 @@ def reference_steps(state, world: int, steps) -> list[float]:
             total += float(res.total) / world
         torch.nn.utils.clip_grad_norm_(list(state.network.parameters()), max_norm=float(exp.optim.grad_clip))
         for group in state.optimizer.param_groups:
-            group["lr"] = T.learning_rate(exp.optim, state.step)
+            group["lr"] = T.learning_rate(exp.optim, state.step, int(exp.training.n_iters))
         state.optimizer.step()
         state.step += 1
         state.ema.update(state.network.parameters())

@@ -72,6 +72,9 @@ def test_likelihood_nll_and_sample():
     assert res["perSample"].shape == (8,)
     s = _call("sample", {"model": "m", "n": 10, "method": "pc", "N": 20, "seed": 3}, state)
     assert s["x"].shape == (10, 2) and s["nfe"] == 40
+    # the checkerboard's score is closed-form too (toys.Checkerboard)
+    fish = _call("diagnostics.fisher", {"model": "m", "t": [0.5], "n": 8, "rtol": 1e-3, "atol": 1e-3}, state)
+    assert fish["fisherModel"][0] > 0 and fish["fisherOde"][0] > 0
     s2 = _call("sample", {"model": "m", "n": 10, "method": "ode", "rtol": 1e-3, "atol": 1e-3}, state)
     assert s2["x"].shape == (10, 2) and torch.isfinite(s2["x"]).all()
 

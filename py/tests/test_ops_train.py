@@ -64,19 +64,37 @@ def test_train_run_events_result_and_model_handle(worker, tmp_path):
     nll = worker.call("toy.nll", {"model": "m1", "n": 64, "rtol": 1e-3, "atol": 1e-3})
     assert nll["floor"] == pytest.approx(math.log(32)) and nll["floorMethod"] == "exact"
     assert math.isfinite(nll["nll"]) and nll["gap"] == pytest.approx(nll["nll"] - math.log(32)) and nll["step"] == 8
+    per = nll["perSample"]
+    assert per.dtype == torch.float64 and per.shape == (64,) and float(per.mean()) == pytest.approx(nll["nll"])
+    again = worker.call("toy.nll", {"model": "m1", "n": 64, "rtol": 1e-3, "atol": 1e-3})
+    assert torch.equal(again["perSample"], per)  # the same test points: pairable across models
     dens = worker.call("toy.density", {"model": "m1", "n": 8, "rtol": 1e-3, "atol": 1e-3})
     assert [a.shape[0] for a in dens["axes"]] == [8, 8] and dens["logp"].shape == (8, 8)
     assert torch.isfinite(dens["logp"]).all()
-    assert float(dens["axes"][0][0]) == pytest.approx(-4.4) and float(dens["axes"][1][-1]) == pytest.approx(4.4)
+    # 8 cells of side 1 tiling [−4, 4]² (the squares' edges are cell edges)
+    assert float(dens["axes"][0][0]) == pytest.approx(-3.5) and float(dens["axes"][1][-1]) == pytest.approx(3.5)
     tl = dens["trueLogp"]
     on = tl[torch.isfinite(tl)]
-    assert 0 < on.numel() < 64 and torch.allclose(on, torch.full_like(on, -math.log(32)))
+    assert on.numel() == 32 and torch.allclose(on, torch.full_like(on, -math.log(32)))
+    mass = float((dens["logp"].double().exp() * torch.isfinite(tl)).sum())  # cell area 1
+    assert dens["massOnSupport"] == pytest.approx(mass, rel=1e-5) and 0 < dens["massOnSupport"] <= dens["massInGrid"]
+    assert dens["solver"] == "dopri5"
+    diag = worker.call("toy.diagnostics", {"model": "m1", "t": [1e-3, 0.1, 1.0], "n": 16, "ode": False})
+    assert diag["t"] == [1e-3, 0.1, 1.0] and diag["fisherOde"] is None and diag["n"] == 16
+    for k in ("residual", "dtScore", "gradPhi", "sigmaScore", "sigmaScoreTrue", "scoreError"):
+        assert len(diag[k]) == 3 and all(math.isfinite(v) and v >= 0 for v in diag[k]), k
+    with_ode = worker.call("toy.diagnostics", {"model": "m1", "t": [0.5], "n": 4, "rtol": 1e-3, "atol": 1e-3})
+    assert len(with_ode["fisherOde"]) == 1 and with_ode["fisherOde"][0] > 0
     smp = worker.call("toy.samples", {"model": "m1", "n": 32})
     assert smp["method"] == "ode" and smp["x"].shape == (32, 2) and smp["nfe"] > 0
     png = worker.call("plot.toy", {"path": str(tmp_path / "toy.png"), "panels": [
         {"kind": "density", "title": "model", "axes": dens["axes"], "logp": dens["logp"]},
         {"kind": "density", "title": "truth", "axes": dens["axes"], "logp": dens["trueLogp"]},
-        {"kind": "samples", "x": smp["x"]}]})
+        {"kind": "samples", "x": smp["x"]},
+        {"kind": "lines", "title": "residual", "logx": True, "logy": True,
+         "series": [{"label": "m1", "x": diag["t"], "y": diag["residual"], "color": "C0"},
+                    {"x": diag["t"], "y": diag["gradPhi"], "style": "--", "color": "C0"}]},
+        {"kind": "bars", "labels": ["a", "b"], "values": [-0.1, 0.05], "errors": [0.02, 0.03]}], "panelSize": 3})
     assert png["bytes"] > 1000 and os.path.isfile(png["path"])
     lines = worker.call("plot.lines", {"path": str(tmp_path / "l.png"), "series": [{"label": "nll", "x": [0, 1], "y": [4.0, 3.9]}],
                                        "hline": {"y": math.log(32), "label": "floor"}})
@@ -139,3 +157,12 @@ def test_bad_requests_name_the_field(worker, tmp_path):
     with pytest.raises(WorkerError) as info:
         worker.call("toy.nll", {"model": "nope"})
     assert info.value.code == "BAD_REQUEST" and "no model 'nope'" in info.value.message
+    worker.call("train.run", {"experiment": experiment(name="toy/b", n_iters=1), "workdir": str(tmp_path / "b")})
+    for args, field in [({"model": "toy/b", "t": [0.0, 0.5]}, "args.t[0]"), ({"model": "toy/b", "t": []}, "args.t"),
+                        ({"model": "toy/b", "t": [0.5], "typo": 1}, "args.typo"), ({"model": "not-loaded", "t": [0.5]}, "args.model")]:
+        with pytest.raises(WorkerError) as info:
+            worker.call("toy.diagnostics", args)
+        assert info.value.code == "BAD_REQUEST" and info.value.data.get("field") == field, info.value.data
+    with pytest.raises(WorkerError) as info:
+        worker.call("toy.density", {"model": "toy/b", "gridLo": 1, "gridHi": 0})
+    assert info.value.data.get("field") == "args.gridLo"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from fpdiff import plots as PL
 from fpdiff import toys
-from fpdiff.ops.toy import checkerboard_log_prob, entropy_floor, true_log_prob
+from fpdiff.toys import checkerboard_log_prob, entropy_floor, true_log_prob
 
 
 def _png(info):

@@ -5,6 +5,7 @@ optimisation step and EMA class would do it."""
 from __future__ import annotations
 
 import copy
+import math
 import importlib
 import os
 import pickle
@@ -27,14 +28,14 @@ DSM = {"kind": "dsm", "weighting": "conventional", "reduce": "mean"}
 
 
 def toy_experiment(terms=None, *, n_iters=6, batch=64, lr=1e-3, warmup=0, clip=1.0, log=1, snap=4, meta=2,
-                   deterministic=True, seed=3, dataset="checkerboard"):
+                   deterministic=True, seed=3, dataset="checkerboard", optim=None):
     return resolve.experiment({
         "name": "toy/test",
         "sde": {"kind": "ve"},
         "model": dict(TINY_MLP),
         "data": {"kind": "toy", "dataset": dataset},
         "loss": {"terms": terms or [DSM]},
-        "optim": {"kind": "adam", "lr": lr, "warmup": warmup, "gradClip": clip},
+        "optim": {"kind": "adam", "lr": lr, "warmup": warmup, "gradClip": clip, **(optim or {})},
         "training": {"batchSize": batch, "nIters": n_iters, "logFreq": log, "snapshotFreq": snap,
                      "snapshotFreqForPreemption": meta, "seed": seed, "deterministic": deterministic},
     })
@@ -90,6 +91,20 @@ def test_warmup_learning_rate_and_ema_decay_follow_the_original(tmp_path):
     assert lrs == pytest.approx([0.0, 2.5e-4, 5e-4])  # lr·min(k/warmup, 1) at update k
     assert state.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert state.ema.num_updates == 3
+
+
+def test_cosine_decay_spans_the_updates_from_its_start_to_n_iters(tmp_path):
+    """optim.cosineDecayFrom: constant lr up to that update, then lr·½(1 + cos(π·(k − from)/(nIters − from)))."""
+    exp = toy_experiment(n_iters=6, lr=1e-3, optim={"cosineDecayFrom": 2})
+    events = []
+    T.train(exp, str(tmp_path), callback=events.append)
+    lrs = [e["lr"] for e in events if e["type"] == "metrics"]
+    expected = [1e-3 if k <= 2 else 1e-3 * 0.5 * (1 + math.cos(math.pi * (k - 2) / 4)) for k in range(6)]
+    assert lrs == pytest.approx(expected, rel=1e-12) and lrs[-1] < lrs[3] < lrs[2]
+    assert T.learning_rate(exp.optim, 9, 6) == 0.0  # past nIters it stays at 0
+    # with warm-up both factors apply
+    both = toy_experiment(n_iters=4, lr=1e-3, warmup=4, optim={"cosineDecayFrom": 0}).optim
+    assert T.learning_rate(both, 2, 4) == pytest.approx(1e-3 * 0.5 * 0.5, rel=1e-12)
 
 
 def test_resume_from_meta_repeats_the_uninterrupted_losses(tmp_path):

@@ -12,6 +12,13 @@ export const AdamSchema = z.strictObject({
   warmup: z.number().int().min(0).default(5000),
   /** Gradient-norm clipping threshold; a negative value disables clipping (as in the original). */
   gradClip: z.number().default(1),
+  /**
+   * When set: from this update on, the learning rate follows a cosine from `lr` down to 0 at
+   * `training.nIters` (lr·½(1 + cos(π·(k − from)/(nIters − from)))), after any warm-up. A
+   * continuation sets it to its start step, so the decay spans its own updates. Absent: constant
+   * after warm-up, as Score SDE. (Not in the original's config layout.)
+   */
+  cosineDecayFrom: z.number().int().min(0).optional(),
 });
 
 export const OptimSchema = z.discriminatedUnion("kind", [AdamSchema]);

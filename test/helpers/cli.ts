@@ -19,9 +19,16 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Pr
   });
 }
 
-/** `fpd <args> --json`, parsed; a non-zero exit fails with the command's stderr. */
+/**
+ * `fpd <args> --json`, parsed; a non-zero exit fails with its cause: with `--json` the error
+ * document `{error: {code, message, ...}}` is on stdout, anything else (a crash, the worker's
+ * traceback) on stderr — both are quoted.
+ */
 export async function fpdJson<T = any>(args: string[], env?: NodeJS.ProcessEnv): Promise<T> {
   const r = await runCli([...args, "--json"], env);
-  if (r.status !== 0) throw new Error(`fpd ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  if (r.status !== 0) {
+    const cause = [r.stdout.trim(), r.stderr.trim().split("\n").slice(-40).join("\n")].filter(Boolean).join("\n--- stderr ---\n");
+    throw new Error(`fpd ${args.join(" ")} exited ${r.status}: ${cause || "(no output)"}`);
+  }
   return JSON.parse(r.stdout) as T;
 }

@@ -25,7 +25,21 @@ class AdamConfig:
     weight_decay: float = 0.0
     warmup: int = 5000
     grad_clip: float = 1.0
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "lr": "lr", "beta1": "beta1", "eps": "eps", "weight_decay": "weightDecay", "warmup": "warmup", "grad_clip": "gradClip"}
+    cosine_decay_from: Optional[int] = None
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "lr": "lr", "beta1": "beta1", "eps": "eps", "weight_decay": "weightDecay", "warmup": "warmup", "grad_clip": "gradClip", "cosine_decay_from": "cosineDecayFrom"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"cosine_decay_from"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarsPanel:
+    kind: Literal["bars"] = "bars"
+    title: Optional[str] = None
+    labels: tuple[str, ...]
+    values: tuple[float, ...]
+    errors: Optional[tuple[float, ...]] = None
+    ylabel: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "labels": "labels", "values": "values", "errors": "errors", "ylabel": "ylabel"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "errors", "ylabel"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,10 +306,10 @@ class DensityPanel:
     title: Optional[str] = None
     axes: tuple[Union[Tensor, tuple[float, ...], tuple[tuple[float, ...], ...]], ...]
     logp: Union[Tensor, tuple[float, ...], tuple[tuple[float, ...], ...]]
-    log_scale: Optional[bool] = None
+    log_scale: bool = False
     vmax: Optional[float] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "axes": "axes", "logp": "logp", "log_scale": "logScale", "vmax": "vmax"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "log_scale", "vmax"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "vmax"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -767,6 +781,40 @@ class LikelihoodNllArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinesPanel:
+    kind: Literal["lines"] = "lines"
+    title: Optional[str] = None
+    series: tuple[LinesPanelSeries, ...]
+    xlabel: Optional[str] = None
+    ylabel: Optional[str] = None
+    logx: bool = False
+    logy: bool = False
+    hline: Optional[LinesPanelHline] = None
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "series": "series", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinesPanelHline:
+    y: float
+    label: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinesPanelSeries:
+    label: Optional[str] = None
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    yerr: Optional[tuple[float, ...]] = None
+    style: Optional[Literal["-", "--", ":", "-."]] = None
+    color: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"label": "label", "x": "x", "y": "y", "yerr": "yerr", "style": "style", "color": "color"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label", "yerr", "style", "color"})
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoadedModel:
     handle: str
     name: str
@@ -961,11 +1009,11 @@ class PlotLinesArgs:
     title: Optional[str] = None
     xlabel: Optional[str] = None
     ylabel: Optional[str] = None
-    logx: Optional[bool] = None
-    logy: Optional[bool] = None
+    logx: bool = False
+    logy: bool = False
     hline: Optional[PlotLinesArgsHline] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "series": "series", "title": "title", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "logx", "logy", "hline"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -990,11 +1038,12 @@ class PlotLinesArgsSeries:
 class PlotToyArgs:
     path: str
     title: Optional[str] = None
-    panels: tuple[Union[DensityPanel, SamplesPanel, CurvesPanel], ...]
+    panels: tuple[Union[DensityPanel, SamplesPanel, CurvesPanel, LinesPanel, BarsPanel], ...]
     columns: Optional[int] = None
-    shared_scale: Optional[bool] = None
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "title": "title", "panels": "panels", "columns": "columns", "shared_scale": "sharedScale"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "columns", "shared_scale"})
+    shared_scale: bool = True
+    panel_size: float = 3.2
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "title": "title", "panels": "panels", "columns": "columns", "shared_scale": "sharedScale", "panel_size": "panelSize"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "columns"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1219,9 +1268,9 @@ class ToyDataArgs:
     n: int
     dim: Optional[int] = None
     scale: Optional[float] = None
-    seed: Optional[int] = None
+    seed: int = 0
     WIRE: ClassVar[dict[str, str]] = {"dataset": "dataset", "n": "n", "dim": "dim", "scale": "scale", "seed": "seed"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"dim", "scale", "seed"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"dim", "scale"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1244,19 +1293,19 @@ class ToyDataResult:
 @dataclass(frozen=True, kw_only=True)
 class ToyDensityArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
-    n: Optional[int] = None
+    weights: Literal["ema", "model"] = "ema"
+    n: int = 100
     grid_lo: Optional[Union[float, tuple[float, ...]]] = None
     grid_hi: Optional[Union[float, tuple[float, ...]]] = None
-    truth: Optional[bool] = None
+    truth: bool = True
     batch_size: Optional[int] = None
     rtol: Optional[float] = None
     atol: Optional[float] = None
     eps: Optional[float] = None
     method: Optional[Literal["dopri5", "rk4", "euler"]] = None
-    steps: Optional[int] = None
+    steps: int = 100
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "grid_lo": "gridLo", "grid_hi": "gridHi", "truth": "truth", "batch_size": "batchSize", "rtol": "rtol", "atol": "atol", "eps": "eps", "method": "method", "steps": "steps"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "n", "grid_lo", "grid_hi", "truth", "batch_size", "rtol", "atol", "eps", "method", "steps"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"grid_lo", "grid_hi", "batch_size", "rtol", "atol", "eps", "method"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1264,25 +1313,56 @@ class ToyDensityResult:
     axes: tuple[Tensor, ...]
     logp: Tensor
     true_logp: Optional[Tensor]
+    mass_on_support: Optional[float]
+    mass_in_grid: float
     nfe: int
+    solver: str
     seconds: float
-    WIRE: ClassVar[dict[str, str]] = {"axes": "axes", "logp": "logp", "true_logp": "trueLogp", "nfe": "nfe", "seconds": "seconds"}
+    WIRE: ClassVar[dict[str, str]] = {"axes": "axes", "logp": "logp", "true_logp": "trueLogp", "mass_on_support": "massOnSupport", "mass_in_grid": "massInGrid", "nfe": "nfe", "solver": "solver", "seconds": "seconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToyDiagnosticsArgs:
+    model: str
+    weights: Literal["ema", "model"] = "ema"
+    t: tuple[float, ...]
+    n: int = 256
+    seed: int = 0
+    ode: bool = True
+    rtol: float = 0.00001
+    atol: float = 0.00001
+    WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "t": "t", "n": "n", "seed": "seed", "ode": "ode", "rtol": "rtol", "atol": "atol"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToyDiagnosticsResult:
+    t: tuple[float, ...]
+    residual: tuple[float, ...]
+    dt_score: tuple[float, ...]
+    grad_phi: tuple[float, ...]
+    sigma_score: Optional[tuple[float, ...]]
+    sigma_score_true: Optional[tuple[float, ...]]
+    score_error: Optional[tuple[float, ...]]
+    fisher_ode: Optional[tuple[float, ...]]
+    n: int
+    seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"t": "t", "residual": "residual", "dt_score": "dtScore", "grad_phi": "gradPhi", "sigma_score": "sigmaScore", "sigma_score_true": "sigmaScoreTrue", "score_error": "scoreError", "fisher_ode": "fisherOde", "n": "n", "seconds": "seconds"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ToyNllArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
-    n: Optional[int] = None
-    seed: Optional[int] = None
+    weights: Literal["ema", "model"] = "ema"
+    n: int = 2000
+    seed: int = 0
     batch_size: Optional[int] = None
     rtol: Optional[float] = None
     atol: Optional[float] = None
     eps: Optional[float] = None
     method: Optional[Literal["dopri5", "rk4", "euler"]] = None
-    steps: Optional[int] = None
+    steps: int = 100
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "seed": "seed", "batch_size": "batchSize", "rtol": "rtol", "atol": "atol", "eps": "eps", "method": "method", "steps": "steps"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "n", "seed", "batch_size", "rtol", "atol", "eps", "method", "steps"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"batch_size", "rtol", "atol", "eps", "method"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1293,12 +1373,13 @@ class ToyNllResult:
     floor: Optional[float]
     floor_method: Optional[Literal["exact", "monte-carlo"]]
     gap: Optional[float]
+    per_sample: Tensor
     n: int
     nfe: int
     solver: str
     seconds: float
     step: int
-    WIRE: ClassVar[dict[str, str]] = {"dataset": "dataset", "nll": "nll", "stderr": "stderr", "floor": "floor", "floor_method": "floorMethod", "gap": "gap", "n": "n", "nfe": "nfe", "solver": "solver", "seconds": "seconds", "step": "step"}
+    WIRE: ClassVar[dict[str, str]] = {"dataset": "dataset", "nll": "nll", "stderr": "stderr", "floor": "floor", "floor_method": "floorMethod", "gap": "gap", "per_sample": "perSample", "n": "n", "nfe": "nfe", "solver": "solver", "seconds": "seconds", "step": "step"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1314,23 +1395,23 @@ class ToyProgress:
 @dataclass(frozen=True, kw_only=True)
 class ToySamplesArgs:
     model: str
-    weights: Optional[Literal["ema", "model"]] = None
-    n: Optional[int] = None
-    seed: Optional[int] = None
+    weights: Literal["ema", "model"] = "ema"
+    n: int = 2000
+    seed: int = 0
     method: Optional[Literal["ode", "pc"]] = None
     eps: Optional[float] = None
     noise_removal: Optional[bool] = None
     solver: Optional[Literal["dopri5", "rk4", "euler"]] = None
     rtol: Optional[float] = None
     atol: Optional[float] = None
-    steps: Optional[int] = None
+    steps: int = 100
     predictor: Optional[Literal["reverse_diffusion", "euler_maruyama", "none"]] = None
     corrector: Optional[Literal["langevin", "none"]] = None
     snr: Optional[float] = None
     n_steps_each: Optional[int] = None
     N: Optional[int] = None
     WIRE: ClassVar[dict[str, str]] = {"model": "model", "weights": "weights", "n": "n", "seed": "seed", "method": "method", "eps": "eps", "noise_removal": "noiseRemoval", "solver": "solver", "rtol": "rtol", "atol": "atol", "steps": "steps", "predictor": "predictor", "corrector": "corrector", "snr": "snr", "n_steps_each": "nStepsEach", "N": "N"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"weights", "n", "seed", "method", "eps", "noise_removal", "solver", "rtol", "atol", "steps", "predictor", "corrector", "snr", "n_steps_each", "N"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"method", "eps", "noise_removal", "solver", "rtol", "atol", "predictor", "corrector", "snr", "n_steps_each", "N"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1534,6 +1615,7 @@ class VPSDEConfig:
 
 __all__ = [
     "AdamConfig",
+    "BarsPanel",
     "BpdConfig",
     "CancelArgs",
     "CancelResult",
@@ -1596,6 +1678,9 @@ __all__ = [
     "InspectResultEma0",
     "InspectResultOptimizer0",
     "LikelihoodNllArgs",
+    "LinesPanel",
+    "LinesPanelHline",
+    "LinesPanelSeries",
     "LoadedModel",
     "LossConfig",
     "LossEvalArgs",
@@ -1642,6 +1727,8 @@ __all__ = [
     "ToyDataResult",
     "ToyDensityArgs",
     "ToyDensityResult",
+    "ToyDiagnosticsArgs",
+    "ToyDiagnosticsResult",
     "ToyNllArgs",
     "ToyNllResult",
     "ToyProgress",

@@ -164,10 +164,10 @@ def fisher(args: T.DiagnosticsFisherArgs, ctx: OpContext) -> T.FisherResult:
     data = lm.experiment.data
     if not isinstance(data, C.ToyDataConfig):
         raise bad_request("args.model", "the Fisher diagnostic needs a toy model")
-    mix = toys.toy_mixture(data.dataset, data.dim, data.scale)
+    mix = toys.toy_law(data.dataset, data.dim, data.scale)
     if mix is None:
         raise bad_request("args.model", f"the data score of {data.dataset!r} is not known in closed form "
-                                        "(use mog1d, mog2d or gaussian)")
+                                        "(use checkerboard, mog1d, mog2d or gaussian)")
     x = _points(args, lm, 500, 500)
     progress = _Progress(ctx, len(args.t))
     truth = mix.to(dtype=x.dtype, device=lm.device).score_model(lm.sde)

@@ -1,130 +1,96 @@
-"""Ops of the toy main job: toy data, a model's ODE log-density on a grid and its NLL against the
-entropy floor, samples, and the report's pictures (``plot.toy``, ``plot.lines``).
+"""Ops of the toy main job: toy data, a model's ODE log-density on a grid (with its mass on the
+data's support), its NLL of fresh test points beside the entropy floor, samples, the mechanism
+curves along t, and the report's pictures (``plot.toy``, ``plot.lines``).
 
-The ODE solves and the samplers are the numerics area's ops (``likelihood.nll`` with the exact
-divergence, ``sample``; ops/numerics.py), called with these ops' arguments restricted to toy
-models; their throttled ``progress {done, total, nfe, elapsedSeconds}`` events and cancellation
-come with them. What is added here: the grid, the true density, the entropy floor, the pictures.
+Thin adapters over the generated argument types (schemas: ``src/protocol/ops/toy.ts``, where every
+static default lives): each fills only the defaults that depend on the model (its experiment's ODE
+and sampling settings), then makes one call into ``fpdiff.toys`` (truth,
+data), ``fpdiff.diagnostics`` (the ODE measurements and curves), ``fpdiff.sampling`` or
+``fpdiff.plots``; no toy op calls another op. Long ops emit throttled ``progress {done, total, nfe,
+elapsedSeconds}`` events and honour cancellation.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Optional
 
 import torch
 
 from .. import config as C
 from .. import toys
+from .._generated import types as T
 from ..data import step_seed
-from ..protocol import BAD_REQUEST
-from . import REGISTRY, Args, OpContext, OpError, op
+from . import OpContext, bad_request, op
 from .state import LoadedModel, get_model
 
 Tensor = torch.Tensor
 
 STREAM_TEST = 101  # toy.data samples: independent of every training stream
-ODE_KEYS = ("solver", "rtol", "atol", "steps")
-PC_KEYS = ("predictor", "corrector", "snr", "nStepsEach", "N")
-
-
-# ---------------------------------------------------------------------------------------------
-# Truth
-
-
-def checkerboard_log_prob(x: Tensor, scale: Optional[float] = None) -> Tensor:
-    """log density of the checkerboard (uniform 1/32 on the 8 squares of side 2 in [−4, 4]² where
-    ⌊x₁/2⌋ + ⌊x₂/2⌋ is even; −inf elsewhere), scaled by ``scale``."""
-    s = 1.0 if scale is None else float(scale)
-    u = x.double() / s
-    inside = (u >= -4).all(-1) & (u < 4).all(-1)
-    cells = torch.floor(u / 2).long().sum(-1)
-    on = inside & (torch.remainder(cells, 2) == 0)
-    val = -math.log(32.0) - 2 * math.log(s)
-    return torch.where(on, torch.full_like(u[:, 0], val), torch.full_like(u[:, 0], -math.inf))
-
-
-def true_log_prob(dataset: str, x: Tensor, dim: Optional[int] = None, scale: Optional[float] = None) -> Optional[Tensor]:
-    """The data law's log-density where it is known in closed form (else None)."""
-    if dataset == "checkerboard":
-        return checkerboard_log_prob(x, scale)
-    mix = toys.toy_mixture(dataset, dim, scale)
-    if mix is not None:
-        return mix.log_prob0(x.double())
-    return None
-
-
-def entropy_floor(dataset: str, dim: Optional[int] = None, scale: Optional[float] = None,
-                  seed: int = 0, n: int = 1_000_000) -> tuple[Optional[float], Optional[str]]:
-    """The differential entropy (nats), the floor of any NLL: exact where toys.toy_entropy knows
-    it, else a Monte-Carlo mean of −log q over n samples for the mixtures, else None."""
-    h = toys.toy_entropy(dataset, dim, scale)
-    if h is not None:
-        return float(h), "exact"
-    mix = toys.toy_mixture(dataset, dim, scale)
-    if mix is None:
-        return None, None
-    g = torch.Generator().manual_seed(step_seed(seed, 0, STREAM_TEST + 1))
-    x = mix.sample(n, g, dtype=torch.float64)
-    return float(-mix.log_prob0(x).mean()), "monte-carlo"
+STREAM_NOISE = 202  # sampler noise and the curves' perturbations
+_ODE_ONLY = ("solver", "rtol", "atol")
+_PC_ONLY = ("predictor", "corrector", "snr", "n_steps_each", "N")
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
 
-def _call(name: str, raw: dict[str, Any], ctx: OpContext) -> Any:
-    """Transitional: another op's handler on these args, answered as a wire value."""
-    spec = REGISTRY[name]
-    return spec.run(spec.parse(raw), ctx)
+class _Progress:
+    """Throttled progress events + cancellation, as a `callback(count, total)`: counts ODE function
+    evaluations (`nfe`) for the solvers, finished items (`done`) for curves."""
+
+    def __init__(self, ctx: OpContext, total: int, *, counts: str = "nfe", interval: float = 1.0):
+        self.ctx, self.total, self.counts, self.interval = ctx, total, counts, interval
+        self.done = 0
+        self.nfe = 0
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+
+    def __call__(self, count: int, _total: Any = None) -> None:
+        self.ctx.check_cancelled()
+        if self.counts == "nfe":
+            self.nfe = int(count)
+        else:
+            self.done = int(count)
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.ctx.emit(T.ToyProgress(done=self.done, total=self.total, nfe=self.nfe, elapsed_seconds=now - self.t0))
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
 
 
-def _toy_model(args: Args, ctx: OpContext) -> tuple[LoadedModel, Any]:
-    lm = get_model(ctx.state, args.str("model"), f"{args.path}.model")
+def _toy_model(ctx: OpContext, handle: str) -> tuple[LoadedModel, C.ToyDataConfig]:
+    lm = get_model(ctx.state, handle)
     data = lm.experiment.data
     if not isinstance(data, C.ToyDataConfig):
-        raise OpError(BAD_REQUEST, f"{args.path}.model: {lm.handle!r} was trained on {data.kind} data; toy ops need a toy model", f"{args.path}.model")
+        raise bad_request("args.model", f"{lm.handle!r} was trained on {data.kind} data; toy ops need a toy model")
     return lm, data
 
 
-def opt(a: Args, kind: str, key: str, **kw: Any) -> Any:
-    """An optional argument: None when absent or null, else read by ``Args.<kind>``."""
-    a.seen.add(key)
-    if a.raw.get(key) is None:
+def _pick(value: Any, default: Any) -> Any:
+    """An optional argument, else the model's own setting."""
+    return default if value is None else value
+
+
+def _ode(args: Any, lm: LoadedModel) -> dict[str, Any]:
+    """ODE settings, absent ones from the experiment's eval.bpd, as `diagnostics.ode_nll` takes them."""
+    bpd = lm.experiment.eval.bpd
+    return {"eps": _pick(args.eps, bpd.eps), "rtol": _pick(args.rtol, bpd.rtol), "atol": _pick(args.atol, bpd.atol),
+            "method": _pick(args.method, bpd.solver), "steps": args.steps, "batch_size": args.batch_size}
+
+
+def _bound(value: Any, dim: int, field: str) -> Optional[list[float]]:
+    """A grid bound: a number for every axis or one per axis, or None."""
+    if value is None:
         return None
-    return getattr(a, kind)(key, **kw)
-
-
-def _bounds(args: Args, dataset: str, dim: int, scale: Optional[float], key: str) -> tuple[list[float], list[float]]:
-    """Grid bounds: given (a number for every axis, or one per axis) or the data's range ±5 %."""
-    lo_raw, hi_raw = args.any(key + "Lo", None), args.any(key + "Hi", None)
-
-    def per_axis(v: Any, name: str) -> list[float]:
-        vals = v if isinstance(v, list) else [v] * dim
-        if len(vals) != dim or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in vals):
-            raise OpError(BAD_REQUEST, f"{args.path}.{name}: expected a number or {dim} numbers", f"{args.path}.{name}")
-        return [float(a) for a in vals]
-
-    if lo_raw is not None and hi_raw is not None:
-        lo, hi = per_axis(lo_raw, key + "Lo"), per_axis(hi_raw, key + "Hi")
-    else:
-        if dataset == "checkerboard":
-            s = 1.0 if scale is None else float(scale)
-            lo, hi = [-4.4 * s] * dim, [4.4 * s] * dim
-        else:
-            g = torch.Generator().manual_seed(step_seed(0, 0, STREAM_TEST + 2))
-            x = toys.sample_toy(dataset, 20000, dim=dim, scale=scale, generator=g, dtype=torch.float64)
-            a, b = x.min(0).values, x.max(0).values
-            pad = 0.05 * (b - a)
-            lo, hi = (a - pad).tolist(), (b + pad).tolist()
-        if lo_raw is not None:
-            lo = per_axis(lo_raw, key + "Lo")
-        if hi_raw is not None:
-            hi = per_axis(hi_raw, key + "Hi")
-    for i in range(dim):
-        if not lo[i] < hi[i]:
-            raise OpError(BAD_REQUEST, f"{args.path}.{key}Lo: must be below {key}Hi on every axis", f"{args.path}.{key}Lo")
-    return lo, hi
+    vals = list(value) if isinstance(value, (tuple, list)) else [value] * dim
+    if len(vals) != dim:
+        raise bad_request(field, f"expected a number or {dim} numbers")
+    return [float(v) for v in vals]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,181 +98,191 @@ def _bounds(args: Args, dataset: str, dim: int, scale: Optional[float], key: str
 
 
 @op("toy.data")
-def toy_data(args: Args, ctx: OpContext) -> dict[str, Any]:
+def toy_data(args: T.ToyDataArgs, ctx: OpContext) -> T.ToyDataResult:
     """n samples of a toy data set (seeded), with its entropy where known."""
-    dataset = args.str("dataset", choices=toys.DATASETS)
-    n = args.int("n", min=1, max=10_000_000)
-    dim = opt(args, "int", "dim", min=1)
-    scale = opt(args, "float", "scale", min=1e-12)
-    seed = args.int("seed", 0, min=0)
-    args.done()
-    g = torch.Generator().manual_seed(step_seed(seed, 0, STREAM_TEST))
+    g = torch.Generator().manual_seed(step_seed(args.seed, 0, STREAM_TEST))
     try:
-        x = toys.sample_toy(dataset, n, dim=dim, scale=scale, generator=g, dtype=torch.float32)
+        x = toys.sample_toy(args.dataset, args.n, dim=args.dim, scale=args.scale, generator=g, dtype=torch.float32)
     except ValueError as exc:
-        raise OpError(BAD_REQUEST, f"args.dim: {exc}", "args.dim") from None
-    h = toys.toy_entropy(dataset, x.shape[1], scale)
-    return {"x": x, "entropy": h}
-
-
-def _delegate(args: Args, allowed: tuple[str, ...], defaults: dict[str, Any]) -> Args:
-    """The request's args for a numerics op (only this op's keys; defaults where absent)."""
-    extra = sorted(set(args.raw) - set(allowed))
-    if extra:
-        raise OpError(BAD_REQUEST, f"{args.path}.{extra[0]}: unknown field", f"{args.path}.{extra[0]}")
-    raw = {k: v for k, v in args.raw.items() if v is not None}
-    for k, v in defaults.items():
-        raw.setdefault(k, v)
-    return Args(raw, args.path)
-
-
-ODE_ARGS = ("rtol", "atol", "eps", "method", "steps")
+        raise bad_request("args.dim", str(exc)) from None
+    return T.ToyDataResult(x=x, entropy=toys.toy_entropy(args.dataset, x.shape[1], args.scale))
 
 
 @op("toy.density")
-def toy_density(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """A toy model's ODE log-density on a 1-D / 2-D grid (exact divergence), and the true one."""
-    lm, data = _toy_model(args, ctx)
-    n = args.int("n", 100, min=2, max=2000)
-    truth = args.bool("truth", True)
+def toy_density(args: T.ToyDensityArgs, ctx: OpContext) -> T.ToyDensityResult:
+    """A toy model's ODE log-density (exact divergence) on a 1-D / 2-D grid, the true one, and the
+    model's mass on the data's support (checkerboard)."""
+    from ..diagnostics import toy_density as density
+
+    lm, data = _toy_model(ctx, args.model)
+    n = args.n
     dim = int(data.dim)
     if dim > 2:
-        raise OpError(BAD_REQUEST, f"args.model: the grid density needs 1-D or 2-D data, this model's is {dim}-D", "args.model")
-    lo, hi = _bounds(args, data.dataset, dim, data.scale, "grid")
-    axes = [torch.linspace(lo[i], hi[i], n, dtype=torch.float64) for i in range(dim)]
-    if dim == 1:
-        pts = axes[0][:, None]
-    else:
-        yy, xx = torch.meshgrid(axes[1], axes[0], indexing="ij")  # rows follow y
-        pts = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
-    # The ODE solve is likelihood.nll's (numerics area) on the grid points.
-    sub = _delegate(args, ("model", "weights", "n", "truth", "gridLo", "gridHi", "batchSize") + ODE_ARGS,
-                    {"batchSize": pts.shape[0]})
-    raw = {k: v for k, v in sub.raw.items() if k not in ("n", "truth", "gridLo", "gridHi")}
-    raw.update({"x": pts.float(), "divergence": "exact", "dequantize": False, "repeats": 1})
-    res = _call("likelihood.nll", raw, ctx)
-    shape = (n,) if dim == 1 else (n, n)
-    true = true_log_prob(data.dataset, pts, dim, data.scale) if truth else None
-    return {
-        "axes": [a.float() for a in axes],
-        "logp": (-res["perSample"]).reshape(shape).float(),
-        "trueLogp": true.reshape(shape).float() if true is not None else None,
-        "nfe": int(res["nfe"]),
-        "seconds": float(res["seconds"]),
-    }
+        raise bad_request("args.model", f"the grid density needs 1-D or 2-D data, this model's is {dim}-D")
+    lo, hi = _bound(args.grid_lo, dim, "args.gridLo"), _bound(args.grid_hi, dim, "args.gridHi")
+    if lo is not None and hi is not None and not all(a < b for a, b in zip(lo, hi)):
+        raise bad_request("args.gridLo", "must be below gridHi on every axis")
+    progress = _Progress(ctx, n**dim)
+    try:
+        res = density(lm.score_model(args.weights), data.dataset, n, dim=dim, scale=data.scale, lo=lo, hi=hi,
+                      truth=args.truth, device=lm.device, callback=progress, **_ode(args, lm))
+    except ValueError as exc:  # bounds that leave no grid
+        raise bad_request("args.gridLo", str(exc)) from None
+    true = res["true_logp"]
+    return T.ToyDensityResult(
+        axes=tuple(a.float() for a in res["axes"]),
+        logp=res["logp"].float(),
+        true_logp=true.float() if true is not None else None,
+        mass_on_support=res["mass_on_support"],
+        mass_in_grid=res["mass_in_grid"],
+        nfe=int(res["nfe"]),
+        solver=", ".join(res["solvers"]),
+        seconds=progress.seconds,
+    )
 
 
 @op("toy.nll")
-def toy_nll(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """Mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor."""
-    lm, data = _toy_model(args, ctx)
-    sub = _delegate(args, ("model", "weights", "n", "seed", "batchSize") + ODE_ARGS, {"n": 2000})
-    sub.raw.update({"divergence": "exact", "dequantize": False, "repeats": 1})
-    res = _call("likelihood.nll", sub.raw, ctx)
-    floor, how = entropy_floor(data.dataset, data.dim, data.scale)
-    return {
-        "dataset": data.dataset,
-        "nll": float(res["nll"]),
-        "stderr": float(res["nllStderr"]),
-        "floor": floor,
-        "floorMethod": how,
-        "gap": float(res["nll"]) - floor if floor is not None else None,
-        "n": int(res["n"]),
-        "nfe": int(res["nfe"]),
-        "solver": res["solver"],
-        "seconds": float(res["seconds"]),
-        "step": int(res["step"]),
-    }
+def toy_nll(args: T.ToyNllArgs, ctx: OpContext) -> T.ToyNllResult:
+    """Mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor,
+    with the per-sample values (same seed → same points for every model: paired comparisons)."""
+    from ..diagnostics import toy_nll as nll
+
+    lm, data = _toy_model(ctx, args.model)
+    n = args.n
+    progress = _Progress(ctx, n)
+    res = nll(lm.score_model(args.weights), data.dataset, n, seed=args.seed, dim=data.dim,
+              scale=data.scale, device=lm.device, callback=progress, **_ode(args, lm))
+    floor = res["floor"]
+    return T.ToyNllResult(
+        dataset=data.dataset,
+        nll=res["nll"],
+        stderr=res["stderr"],
+        floor=floor,
+        floor_method=res["floor_method"],
+        gap=res["nll"] - floor if floor is not None else None,
+        per_sample=res["per_sample"],
+        n=n,
+        nfe=int(res["nfe"]),
+        # "dopri5", or the fallback that had to take over (see likelihood.solve_ode)
+        solver=", ".join(res["solvers"]),
+        seconds=progress.seconds,
+        step=lm.step,
+    )
 
 
 @op("toy.samples")
-def toy_samples(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """Samples of a toy model by the probability-flow ODE or the PC sampler (the numerics area's
-    ``sample`` op, restricted to toy models)."""
-    _toy_model(args, ctx)
-    sub = _delegate(args, ("model", "weights", "n", "seed", "method", "eps", "noiseRemoval") + ODE_KEYS + PC_KEYS,
-                    {"n": 2000})
-    return _call("sample", sub.raw, ctx)
+def toy_samples(args: T.ToySamplesArgs, ctx: OpContext) -> T.ToySamplesResult:
+    """Samples of a toy model by the probability-flow ODE or the PC sampler (defaults: the
+    experiment's sampling section)."""
+    from .. import sampling as S
+
+    lm, data = _toy_model(ctx, args.model)
+    cfg = lm.experiment.sampling
+    method = args.method or cfg.method
+    for key in _ODE_ONLY if method == "pc" else _PC_ONLY:
+        if getattr(args, key) is not None:
+            raise bad_request(f"args.{T.ToySamplesArgs.WIRE[key]}", f"applies to method {'ode' if method == 'pc' else 'pc'!r}; "
+                                                                    f"this request samples with {method!r}")
+    eps = _pick(args.eps, cfg.eps)
+    if method == "pc":
+        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig(N=lm.sde.N, eps=eps)
+        kw: dict[str, Any] = dict(
+            predictor=_pick(args.predictor, pc.predictor), corrector=_pick(args.corrector, pc.corrector),
+            snr=_pick(args.snr, pc.snr), n_steps_each=_pick(args.n_steps_each, pc.n_steps_each),
+            noise_removal=_pick(args.noise_removal, pc.noise_removal), N=_pick(args.N, pc.N),
+        )
+        if kw["predictor"] == "none" and kw["corrector"] == "none":
+            raise bad_request("args.corrector", 'a PC sampler needs a predictor or a corrector (both are "none")')
+    else:
+        oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig(eps=eps)
+        solver = _pick(args.solver, oc.solver)
+        kw = dict(rtol=_pick(args.rtol, oc.rtol), atol=_pick(args.atol, oc.atol), method=solver,
+                  noise_removal=_pick(args.noise_removal, oc.noise_removal),
+                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / args.steps})
+    n = args.n
+    gen = torch.Generator(device=lm.device).manual_seed(step_seed(args.seed, 0, STREAM_NOISE))
+    progress = _Progress(ctx, n)
+    fn = S.pc_sample if method == "pc" else S.ode_sample
+    res = fn(lm.score_model(args.weights), (n, data.dim), eps=eps, generator=gen, device=lm.device,
+             dtype=torch.float32, callback=progress, **kw)
+    return T.ToySamplesResult(x=res.x.detach().cpu().float(), nfe=int(res.nfe), method=method, seconds=progress.seconds)
+
+
+@op("toy.diagnostics")
+def toy_diagnostics(args: T.ToyDiagnosticsArgs, ctx: OpContext) -> T.ToyDiagnosticsResult:
+    """The mechanism curves of a toy model along t: the absolute score-FPE residual beside ‖∂t s‖
+    and ‖∇φ̃‖; where the data score is closed-form, ‖std·s‖ beside the truth's, the score error
+    and the ScoreODE's Fisher divergence (FP-Diffusion Fig. 1/3; high-order DSM Fig. 3)."""
+    from ..diagnostics import toy_curves
+
+    lm, data = _toy_model(ctx, args.model)
+    n, seed = args.n, args.seed
+    gen = torch.Generator(device=lm.device).manual_seed(step_seed(seed, 0, STREAM_NOISE))
+    ts = list(args.t)
+    closed_form = toys.toy_law(data.dataset, data.dim, data.scale) is not None  # two passes per t: residual, Fisher
+    progress = _Progress(ctx, len(ts) * (2 if closed_form else 1), counts="done")
+    curves = toy_curves(lm.score_model(args.weights), data.dataset, n, ts, seed=seed, dim=data.dim, scale=data.scale,
+                        device=lm.device, ode=args.ode, rtol=args.rtol, atol=args.atol, generator=gen, callback=progress)
+
+    def opt(key: str) -> Optional[tuple[float, ...]]:
+        return tuple(curves[key]) if key in curves else None
+
+    return T.ToyDiagnosticsResult(
+        t=tuple(curves["t"]), residual=tuple(curves["residual"]), dt_score=tuple(curves["dt_score"]),
+        grad_phi=tuple(curves["grad_phi"]), sigma_score=opt("sigma_score"), sigma_score_true=opt("sigma_score_true"),
+        score_error=opt("fisher_model"), fisher_ode=opt("fisher_ode"), n=n, seconds=progress.seconds,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Pictures
 
 
-def _panel(raw: Any, path: str):
+def _panel(p: Any) -> Any:
+    """A generated panel → its `fpdiff.plots` panel."""
     from .. import plots as PL
 
-    a = Args(raw, path)
-    kind = a.str("kind", choices=("density", "samples", "curves"))
-    title = a.str("title", "")
-    if kind == "density":
-        axes = a.list("axes")
-        if len(axes) != 2:
-            raise OpError(BAD_REQUEST, f"{path}.axes: a density panel needs [x, y]", f"{path}.axes")
-        p = PL.DensityPanel(axes[0], axes[1], a.any("logp"), title=title, log_scale=a.bool("logScale", False),
-                            vmax=opt(a, "float", "vmax"))
-    elif kind == "samples":
-        p = PL.SamplesPanel(a.any("x"), title=title, xlim=opt(a, "list", "xlim"), ylim=opt(a, "list", "ylim"),
-                            histogram=opt(a, "bool", "histogram"))
-    else:
-        curves = []
-        for i, c in enumerate(a.list("curves", [])):
-            ca = Args(c, f"{path}.curves[{i}]")
-            curves.append((ca.str("label"), ca.any("logp")))
-            ca.done()
-        p = PL.CurvesPanel(a.any("x"), curves, samples=opt(a, "any", "samples"), title=title)
-    a.done()
-    return p
-
-
-def _plot_error(exc: Exception, field: str) -> OpError:
-    return OpError(BAD_REQUEST, f"{field}: {exc}", field)
+    title = p.title or ""
+    if isinstance(p, T.DensityPanel):
+        if len(p.axes) != 2:
+            raise ValueError(f"density panel {title!r}: needs axes [x, y]")
+        return PL.DensityPanel(p.axes[0], p.axes[1], p.logp, title=title, log_scale=p.log_scale, vmax=p.vmax)
+    if isinstance(p, T.SamplesPanel):
+        return PL.SamplesPanel(p.x, title=title, xlim=p.xlim, ylim=p.ylim, histogram=p.histogram)
+    if isinstance(p, T.CurvesPanel):
+        return PL.CurvesPanel(p.x, [(c.label, c.logp) for c in p.curves], samples=p.samples, title=title)
+    if isinstance(p, T.LinesPanel):
+        series = [{"label": s.label, "x": s.x, "y": s.y, "yerr": s.yerr, "style": s.style, "color": s.color} for s in p.series]
+        hline = {"y": p.hline.y, "label": p.hline.label} if p.hline is not None else None
+        return PL.LinesPanel(series, title=title, xlabel=p.xlabel or "", ylabel=p.ylabel or "", logx=p.logx,
+                             logy=p.logy, hline=hline)
+    return PL.BarsPanel(list(p.labels), p.values, p.errors, title=title, ylabel=p.ylabel or "")
 
 
 @op("plot.toy")
-def plot_toy(args: Args, ctx: OpContext) -> dict[str, Any]:
-    """A PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves."""
+def plot_toy(args: T.PlotToyArgs, ctx: OpContext) -> T.SavedPng:
+    """A PNG of toy panels side by side: density heat-maps, sample scatters, 1-D density curves,
+    lines along t, bars with error bars."""
     from .. import plots as PL
 
-    path = args.str("path")
-    title = opt(args, "str", "title")
-    columns = opt(args, "int", "columns", min=1)
-    shared = args.bool("sharedScale", True)
-    panels = [_panel(p, f"args.panels[{i}]") for i, p in enumerate(args.list("panels"))]
-    args.done()
     try:
-        return PL.panels_figure(path, panels, title=title, columns=columns, shared_scale=shared)
+        res = PL.panels_figure(args.path, [_panel(p) for p in args.panels], title=args.title, columns=args.columns,
+                               shared_scale=args.shared_scale, panel_size=args.panel_size)
     except (ValueError, TypeError) as exc:
-        raise _plot_error(exc, "args.panels") from None
+        raise bad_request("args.panels", str(exc)) from None
+    return T.SavedPng(path=res["path"], bytes=res["bytes"])
 
 
 @op("plot.lines")
-def plot_lines(args: Args, ctx: OpContext) -> dict[str, Any]:
+def plot_lines(args: T.PlotLinesArgs, ctx: OpContext) -> T.SavedPng:
     """A PNG line plot (ablations): series of (x, y[, yerr]) and an optional reference line."""
     from .. import plots as PL
 
-    path = args.str("path")
-    series = []
-    for i, s in enumerate(args.list("series")):
-        sa = Args(s, f"args.series[{i}]")
-        item = {"label": opt(sa, "str", "label"), "x": sa.any("x"), "y": sa.any("y")}
-        yerr = opt(sa, "any", "yerr")
-        if yerr is not None:
-            item["yerr"] = yerr
-        sa.done()
-        series.append(item)
-    hline = None
-    if opt(args, "map", "hline") is not None:
-        ha = args.sub("hline")
-        hline = {"y": ha.float("y"), "label": opt(ha, "str", "label")}
-        ha.done()
-    opts = dict(
-        title=opt(args, "str", "title"),
-        xlabel=args.str("xlabel", ""), ylabel=args.str("ylabel", ""),
-        logx=args.bool("logx", False), logy=args.bool("logy", False),
-    )
-    args.done()
+    series = [{"label": s.label, "x": s.x, "y": s.y, **({"yerr": s.yerr} if s.yerr is not None else {})} for s in args.series]
+    hline = {"y": args.hline.y, "label": args.hline.label} if args.hline is not None else None
     try:
-        return PL.line_plot(path, series, hline=hline, **opts)
+        res = PL.line_plot(args.path, series, hline=hline, title=args.title, xlabel=args.xlabel or "",
+                           ylabel=args.ylabel or "", logx=args.logx, logy=args.logy)
     except (ValueError, TypeError) as exc:
-        raise _plot_error(exc, "args.series") from None
+        raise bad_request("args.series", str(exc)) from None
+    return T.SavedPng(path=res["path"], bytes=res["bytes"])
