@@ -12,7 +12,7 @@ pytest.importorskip("fpdiff.ops.state")
 
 from fpdiff import checkpoints as CK  # noqa: E402
 from fpdiff import config as C  # noqa: E402
-from fpdiff.ops import REGISTRY, Args, OpContext, OpError, WorkerState  # noqa: E402
+from fpdiff.ops import REGISTRY, OpContext, OpError, WorkerState  # noqa: E402
 import fpdiff.ops.models  # noqa: E402,F401  (registers this area's ops only)
 
 from _resolve import resolved

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fpdiff import protocol as P
-from fpdiff.ops import Args, OpError
+from fpdiff.ops import OpError, load_all
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32, torch.uint8, torch.bool]
 
@@ -128,27 +128,18 @@ def test_unsupported_values_fail_loudly():
         P.encode_tensor(torch.zeros(2, dtype=torch.complex64))
 
 
-def test_args_reader_names_fields():
-    a = Args({"n": 3, "lr": 1, "name": "x", "flag": True, "sub": {"k": "v"}})
-    assert a.int("n", min=1) == 3
-    assert a.float("lr") == 1.0  # integers are numbers too (msgpack sends 1.0 as 1)
-    assert a.str("name", choices=("x", "y")) == "x"
-    assert a.bool("flag") is True
-    s = a.sub("sub")
-    assert s.str("k") == "v"
-    a.done()
-    with pytest.raises(OpError) as e:
-        Args({"n": "3"}).int("n")
-    assert e.value.field == "args.n" and "expected an integer" in e.value.message
-    with pytest.raises(OpError) as e:
-        Args({}).float("seconds")
-    assert e.value.field == "args.seconds"
-    with pytest.raises(OpError) as e:
-        Args({"sub": {"k": 1}}).sub("sub").str("k")
-    assert e.value.field == "args.sub.k"
-    r = Args({"a": 1, "typo": 2})
-    r.int("a")
-    with pytest.raises(OpError, match="args.typo: unknown field"):
-        r.done()
-    with pytest.raises(OpError, match="got True"):
-        Args({"n": True}).int("n")
+def test_op_args_are_checked_against_the_schema_naming_the_field():
+    sleep = load_all()["sleep"]
+    args = sleep.parse({"seconds": 1})
+    assert args.seconds == 1.0 and isinstance(args.seconds, float)  # msgpack sends 1.0 as 1
+    assert args.tick == 0.05  # the zod default
+    for raw, field, words in [
+        ({"seconds": "3"}, "args.seconds", "expected a number"),
+        ({}, "args.seconds", "required"),
+        ({"seconds": 1, "typo": 2}, "args.typo", "unknown key"),
+        ({"seconds": True}, "args.seconds", "got True"),
+        ({"seconds": -1}, "args.seconds", "minimum"),
+    ]:
+        with pytest.raises(OpError) as e:
+            sleep.parse(raw)
+        assert e.value.field == field and words in e.value.message, (raw, e.value.field, e.value.message)

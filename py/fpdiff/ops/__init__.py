@@ -42,15 +42,13 @@ class OpSpec:
     handler: Handler
     control: bool  # answered at once on the I/O thread; compute ops queue one at a time
     doc: str
-    legacy: bool = False  # a handler still written against the Args reader (being converted)
 
     def parse(self, raw: Any) -> Any:
         """The request's args, validated against the op's schema and typed (BAD_REQUEST if not)."""
         try:
-            value = schema.parse(f"{self.name}.args", raw, "args")
+            return schema.parse(f"{self.name}.args", raw, "args")
         except schema.SchemaError as err:
             raise OpError(BAD_REQUEST, str(err), err.path) from None
-        return Args(raw) if self.legacy else value
 
     def run(self, args: Any, ctx: "OpContext") -> Any:
         """The handler's answer as a wire value."""
@@ -72,8 +70,7 @@ def op(name: str) -> Callable[[Handler], Handler]:
         if name not in schema.OPS:
             raise RuntimeError(f"op {name!r} has no schema in src/protocol/ops (run `npm run gen` after adding one)")
         entry = schema.OPS[name]
-        legacy = fn.__annotations__.get("args") in ("Args", Args)
-        REGISTRY[name] = OpSpec(name, fn, not entry["compute"], entry["doc"], legacy)
+        REGISTRY[name] = OpSpec(name, fn, not entry["compute"], entry["doc"])
         return fn
 
     return register
@@ -129,97 +126,3 @@ class OpContext:
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
             raise Cancelled()
-
-
-_MISSING = object()
-
-
-class Args:
-    """Legacy reader for a request's ``args`` map, for handlers not yet converted to the generated
-    types (the schema has already validated the map when a handler sees it).
-
-    Every accessor names the offending field (``args.seconds``) in its error, and :meth:`done`
-    rejects keys the op does not know, so typos never pass silently.
-    """
-
-    def __init__(self, raw: Any, path: str = "args"):
-        if not isinstance(raw, dict):
-            raise OpError(BAD_REQUEST, f"{path}: expected a map, got {type(raw).__name__}", path)
-        self.raw = raw
-        self.path = path
-        self.seen: set[str] = set()
-
-    def _get(self, key: str, default: Any) -> Any:
-        self.seen.add(key)
-        if key in self.raw and self.raw[key] is not None:
-            return self.raw[key]
-        if default is _MISSING:
-            raise OpError(BAD_REQUEST, f"{self.path}.{key}: required", f"{self.path}.{key}")
-        return default
-
-    def _fail(self, key: str, expected: str, value: Any) -> OpError:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return OpError(BAD_REQUEST, f"{self.path}.{key}: expected {expected}, got {shown}", f"{self.path}.{key}")
-
-    def float(self, key: str, default: Any = _MISSING, *, min: float | None = None, max: float | None = None) -> float:
-        v = self._get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self._fail(key, "a number", v)
-        if (min is not None and v < min) or (max is not None and v > max):
-            raise self._fail(key, f"a number in [{min}, {max}]", v)
-        return float(v)
-
-    def int(self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None) -> int:
-        v = self._get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self._fail(key, "an integer", v)
-        if (min is not None and v < min) or (max is not None and v > max):
-            raise self._fail(key, f"an integer in [{min}, {max}]", v)
-        return v
-
-    def bool(self, key: str, default: Any = _MISSING) -> bool:
-        v = self._get(key, default)
-        if not isinstance(v, bool):
-            raise self._fail(key, "a boolean", v)
-        return v
-
-    def str(self, key: str, default: Any = _MISSING, *, choices: tuple[str, ...] | None = None) -> str:
-        v = self._get(key, default)
-        if not isinstance(v, str):
-            raise self._fail(key, "a string", v)
-        if choices is not None and v not in choices:
-            raise self._fail(key, "one of " + ", ".join(choices), v)
-        return v
-
-    def map(self, key: str, default: Any = _MISSING) -> dict:
-        v = self._get(key, default)
-        if not isinstance(v, dict):
-            raise self._fail(key, "a map", v)
-        return v
-
-    def list(self, key: str, default: Any = _MISSING) -> list:
-        v = self._get(key, default)
-        if not isinstance(v, list):
-            raise self._fail(key, "a list", v)
-        return v
-
-    def tensor(self, key: str, default: Any = _MISSING):
-        import torch
-
-        v = self._get(key, default)
-        if not isinstance(v, torch.Tensor):
-            raise self._fail(key, "a tensor", v)
-        return v
-
-    def any(self, key: str, default: Any = _MISSING) -> Any:
-        return self._get(key, default)
-
-    def sub(self, key: str, default: Any = _MISSING) -> "Args":
-        return Args(self.map(key, default), f"{self.path}.{key}")
-
-    def done(self) -> None:
-        extra = sorted(set(self.raw) - self.seen)
-        if extra:
-            raise OpError(BAD_REQUEST, f"{self.path}.{extra[0]}: unknown field", f"{self.path}.{extra[0]}")

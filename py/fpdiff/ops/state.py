@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .. import config as C
 from ..protocol import BAD_REQUEST
-from . import Args, OpError, WorkerState, bad_request
+from . import OpError, WorkerState, bad_request
 
 
 @dataclass
@@ -97,16 +97,3 @@ def resolve_device(name: str, path: str = "args.device") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise bad_request(path, "CUDA was asked for but this worker's torch sees no GPU")
     return dev
-
-
-# Transitional: ops still written against the legacy Args reader use these two.
-def experiment_arg(args: Args, key: str = "experiment") -> C.ExperimentConfig:
-    raw = args.map(key)
-    try:
-        return C.experiment_from_wire(raw, f"{args.path}.{key}")
-    except C.ConfigError as err:
-        raise OpError(BAD_REQUEST, str(err), err.path) from None
-
-
-def device_arg(args: Args, key: str = "device") -> torch.device:
-    return resolve_device(args.str(key, "auto"), f"{args.path}.{key}")
