@@ -15,31 +15,11 @@ import json
 import sys
 from typing import Any, Union
 
-from ._generated.types import (
-    AdamConfig,
-    BpdConfig,
-    CIFAR10Config,
-    DDPMppConfig,
-    DSMTerm,
-    EvalConfig,
-    ExperimentConfig,
-    FiniteDifference,
-    FiniteDifferenceSteps,
-    HighOrderLambdas,
-    HighOrderTerm,
-    ImageNet32Config,
-    LossConfig,
-    MLPConfig,
-    NCSNppConfig,
-    ODESamplingConfig,
-    PCSamplingConfig,
-    ScoreFPETerm,
-    SubVPSDEConfig,
-    ToyDataConfig,
-    TrainingConfig,
-    VESDEConfig,
-    VPSDEConfig,
-)
+from ._generated import types as _types
+from ._generated.types import *  # noqa: F401,F403  (every generated class under its own name)
+from ._generated.types import (CIFAR10Config, DDPMppConfig, DSMTerm, HighOrderTerm, ImageNet32Config,
+                               MLPConfig, NCSNppConfig, ODESamplingConfig, PCSamplingConfig,
+                               ScoreFPETerm, SubVPSDEConfig, ToyDataConfig, VESDEConfig, VPSDEConfig)
 from .schema import SchemaError as ConfigError
 from .schema import encode as to_wire
 from .schema import experiment_from_wire
@@ -78,14 +58,9 @@ def _main() -> int:
     return 0
 
 
-__all__ = [
-    "AdamConfig", "BpdConfig", "CIFAR10Config", "ConfigError", "DDPMppConfig", "DSMTerm", "DataConfig",
-    "EvalConfig", "ExperimentConfig", "FiniteDifference", "FiniteDifferenceSteps", "HighOrderLambdas",
-    "HighOrderTerm", "ImageDataConfig", "ImageModelConfig", "ImageNet32Config", "LossConfig", "LossTerm",
-    "MLPConfig", "ModelConfig", "NCSNppConfig", "ODESamplingConfig", "PCSamplingConfig", "SDEConfig",
-    "SamplingConfig", "ScoreFPETerm", "SubVPSDEConfig", "ToyDataConfig", "TrainingConfig", "VESDEConfig",
-    "VPSDEConfig", "check", "data_dim", "experiment_from_wire", "is_image_data", "to_wire",
-]
+__all__ = [*_types.__all__, "ConfigError", "DataConfig", "ImageDataConfig", "ImageModelConfig", "LossTerm",
+           "ModelConfig", "SDEConfig", "SamplingConfig", "check", "data_dim", "experiment_from_wire",
+           "is_image_data", "to_wire"]
 
 if __name__ == "__main__":
     sys.exit(_main())
