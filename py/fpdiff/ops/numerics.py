@@ -20,7 +20,7 @@ from .. import config as C
 from .. import toys
 from .._generated import types as T
 from . import OpContext, bad_request, op
-from .state import LoadedModel, get_model
+from .state import LoadedModel, get_model, sampler_options
 
 Tensor = torch.Tensor
 
@@ -243,10 +243,6 @@ def likelihood_nll(args: T.LikelihoodNllArgs, ctx: OpContext) -> T.NllResult:
 # sample
 
 
-_PC_ONLY = ("predictor", "corrector", "snr", "n_steps_each", "N")
-_ODE_ONLY = ("solver", "rtol", "atol", "steps")
-
-
 @op("sample")
 def sample(args: T.SampleArgs, ctx: OpContext) -> T.SampleResult:
     """n samples of a model by its experiment's sampler (PC or probability-flow ODE), overridable."""
@@ -254,38 +250,13 @@ def sample(args: T.SampleArgs, ctx: OpContext) -> T.SampleResult:
     from ..data import inverse_scaler
 
     lm = get_model(ctx.state, args.model)
-    cfg = lm.experiment.sampling
-    method = args.method or cfg.method
-    for key in _ODE_ONLY if method == "pc" else _PC_ONLY:
-        if getattr(args, key) is not None:
-            wire = T.SampleArgs.WIRE[key]
-            raise bad_request(f"args.{wire}", f"applies to method {'ode' if method == 'pc' else 'pc'!r}; "
-                                              f"this request samples with {method!r}")
-    eps = args.eps if args.eps is not None else cfg.eps
+    method, eps, kw = sampler_options(args, lm, steps=args.steps)
     data = lm.experiment.data
     if isinstance(data, C.ToyDataConfig):
         shape_one: tuple[int, ...] = (data.dim,)
     else:
         shape_one = (data.num_channels, data.image_size, data.image_size)
 
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    if method == "pc":
-        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig(N=lm.sde.N, eps=eps)
-        kw: dict[str, Any] = dict(
-            predictor=pick(args.predictor, pc.predictor), corrector=pick(args.corrector, pc.corrector),
-            snr=pick(args.snr, pc.snr), n_steps_each=pick(args.n_steps_each, pc.n_steps_each),
-            noise_removal=pick(args.noise_removal, pc.noise_removal), N=pick(args.N, pc.N),
-        )
-        if kw["predictor"] == "none" and kw["corrector"] == "none":
-            raise bad_request("args.corrector", 'a PC sampler needs a predictor or a corrector (both are "none")')
-    else:
-        oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig(eps=eps)
-        solver = pick(args.solver, oc.solver)
-        kw = dict(rtol=pick(args.rtol, oc.rtol), atol=pick(args.atol, oc.atol), method=solver,
-                  noise_removal=pick(args.noise_removal, oc.noise_removal),
-                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / pick(args.steps, 100)})
     model = lm.score_model(args.weights)
     gen = _noise(lm, args.seed)
     progress = _Progress(ctx, args.n)

@@ -97,3 +97,41 @@ def resolve_device(name: str, path: str = "args.device") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise bad_request(path, "CUDA was asked for but this worker's torch sees no GPU")
     return dev
+
+
+def pick(value: Any, default: Any) -> Any:
+    """An optional argument, else the model's own setting."""
+    return default if value is None else value
+
+
+PC_ONLY = ("predictor", "corrector", "snr", "n_steps_each", "N")
+
+
+def sampler_options(args: Any, model: LoadedModel, *, steps: Optional[int],
+                    ode_only: tuple[str, ...] = ("solver", "rtol", "atol", "steps")) -> tuple[str, float, dict[str, Any]]:
+    """(method, eps, keyword arguments of ``sampling.pc_sample`` / ``ode_sample``) for a sample
+    request: each option the request leaves out is the model's experiment's; an option of the other
+    sampler is refused, naming it."""
+    cfg = model.experiment.sampling
+    method = args.method or cfg.method
+    for key in ode_only if method == "pc" else PC_ONLY:
+        if getattr(args, key) is not None:
+            raise bad_request(f"args.{type(args).WIRE[key]}", f"applies to method {'ode' if method == 'pc' else 'pc'!r}; "
+                                                             f"this request samples with {method!r}")
+    eps = pick(args.eps, cfg.eps)
+    if method == "pc":
+        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig(N=model.sde.N, eps=eps)
+        kw: dict[str, Any] = dict(
+            predictor=pick(args.predictor, pc.predictor), corrector=pick(args.corrector, pc.corrector),
+            snr=pick(args.snr, pc.snr), n_steps_each=pick(args.n_steps_each, pc.n_steps_each),
+            noise_removal=pick(args.noise_removal, pc.noise_removal), N=pick(args.N, pc.N),
+        )
+        if kw["predictor"] == "none" and kw["corrector"] == "none":
+            raise bad_request("args.corrector", 'a PC sampler needs a predictor or a corrector (both are "none")')
+    else:
+        oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig(eps=eps)
+        solver = pick(args.solver, oc.solver)
+        kw = dict(rtol=pick(args.rtol, oc.rtol), atol=pick(args.atol, oc.atol), method=solver,
+                  noise_removal=pick(args.noise_removal, oc.noise_removal),
+                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / pick(steps, 100)})
+    return method, eps, kw

@@ -22,16 +22,12 @@ from .. import toys
 from .._generated import types as T
 from ..data import step_seed
 from . import OpContext, bad_request, op
-from .state import LoadedModel, get_model
+from .state import LoadedModel, get_model, pick, sampler_options
 
 Tensor = torch.Tensor
 
 STREAM_TEST = 101  # toy.data samples: independent of every training stream
 STREAM_NOISE = 202  # sampler noise and the curves' perturbations
-_ODE_ONLY = ("solver", "rtol", "atol")
-_PC_ONLY = ("predictor", "corrector", "snr", "n_steps_each", "N")
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
@@ -71,16 +67,11 @@ def _toy_model(ctx: OpContext, handle: str) -> tuple[LoadedModel, C.ToyDataConfi
     return lm, data
 
 
-def _pick(value: Any, default: Any) -> Any:
-    """An optional argument, else the model's own setting."""
-    return default if value is None else value
-
-
 def _ode(args: Any, lm: LoadedModel) -> dict[str, Any]:
     """ODE settings, absent ones from the experiment's eval.bpd, as `diagnostics.ode_nll` takes them."""
     bpd = lm.experiment.eval.bpd
-    return {"eps": _pick(args.eps, bpd.eps), "rtol": _pick(args.rtol, bpd.rtol), "atol": _pick(args.atol, bpd.atol),
-            "method": _pick(args.method, bpd.solver), "steps": args.steps, "batch_size": args.batch_size}
+    return {"eps": pick(args.eps, bpd.eps), "rtol": pick(args.rtol, bpd.rtol), "atol": pick(args.atol, bpd.atol),
+            "method": pick(args.method, bpd.solver), "steps": args.steps, "batch_size": args.batch_size}
 
 
 def _bound(value: Any, dim: int, field: str) -> Optional[list[float]]:
@@ -177,28 +168,8 @@ def toy_samples(args: T.ToySamplesArgs, ctx: OpContext) -> T.ToySamplesResult:
     from .. import sampling as S
 
     lm, data = _toy_model(ctx, args.model)
-    cfg = lm.experiment.sampling
-    method = args.method or cfg.method
-    for key in _ODE_ONLY if method == "pc" else _PC_ONLY:
-        if getattr(args, key) is not None:
-            raise bad_request(f"args.{T.ToySamplesArgs.WIRE[key]}", f"applies to method {'ode' if method == 'pc' else 'pc'!r}; "
-                                                                    f"this request samples with {method!r}")
-    eps = _pick(args.eps, cfg.eps)
-    if method == "pc":
-        pc = cfg if isinstance(cfg, C.PCSamplingConfig) else C.PCSamplingConfig(N=lm.sde.N, eps=eps)
-        kw: dict[str, Any] = dict(
-            predictor=_pick(args.predictor, pc.predictor), corrector=_pick(args.corrector, pc.corrector),
-            snr=_pick(args.snr, pc.snr), n_steps_each=_pick(args.n_steps_each, pc.n_steps_each),
-            noise_removal=_pick(args.noise_removal, pc.noise_removal), N=_pick(args.N, pc.N),
-        )
-        if kw["predictor"] == "none" and kw["corrector"] == "none":
-            raise bad_request("args.corrector", 'a PC sampler needs a predictor or a corrector (both are "none")')
-    else:
-        oc = cfg if isinstance(cfg, C.ODESamplingConfig) else C.ODESamplingConfig(eps=eps)
-        solver = _pick(args.solver, oc.solver)
-        kw = dict(rtol=_pick(args.rtol, oc.rtol), atol=_pick(args.atol, oc.atol), method=solver,
-                  noise_removal=_pick(args.noise_removal, oc.noise_removal),
-                  options=None if solver == "dopri5" else {"step_size": (1.0 - eps) / args.steps})
+    # steps always has its zod default here, so it is no ODE-only option to refuse
+    method, eps, kw = sampler_options(args, lm, steps=args.steps, ode_only=("solver", "rtol", "atol"))
     n = args.n
     gen = torch.Generator(device=lm.device).manual_seed(step_seed(args.seed, 0, STREAM_NOISE))
     progress = _Progress(ctx, n)
