@@ -10,7 +10,7 @@ import { ConfigError, formatPath, parseOrThrow, type ConfigIssue, type PathSegme
 import { SdeSchema, type Sde } from "./sde.js";
 import { ModelSchema, isImageModel } from "./model.js";
 import { DataSchema, ResolvedDataSchema, TOY_DIMS, dataDim, isImageData } from "./data.js";
-import { LossSchema, type LossTerm } from "./loss.js";
+import { LossSchema, ScoreFpeTermSchema, type LossTerm } from "./loss.js";
 import { OptimSchema } from "./optim.js";
 import {
   EvalSchema,
@@ -201,6 +201,9 @@ export function crossFieldErrors(e: Experiment): Problem[] {
   return errs;
 }
 
+/** The score-FPE term's weights when none are given. */
+const SCORE_FPE_DEFAULTS = ScoreFpeTermSchema.parse({ kind: "scoreFpe" });
+
 /** Legitimate but unusual combinations: reported by `fpd config validate` and `show`, never fatal. */
 export function lint(e: Experiment): ConfigIssue[] {
   const warns: ConfigIssue[] = [];
@@ -232,6 +235,12 @@ export function lint(e: Experiment): ConfigIssue[] {
     if (t.kind === "scoreFpe") {
       if (t.mode !== "scalar" && t.alpha === 0) add(["loss", "terms", i, "alpha"], `alpha = 0 switches the vector term of mode ${fmt(t.mode)} off`);
       if (t.mode !== "vector" && t.beta === 0) add(["loss", "terms", i, "beta"], `beta = 0 switches the scalar term of mode ${fmt(t.mode)} off`);
+      // A calibrated share sets the weight when training starts, so a weight the user chose would be lost unnoticed.
+      for (const [share, weight] of [["vectorShare", "alpha"], ["scalarShare", "beta"]] as const) {
+        if (t.calibrate?.[share] !== undefined && t[weight] !== SCORE_FPE_DEFAULTS[weight]) {
+          add(["loss", "terms", i, weight], `${weight} = ${t[weight]} is replaced when training starts by the value calibrate.${share} gives; drop one of them`);
+        }
+      }
       if (t.div === "exact" && D > EXACT_JACOBIAN_MAX_DIM) {
         add(["loss", "terms", i, "div"], `the exact divergence costs D = ${D} backward passes per step`);
       }

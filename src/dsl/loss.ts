@@ -60,7 +60,8 @@ export const FiniteDifferenceSchema = z.strictObject({
  * unweighted terms and the rest of the loss on `batches` of its own first batches (the model as it
  * starts: fresh, fine-tuned or resumed from scratch) and sets α = share·L / vector, β = share·L /
  * scalar; the values are written to the run directory (score_fpe_calibration.json) and reused when
- * the run resumes. A share left out keeps its `alpha` / `beta`.
+ * the run resumes. A share left out keeps its `alpha` / `beta`; a share given replaces the
+ * weight (lint warns when that weight was not the default).
  */
 export const ScoreFpeCalibrationSchema = z
   .strictObject({
