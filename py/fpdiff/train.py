@@ -670,8 +670,9 @@ def train(experiment: Any, workdir: str, *, device: Any = "cpu", resume: bool = 
         batches = D.all_or_none(dist, lambda: make_batches(experiment.data, int(experiment.training.batch_size),
                                                            int(experiment.training.seed)))
     # score-FPE shares → α, β: every rank measures the same model on the same batches and draws
+    # (no broadcast needed); rank 0 records them
     resumed = start_from is not None and start_from["kind"] in ("meta", "snapshot")
-    calibrate_run(state, workdir, batches, resumed=resumed, emit=emit)
+    calibrate_run(state, workdir, batches, resumed=resumed, record=dist is None or dist.is_main, emit=emit)
 
     def run_emit(e: dict) -> None:
         if hooks is not None:

@@ -18,6 +18,7 @@ from fpdiff import config as C
 from fpdiff import distributed as D
 from fpdiff import train as T
 from fpdiff.data import STREAM_DROPOUT, STREAM_LOSS, make_batches
+from fpdiff.losses.calibration import CALIBRATION_FILE, calibrate, calibrated_terms
 
 import _resolve as resolve
 
@@ -34,6 +35,9 @@ LOSSES = {
     # 'both' adds the scalar term, an L2 norm over the batch: with W ranks it is the mean of the
     # shards' norms (docs/contracts.md), which is what the reference below computes too
     "dsm_fpe_both": [DSM, {"kind": "scoreFpe", "mode": "both", "div": "exact", "dt": {"finiteDifference": {"hs": 1e-3, "hd": 5e-4}}}],
+    # α from its share of the loss, measured by every rank on the same global batches
+    "dsm_fpe_calibrated": [DSM, {"kind": "scoreFpe", "mode": "vector", "weighting": "convention", "div": "exact",
+                                 "calibrate": {"vectorShare": 0.05, "batches": 2}}],
 }
 
 
@@ -99,6 +103,12 @@ def reference_steps(state, world: int, steps) -> list[float]:
 
 def reference_run(terms, world: int, n_steps: int, **kw):
     state = T.build_state(C.experiment_from_wire(wire(terms, **kw)), "cpu")
+    if calibrated_terms(state.loss):  # one process measures the shares on the job's global batches
+        exp = state.experiment
+        batches = make_batches(exp.data, int(exp.training.batch_size), int(exp.training.seed))
+        state.network.train()
+        state.calibration = calibrate(state.loss, state.score, [batches.batch(j) for j in range(4)],
+                                      seed=int(exp.training.seed), start=0)
     return reference_steps(state, world, range(n_steps)), state
 
 
@@ -135,6 +145,11 @@ def check_equal_to_reference(where, terms, n):
         assert torch.allclose(a, b.detach(), rtol=1e-4, atol=1e-5)
     for a, b in zip(r0["ema"], ref.ema.shadow_params):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    if calibrated_terms(ref.loss):
+        # the α the job trained with, recorded once, is the one process's
+        recorded = json.loads((where / CALIBRATION_FILE).read_text())["terms"]
+        assert [r["alpha"] for r in recorded] == pytest.approx([r["alpha"] for r in ref.calibration], rel=1e-6)
+        assert [e["alpha"] for e in ev["events"] if e["type"] == "calibration"] == [r["alpha"] for r in recorded]
     # the checkpoint rank 0 wrote is the job's state
     from fpdiff import checkpoints as ck
     loaded = ck.load_checkpoint(ck.meta_checkpoint_path(str(where)))

@@ -76,10 +76,11 @@ def _spec(term: ScoreFPELoss) -> dict:
     return {"vectorShare": c.vector_share, "scalarShare": c.scalar_share, "batches": c.batches}
 
 
-def calibrate_run(state: Any, workdir: str, batches: Any, *, resumed: bool,
+def calibrate_run(state: Any, workdir: str, batches: Any, *, resumed: bool, record: bool = True,
                   emit: Callable[[dict], None] = lambda e: None) -> Optional[list[dict]]:
     """The training hook: on a resumed run, the α / β recorded in ``workdir``; otherwise measure
-    them on the model as it starts and record them. Emits one ``calibration`` event per term."""
+    them on the model as it starts and record them (when ``record``: rank 0 of a job). Emits one
+    ``calibration`` event per term."""
     terms = calibrated_terms(state.loss)
     if not terms:
         return None
@@ -109,6 +110,7 @@ def calibrate_run(state: Any, workdir: str, batches: Any, *, resumed: bool,
 
             raise TrainingError(str(exc), f"experiment.loss.terms[{terms[0][0]}].calibrate") from None
         records = [dict(r, source="measured") for r in measured]
+    if record and records[0]["source"] == "measured":
         with atomic_path(path) as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump({"terms": [{k: v for k, v in r.items() if k != "source"} for r in records]}, fh, indent=1)
