@@ -2,7 +2,9 @@
 """The experiment and every op's arguments, results and events as frozen dataclasses.
 
 Field names are the wire's camelCase keys in snake_case; `WIRE` maps each field back to its key.
-Defaults are the zod schemas'. Validation is not here: fpdiff.schema checks every message against
+Defaults are the zod schemas'. Sections that are one shape with other defaults share a base class
+that states their fields once (`ImageModelConfig`: NCSN++ and DDPM++); named unions are type
+aliases (`SDEConfig`). Validation is not here: fpdiff.schema checks every message against
 schema.json (generated beside this file) before it builds one of these.
 """
 
@@ -15,6 +17,56 @@ if TYPE_CHECKING:
     from torch import Tensor
 else:
     Tensor = Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageDataConfig:
+    """What CIFAR10Config and ImageNet32Config share: one shape, other defaults."""
+    kind: Literal["cifar10", "imagenet32"]
+    path: Optional[str] = None
+    image_size: Literal[32] = 32
+    num_channels: Literal[3] = 3
+    centered: bool = False
+    random_flip: bool
+    uniform_dequantization: bool = False
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageModelConfig:
+    """What DDPMppConfig and NCSNppConfig share: one shape, other defaults."""
+    kind: Literal["ddpmpp", "ncsnpp"]
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    fir: bool
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: Literal["ddpm", "biggan"] = "biggan"
+    progressive: Literal["none", "output_skip", "residual"] = "none"
+    progressive_input: Literal["none", "input_skip", "residual"]
+    progressive_combine: Literal["sum", "cat"] = "sum"
+    attention_type: Literal["ddpm"] = "ddpm"
+    init_scale: float = 0.0
+    embedding_type: Literal["fourier", "positional"]
+    fourier_scale: float = 16.0
+    conv_size: int = 3
+    scale_by_sigma: bool
+    ema_rate: float
+    normalization: Literal["GroupNorm"] = "GroupNorm"
+    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
+    conditional: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
+
 
 @dataclass(frozen=True, kw_only=True)
 class AdamConfig:
@@ -99,8 +151,8 @@ class CheckpointInfo:
     sha256: Optional[str]
     bytes: Optional[int]
     step: Optional[int]
-    format: Literal["score_sde", "state_dict", "flax"]
-    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
+    format: CheckpointFormat
+    container: Optional[CheckpointContainer]
     has_ema: bool
     has_optimizer: bool
     warnings: Optional[tuple[str, ...]] = None
@@ -109,16 +161,9 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CIFAR10Config:
+class CIFAR10Config(ImageDataConfig):
     kind: Literal["cifar10"] = "cifar10"
-    path: Optional[str] = None
-    image_size: Literal[32] = 32
-    num_channels: Literal[3] = 3
-    centered: bool = False
     random_flip: bool = True
-    uniform_dequantization: bool = False
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +247,7 @@ class ConfigIssue:
 
 @dataclass(frozen=True, kw_only=True)
 class ConfigScheduleArgs:
-    sde: Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
+    sde: SDEConfig
     t: tuple[float, ...]
     WIRE: ClassVar[dict[str, str]] = {"sde": "sde", "t": "t"}
 
@@ -267,37 +312,13 @@ class DataSyntheticResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DDPMppConfig:
+class DDPMppConfig(ImageModelConfig):
     kind: Literal["ddpmpp"] = "ddpmpp"
-    nf: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 4
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
     fir: bool = False
-    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    skip_rescale: bool = True
-    resblock_type: Literal["ddpm", "biggan"] = "biggan"
-    progressive: Literal["none", "output_skip", "residual"] = "none"
     progressive_input: Literal["none", "input_skip", "residual"] = "none"
-    progressive_combine: Literal["sum", "cat"] = "sum"
-    attention_type: Literal["ddpm"] = "ddpm"
-    init_scale: float = 0.0
     embedding_type: Literal["fourier", "positional"] = "positional"
-    fourier_scale: float = 16.0
-    conv_size: int = 3
     scale_by_sigma: bool = False
     ema_rate: float = 0.9999
-    normalization: Literal["GroupNorm"] = "GroupNorm"
-    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
-    conditional: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -592,14 +613,14 @@ class EvalFidStatsResultInception:
 class ExperimentConfig:
     name: str
     description: Optional[str] = None
-    sde: Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
-    model: Union[NCSNppConfig, DDPMppConfig, MLPConfig]
-    data: Union[CIFAR10Config, ImageNet32Config, ToyDataConfig]
+    sde: SDEConfig
+    model: ModelConfig
+    data: DataConfig
     loss: LossConfig
     optim: AdamConfig
     training: TrainingConfig
     eval: EvalConfig
-    sampling: Union[PCSamplingConfig, ODESamplingConfig]
+    sampling: SamplingConfig
     WIRE: ClassVar[dict[str, str]] = {"name": "name", "description": "description", "sde": "sde", "model": "model", "data": "data", "loss": "loss", "optim": "optim", "training": "training", "eval": "eval", "sampling": "sampling"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"description"})
 
@@ -700,16 +721,9 @@ class HighOrderTerm:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageNet32Config:
+class ImageNet32Config(ImageDataConfig):
     kind: Literal["imagenet32"] = "imagenet32"
-    path: Optional[str] = None
-    image_size: Literal[32] = 32
-    num_channels: Literal[3] = 3
-    centered: bool = False
     random_flip: bool = False
-    uniform_dequantization: bool = False
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -717,8 +731,8 @@ class InspectResult:
     path: str
     bytes: Optional[int]
     sha256: Optional[str]
-    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
-    format: Literal["score_sde", "state_dict", "flax"]
+    container: Optional[CheckpointContainer]
+    format: CheckpointFormat
     step: Optional[int]
     tensors: int
     parameter_count: int
@@ -829,7 +843,7 @@ class LoadedModel:
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    terms: tuple[Union[DSMTerm, HighOrderTerm, ScoreFPETerm], ...]
+    terms: tuple[LossTerm, ...]
     WIRE: ClassVar[dict[str, str]] = {"terms": "terms"}
 
 
@@ -904,37 +918,13 @@ class ModelScoreResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NCSNppConfig:
+class NCSNppConfig(ImageModelConfig):
     kind: Literal["ncsnpp"] = "ncsnpp"
-    nf: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 4
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
     fir: bool = True
-    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    skip_rescale: bool = True
-    resblock_type: Literal["ddpm", "biggan"] = "biggan"
-    progressive: Literal["none", "output_skip", "residual"] = "none"
     progressive_input: Literal["none", "input_skip", "residual"] = "residual"
-    progressive_combine: Literal["sum", "cat"] = "sum"
-    attention_type: Literal["ddpm"] = "ddpm"
-    init_scale: float = 0.0
     embedding_type: Literal["fourier", "positional"] = "fourier"
-    fourier_scale: float = 16.0
-    conv_size: int = 3
     scale_by_sigma: bool = True
     ema_rate: float = 0.999
-    normalization: Literal["GroupNorm"] = "GroupNorm"
-    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
-    conditional: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1038,7 +1028,7 @@ class PlotLinesArgsSeries:
 class PlotToyArgs:
     path: str
     title: Optional[str] = None
-    panels: tuple[Union[DensityPanel, SamplesPanel, CurvesPanel, LinesPanel, BarsPanel], ...]
+    panels: tuple[Panel, ...]
     columns: Optional[int] = None
     shared_scale: bool = True
     panel_size: float = 3.2
@@ -1485,7 +1475,7 @@ class TrainEventEval:
     type: Literal["eval"] = "eval"
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     WIRE: ClassVar[dict[str, str]] = {"type": "type", "step": "step", "loss": "loss", "terms": "terms"}
 
 
@@ -1493,7 +1483,7 @@ class TrainEventEval:
 class TrainEventMetrics:
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     grad_norm: float
     lr: float
     type: Literal["metrics"] = "metrics"
@@ -1555,7 +1545,7 @@ class TrainingConfig:
 class TrainMetrics:
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     grad_norm: float
     lr: float
     WIRE: ClassVar[dict[str, str]] = {"step": "step", "loss": "loss", "terms": "terms", "grad_norm": "gradNorm", "lr": "lr"}
@@ -1613,14 +1603,28 @@ class VPSDEConfig:
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
+CheckpointContainer = Literal["zip", "legacy", "safetensors", "msgpack"]
+CheckpointFormat = Literal["score_sde", "state_dict", "flax"]
+DataConfig = Union[CIFAR10Config, ImageNet32Config, ToyDataConfig]
+LossTerm = Union[DSMTerm, HighOrderTerm, ScoreFPETerm]
+LossTerms = dict[str, float]
+ModelConfig = Union[NCSNppConfig, DDPMppConfig, MLPConfig]
+Panel = Union[DensityPanel, SamplesPanel, CurvesPanel, LinesPanel, BarsPanel]
+SamplingConfig = Union[PCSamplingConfig, ODESamplingConfig]
+SDEConfig = Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
+TrainEvent = Union[TrainEventProgress, TrainEventMetrics, TrainEventCheckpoint, TrainEventWarning, TrainEventCalibration, TrainEventEval, TrainEventSamples, TrainEventBpd]
+
+
 __all__ = [
     "AdamConfig",
     "BarsPanel",
     "BpdConfig",
     "CancelArgs",
     "CancelResult",
+    "CheckpointContainer",
     "CheckpointErrorDetails",
     "CheckpointErrorDetailsCounts",
+    "CheckpointFormat",
     "CheckpointInfo",
     "CIFAR10Config",
     "CkptConvertArgs",
@@ -1637,6 +1641,7 @@ __all__ = [
     "ConfigValidateResult",
     "CurvesPanel",
     "CurvesPanelCurves",
+    "DataConfig",
     "DataSyntheticArgs",
     "DataSyntheticResult",
     "DDPMppConfig",
@@ -1673,6 +1678,8 @@ __all__ = [
     "HelloResultVersions",
     "HighOrderLambdas",
     "HighOrderTerm",
+    "ImageDataConfig",
+    "ImageModelConfig",
     "ImageNet32Config",
     "InspectResult",
     "InspectResultEma0",
@@ -1685,7 +1692,10 @@ __all__ = [
     "LossConfig",
     "LossEvalArgs",
     "LossEvalResult",
+    "LossTerm",
+    "LossTerms",
     "MLPConfig",
+    "ModelConfig",
     "ModelLoadArgs",
     "ModelScoreArgs",
     "ModelScoreResult",
@@ -1693,6 +1703,7 @@ __all__ = [
     "NllResult",
     "NumericsProgress",
     "ODESamplingConfig",
+    "Panel",
     "PCSamplingConfig",
     "PingArgs",
     "PingResult",
@@ -1712,10 +1723,12 @@ __all__ = [
     "SampleShardsResult",
     "SampleShardsResultNfe",
     "SamplesPanel",
+    "SamplingConfig",
     "SavedFile",
     "SavedPng",
     "ScoreFPETerm",
     "ScoreFPETermCalibrate",
+    "SDEConfig",
     "ShutdownArgs",
     "ShutdownResult",
     "SleepArgs",
@@ -1735,6 +1748,7 @@ __all__ = [
     "ToySamplesArgs",
     "ToySamplesResult",
     "TrainCheckpoint",
+    "TrainEvent",
     "TrainEventBpd",
     "TrainEventCalibration",
     "TrainEventCalibrationMeasured",
