@@ -142,7 +142,7 @@ def fpe_residual(args: T.DiagnosticsFpeResidualArgs, ctx: OpContext) -> T.FpeRes
     from ..diagnostics import fpe_residual_curve
 
     lm = get_model(ctx.state, args.model)
-    image = C.is_image_data(lm.experiment.data)
+    image = isinstance(lm.experiment.data, C.ImageDataConfig)
     div = args.div or ("hutchinson" if image else "exact")
     x = _points(args, lm, 256, 16)
     progress = _Progress(ctx, len(args.t))
@@ -188,7 +188,7 @@ def likelihood_nll(args: T.LikelihoodNllArgs, ctx: OpContext) -> T.NllResult:
 
     lm = get_model(ctx.state, args.model)
     bpd_cfg = lm.experiment.eval.bpd
-    image = C.is_image_data(lm.experiment.data)
+    image = isinstance(lm.experiment.data, C.ImageDataConfig)
     method = args.method or bpd_cfg.solver
     eps = args.eps if args.eps is not None else bpd_cfg.eps
     dequantize = args.dequantize if args.dequantize is not None else bpd_cfg.dequantize

@@ -96,7 +96,7 @@ def eval_bpd_dataset(args: T.EvalBpdDatasetArgs, ctx: OpContext) -> dict[str, An
     """Bits/dim of a loaded image model over a whole split, resumable and sharded over ranks."""
     lm = get_model(ctx.state, args.model)
     exp = lm.experiment
-    if not C.is_image_data(exp.data):
+    if not isinstance(exp.data, C.ImageDataConfig):
         raise bad_request("args.model", "whole-data-set bits/dim is for image models (toys: toy.nll)")
     bc = exp.eval.bpd
     split = args.dataset or bc.dataset
@@ -161,7 +161,7 @@ def sample_shards(args: T.SampleShardsArgs, ctx: OpContext) -> T.SampleShardsRes
     out = os.path.abspath(args.out)
     spec = _sampler(args, exp)
     d = D.current()
-    image = C.is_image_data(exp.data)
+    image = isinstance(exp.data, C.ImageDataConfig)
     settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
                 "source": lm.source, "step": lm.step, "weights": args.weights}
     wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main), "experiment.data.path")
@@ -196,7 +196,7 @@ def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
     lm = get_model(ctx.state, args.model)
     exp = lm.experiment
-    if not C.is_image_data(exp.data):
+    if not isinstance(exp.data, C.ImageDataConfig):
         raise bad_request("args.model", "FID is for image models")
     n = args.n
     batch = min(n, args.batch_size)
