@@ -1,7 +1,9 @@
-"""Shared by the engine benchmarks: the machine record, thread set-up, the toy experiments."""
+"""Shared by the engine benchmarks: their common options, the machine record, thread set-up, the
+result document and file, the toy experiments."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -128,6 +130,29 @@ def machine(device: str) -> dict[str, Any]:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser (described by its docstring's first line) with the options every one
+    takes: --threads (default: as the worker), --tag (in the result file's name) and --no-write."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as the worker)")
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    return ap
+
+
+def record(benchmark: str, before: dict, device: str, threads: int, **fields: Any) -> dict:
+    """A result document: which benchmark, the machine before the run and its load after, the
+    threads, then the benchmark's own fields."""
+    return {"benchmark": benchmark, "machine": before, "loadAverageAfter": machine(device)["loadAverage"],
+            "threads": threads, **fields}
+
+
+def save(ns: argparse.Namespace, name: str, doc: dict) -> None:
+    """``doc`` as bench/results/<name>[.<tag>].json (printing the path), unless --no-write."""
+    if not ns.no_write:
+        print(write(f"{name}{'.' + ns.tag if ns.tag else ''}.json", doc))
 
 
 def write(name: str, doc: dict) -> str:
