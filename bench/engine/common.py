@@ -142,6 +142,19 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def start(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, int, dict]:
+    """The options, the threads set as the worker sets them (--threads), and the machine before the
+    run (its --device, else the CPU)."""
+    ns = ap.parse_args()
+    threads = set_threads(ns.threads)
+    return ns, threads, machine(getattr(ns, "device", "cpu"))
+
+
+def cases(ns: argparse.Namespace) -> list[tuple[int, str]]:
+    """The (batch, loss) cases of comma-separated --batch and --losses, batch by batch."""
+    return [(int(b), loss) for b in ns.batch.split(",") for loss in ns.losses.split(",")]
+
+
 def record(benchmark: str, before: dict, device: str, threads: int, **fields: Any) -> dict:
     """A result document: which benchmark, the machine before the run and its load after, the
     threads, then the benchmark's own fields."""

@@ -35,8 +35,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="training.nIters of the run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     if ns.experiment:
         with open(ns.experiment) as fh:
             wire = json.load(fh)
@@ -44,7 +43,6 @@ def main() -> None:
     else:
         wire = common.toy_experiment(ns.loss, batch=ns.batch, n_iters=ns.steps)
     exp = C.experiment_from_wire(wire)
-    before = common.machine(ns.device)
     runs = []
     for i in range(ns.repeats):
         workdir = tempfile.mkdtemp(prefix="fpd-direct-")

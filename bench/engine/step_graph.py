@@ -86,18 +86,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="timed steps per path and case")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--check", type=int, default=20, help="steps of the equality check")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
     rows = []
-    for b in [int(x) for x in ns.batch.split(",")]:
-        for loss in ns.losses.split(","):
-            r = measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check)
-            rows.append(r)
-            print(f"batch {b:5d} {loss:8s} plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
-                  f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
-                  f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s", flush=True)
+    for b, loss in common.cases(ns):
+        r = measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check)
+        rows.append(r)
+        print(f"batch {b:5d} {loss:8s} plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
+              f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
+              f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s", flush=True)
     target = {r["loss"]: r["speedup"] >= 3 for r in rows if r["loss"] in ("dsm", "order3")}
     doc = common.record("engine.step_graph", before, ns.device, threads,
                         target="speedup ≥ 3 for dsm and order3 (issue 13)", targetMet=target,

@@ -103,9 +103,7 @@ def main() -> None:
     ap.add_argument("--base-ckpt", default="", help="continue this base checkpoint instead of training one")
     ap.add_argument("--keep-base", default="", help="copy the trained base checkpoint here")
     ap.add_argument("--ft-batch", type=int, default=0, help="continuation batch (0: --batch)")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
-    before = common.machine("cpu")
+    ns, threads, before = common.start(ap)
     x_test = toys.test_points("checkerboard", ns.n, seed=1)
     law = toys.toy_law("checkerboard")
     axes = toys.density_grid("checkerboard", ns.grid) if ns.grid else None

@@ -47,11 +47,9 @@ def main() -> None:
     ap.add_argument("--cuda-graph", action="store_true", help="training.cudaGraph (CUDA only; else the plain step)")
     ap.add_argument("--workdir", default="", help="keep run directories here and resume them (default: temporary)")
     ap.add_argument("--time-limit", type=float, default=0.0, help="seconds of training for this call (0: none)")
-    ns = ap.parse_args()
+    ns, threads, before = common.start(ap)
     deadline = time.monotonic() + ns.time_limit if ns.time_limit > 0 else None
-    threads = common.set_threads(ns.threads)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
     x_test = toys.sample_toy(ns.dataset, ns.n, generator=torch.Generator().manual_seed(10**6 + ns.seed)).to(device)
     floor = toys.toy_entropy(ns.dataset)
     rows = []

@@ -56,17 +56,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per case (fewer if --budget runs out)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget", type=float, default=120.0, help="seconds per case, at most")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
     rows = []
-    for b in [int(x) for x in ns.batch.split(",")]:
-        for loss in ns.losses.split(","):
-            r = measure(common.toy_experiment(loss, batch=b), device, ns.steps, ns.warmup, ns.budget)
-            r.update({"loss": loss, "batch": b})
-            rows.append(r)
-            print(f"batch {b:5d} {loss:8s} median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  {r['itPerSec']:7.2f} it/s  ({r['steps']} steps)", flush=True)
+    for b, loss in common.cases(ns):
+        r = measure(common.toy_experiment(loss, batch=b), device, ns.steps, ns.warmup, ns.budget)
+        r.update({"loss": loss, "batch": b})
+        rows.append(r)
+        print(f"batch {b:5d} {loss:8s} median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  {r['itPerSec']:7.2f} it/s  ({r['steps']} steps)", flush=True)
     doc = common.record("engine.toy_throughput", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
                         experiment="configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
                         "losses: dsm = ℓ₁; order2 = ℓ₁ + 0.5 ℓ₂(frobenius, exact); order3 = + 0.1 ℓ₃; dsm_fpe = ℓ₁ + score FPE "

@@ -46,11 +46,9 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0, help="eventIntervalSeconds")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     wire = common.toy_experiment(ns.loss, batch=ns.batch, n_iters=ns.steps, log_freq=ns.log_freq)
     exp = C.experiment_from_wire(wire)
-    before = common.machine(ns.device)
     worker = WorkerClient(threads=threads)
     rows = []
     try:
