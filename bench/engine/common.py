@@ -13,7 +13,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -150,9 +150,24 @@ def start(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, int, dict]:
     return ns, threads, machine(getattr(ns, "device", "cpu"))
 
 
-def cases(ns: argparse.Namespace) -> list[tuple[int, str]]:
-    """The (batch, loss) cases of comma-separated --batch and --losses, batch by batch."""
-    return [(int(b), loss) for b in ns.batch.split(",") for loss in ns.losses.split(",")]
+def case_arguments(ap: argparse.ArgumentParser, *, steps: int, warmup: int, step_help: str) -> None:
+    """The options of a benchmark over (batch, loss) cases: --batch and --losses (comma-separated,
+    see `over_cases`), the timed --steps of each and the --warmup steps before them."""
+    ap.add_argument("--batch", default="5000", help="comma-separated batch sizes")
+    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe", help=f"comma-separated, of {', '.join(LOSSES)}")
+    ap.add_argument("--steps", type=int, default=steps, help=step_help)
+    ap.add_argument("--warmup", type=int, default=warmup)
+
+
+def over_cases(ns: argparse.Namespace, measure: Callable[[int, str], dict], line: Callable[[dict], str]) -> list[dict]:
+    """``measure(batch, loss)`` for each case of --batch × --losses (batch by batch), each row
+    printed as it finishes (``line(row)`` after the case's name)."""
+    rows = []
+    for b in [int(x) for x in ns.batch.split(",")]:
+        for loss in ns.losses.split(","):
+            rows.append({"loss": loss, "batch": b, **measure(b, loss)})
+            print(f"batch {b:5d} {loss:8s} {line(rows[-1])}", flush=True)
+    return rows
 
 
 def record(benchmark: str, before: dict, device: str, threads: int, **fields: Any) -> dict:

@@ -81,20 +81,15 @@ def main() -> None:
     ap = common.arguments(__doc__)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--backend", default="cuda_graph", choices=["cuda_graph", "eager"])
-    ap.add_argument("--batch", default="5000")
-    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe")
-    ap.add_argument("--steps", type=int, default=100, help="timed steps per path and case")
-    ap.add_argument("--warmup", type=int, default=5)
+    common.case_arguments(ap, steps=100, warmup=5, step_help="timed steps per path and case")
     ap.add_argument("--check", type=int, default=20, help="steps of the equality check")
     ns, threads, before = common.start(ap)
     device = torch.device(ns.device)
-    rows = []
-    for b, loss in common.cases(ns):
-        r = measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check)
-        rows.append(r)
-        print(f"batch {b:5d} {loss:8s} plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
-              f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
-              f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s", flush=True)
+    rows = common.over_cases(
+        ns, lambda b, loss: measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check),
+        lambda r: (f"plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
+                   f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
+                   f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s"))
     target = {r["loss"]: r["speedup"] >= 3 for r in rows if r["loss"] in ("dsm", "order3")}
     doc = common.record("engine.step_graph", before, ns.device, threads,
                         target="speedup ≥ 3 for dsm and order3 (issue 13)", targetMet=target,
