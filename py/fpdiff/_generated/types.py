@@ -803,17 +803,9 @@ class LinesPanel:
     ylabel: Optional[str] = None
     logx: bool = False
     logy: bool = False
-    hline: Optional[LinesPanelHline] = None
+    hline: Optional[ReferenceLine] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "series": "series", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinesPanelHline:
-    y: float
-    label: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -946,16 +938,6 @@ class NllResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NumericsProgress:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    nfe: int
-    elapsed_seconds: float
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class ODESamplingConfig:
     method: Literal["ode"] = "ode"
     solver: Literal["dopri5", "rk4", "euler"] = "dopri5"
@@ -1001,17 +983,9 @@ class PlotLinesArgs:
     ylabel: Optional[str] = None
     logx: bool = False
     logy: bool = False
-    hline: Optional[PlotLinesArgsHline] = None
+    hline: Optional[ReferenceLine] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "series": "series", "title": "title", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlotLinesArgsHline:
-    y: float
-    label: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1041,6 +1015,24 @@ class PresetMatch:
     preset: str
     overrides: dict[str, Any]
     WIRE: ClassVar[dict[str, str]] = {"preset": "preset", "overrides": "overrides"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    nfe: int
+    elapsed_seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceLine:
+    y: float
+    label: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1373,16 +1365,6 @@ class ToyNllResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ToyProgress:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    nfe: int
-    elapsed_seconds: float
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class ToySamplesArgs:
     model: str
     weights: Literal["ema", "model"] = "ema"
@@ -1686,7 +1668,6 @@ __all__ = [
     "InspectResultOptimizer0",
     "LikelihoodNllArgs",
     "LinesPanel",
-    "LinesPanelHline",
     "LinesPanelSeries",
     "LoadedModel",
     "LossConfig",
@@ -1701,17 +1682,17 @@ __all__ = [
     "ModelScoreResult",
     "NCSNppConfig",
     "NllResult",
-    "NumericsProgress",
     "ODESamplingConfig",
     "Panel",
     "PCSamplingConfig",
     "PingArgs",
     "PingResult",
     "PlotLinesArgs",
-    "PlotLinesArgsHline",
     "PlotLinesArgsSeries",
     "PlotToyArgs",
     "PresetMatch",
+    "Progress",
+    "ReferenceLine",
     "RunLockArgs",
     "RunLockResult",
     "RunUnlockArgs",
@@ -1744,7 +1725,6 @@ __all__ = [
     "ToyDiagnosticsResult",
     "ToyNllArgs",
     "ToyNllResult",
-    "ToyProgress",
     "ToySamplesArgs",
     "ToySamplesResult",
     "TrainCheckpoint",
