@@ -30,7 +30,7 @@ from ..evaluation.shards import SettingsMismatch, ShardsStopped, WorkDir
 from ..files import atomic_path
 from ..protocol import BAD_REQUEST
 from . import Cancelled, OpContext, OpError, bad_request, op
-from .state import get_model, resolve_device
+from .state import LoadedModel, get_model, resolve_device
 
 
 class _Reporter:
@@ -84,6 +84,14 @@ def _stats(path: str) -> Any:
         raise bad_request("args.stats", str(exc)) from None
 
 
+def _image_model(ctx: OpContext, handle: str, refusal: str) -> LoadedModel:
+    """The loaded model `handle`; BAD_REQUEST (`refusal`) unless it was trained on image data."""
+    lm = get_model(ctx.state, handle)
+    if not isinstance(lm.experiment.data, C.ImageDataConfig):
+        raise bad_request("args.model", refusal)
+    return lm
+
+
 def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
     return Cancelled(f"{exc}; the finished units are kept in {out}: run the same request again to continue")
 
@@ -94,10 +102,8 @@ def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
 @op("eval.bpd_dataset")
 def eval_bpd_dataset(args: T.EvalBpdDatasetArgs, ctx: OpContext) -> dict[str, Any]:
     """Bits/dim of a loaded image model over a whole split, resumable and sharded over ranks."""
-    lm = get_model(ctx.state, args.model)
+    lm = _image_model(ctx, args.model, "whole-data-set bits/dim is for image models (toys: toy.nll)")
     exp = lm.experiment
-    if not isinstance(exp.data, C.ImageDataConfig):
-        raise bad_request("args.model", "whole-data-set bits/dim is for image models (toys: toy.nll)")
     bc = exp.eval.bpd
     split = args.dataset or bc.dataset
     repeats = args.repeats or int(bc.repeats)
@@ -194,10 +200,8 @@ def _load_inception(path: Optional[str], resize: str, device: Any):
 @op("eval.fid")
 def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
-    lm = get_model(ctx.state, args.model)
+    lm = _image_model(ctx, args.model, "FID is for image models")
     exp = lm.experiment
-    if not isinstance(exp.data, C.ImageDataConfig):
-        raise bad_request("args.model", "FID is for image models")
     n = args.n
     batch = min(n, args.batch_size)
     out = os.path.abspath(args.out)
