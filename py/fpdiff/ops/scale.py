@@ -157,19 +157,24 @@ def _sampler(args: Any, exp: Any):
     return sampler_spec(exp, method=args.method, N=args.N)
 
 
+def _sampling(args: Any, lm: LoadedModel) -> tuple[int, str, Any, dict[str, Any]]:
+    """What a request for n samples of a loaded model fixes: the batch, the output directory, the
+    sampler, and the settings its work directory is kept for (another request cannot continue it)."""
+    batch = min(args.n, args.batch_size)
+    spec = _sampler(args, lm.experiment)
+    settings = {"n": args.n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": lm.experiment.name,
+                "source": lm.source, "step": lm.step, "weights": args.weights}
+    return batch, os.path.abspath(args.out), spec, settings
+
+
 @op("sample.shards")
 def sample_shards(args: T.SampleShardsArgs, ctx: OpContext) -> T.SampleShardsResult:
     """n samples in .npz shards (one per batch) and a PNG grid, resumable and sharded over ranks."""
     lm = get_model(ctx.state, args.model)
-    exp = lm.experiment
-    n = args.n
-    batch = min(n, args.batch_size)
-    out = os.path.abspath(args.out)
-    spec = _sampler(args, exp)
+    exp, n = lm.experiment, args.n
+    batch, out, spec, settings = _sampling(args, lm)
     d = D.current()
     image = isinstance(exp.data, C.ImageDataConfig)
-    settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
-                "source": lm.source, "step": lm.step, "weights": args.weights}
     wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main), "experiment.data.path")
     rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
@@ -201,19 +206,14 @@ def _load_inception(path: Optional[str], resize: str, device: Any):
 def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
     lm = _image_model(ctx, args.model, "FID is for image models")
-    exp = lm.experiment
-    n = args.n
-    batch = min(n, args.batch_size)
-    out = os.path.abspath(args.out)
-    spec = _sampler(args, exp)
+    exp, n = lm.experiment, args.n
+    batch, out, spec, sampling = _sampling(args, lm)
     d = D.current()
 
     def prepare():
         ref = _stats(args.stats)
         net, info = _load_inception(args.inception, args.resize, lm.device)
-        settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
-                    "source": lm.source, "step": lm.step, "weights": args.weights, "inceptionSha256": info["sha256"],
-                    "resize": args.resize, "keepSamples": args.keep_samples}
+        settings = {**sampling, "inceptionSha256": info["sha256"], "resize": args.resize, "keepSamples": args.keep_samples}
         return ref, net, info, WorkDir(out, settings, main=d is None or d.is_main)
 
     ref, net, info, wd = _setup(prepare, "experiment.data.path")
