@@ -109,6 +109,44 @@ class BpdConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BpdDatasetResult:
+    out: str
+    world: int
+    seconds: float
+    complete: bool
+    images: int
+    repeats: tuple[BpdDatasetResultRepeats, ...]
+    bpd: Optional[float]
+    stderr: Optional[float]
+    nfe: BpdDatasetResultNfe
+    solvers: dict[str, int]
+    compute_seconds: float
+    settings: dict[str, Any]
+    offset_convention: str
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "world": "world", "seconds": "seconds", "complete": "complete", "images": "images", "repeats": "repeats", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe", "solvers": "solvers", "compute_seconds": "computeSeconds", "settings": "settings", "offset_convention": "offsetConvention"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpdDatasetResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    median: Optional[float]
+    max: Optional[float]
+    histogram: dict[str, int]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "median": "median", "max": "max", "histogram": "histogram"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpdDatasetResultRepeats:
+    repeat: int
+    images: int
+    bpd: Optional[float]
+    stderr: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"repeat": "repeat", "images": "images", "bpd": "bpd", "stderr": "stderr"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CancelArgs:
     target: Union[int, str]
     WIRE: ClassVar[dict[str, str]] = {"target": "target"}
@@ -400,58 +438,6 @@ class EvalBpdDatasetArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResult:
-    out: str
-    world: int
-    seconds: float
-    complete: bool
-    images: int
-    repeats: tuple[EvalBpdDatasetResultRepeats, ...]
-    bpd: Optional[float]
-    stderr: Optional[float]
-    nfe: EvalBpdDatasetResultNfe
-    solvers: dict[str, int]
-    compute_seconds: float
-    settings: dict[str, Any]
-    offset_convention: str
-    WIRE: ClassVar[dict[str, str]] = {"out": "out", "world": "world", "seconds": "seconds", "complete": "complete", "images": "images", "repeats": "repeats", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe", "solvers": "solvers", "compute_seconds": "computeSeconds", "settings": "settings", "offset_convention": "offsetConvention"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResultNfe:
-    units: int
-    mean: Optional[float]
-    min: Optional[float]
-    median: Optional[float]
-    max: Optional[float]
-    histogram: dict[str, int]
-    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "median": "median", "max": "max", "histogram": "histogram"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResultRepeats:
-    repeat: int
-    images: int
-    bpd: Optional[float]
-    stderr: Optional[float]
-    WIRE: ClassVar[dict[str, str]] = {"repeat": "repeat", "images": "images", "bpd": "bpd", "stderr": "stderr"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     batch_size: int = 1024
     begin_ckpt: int = 9
@@ -484,72 +470,6 @@ class EvalFidArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalFidEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResult:
-    out: str
-    stats: str
-    inception: EvalFidResultInception
-    resize: Literal["tf1", "pytorch"]
-    sampler: dict[str, Any]
-    nfe: EvalFidResultNfe
-    world: int
-    seconds: float
-    fid: float
-    inception_score: float
-    inception_score10: EvalFidResultInceptionScore10
-    kid: Optional[EvalFidResultKid0]
-    n: int
-    reference_n: int
-    warning: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "sampler": "sampler", "nfe": "nfe", "world": "world", "seconds": "seconds", "fid": "fid", "inception_score": "inceptionScore", "inception_score10": "inceptionScore10", "kid": "kid", "n": "n", "reference_n": "referenceN", "warning": "warning"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warning"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultInception:
-    path: str
-    sha256: str
-    verified: bool
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultInceptionScore10:
-    mean: float
-    std: float
-    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultKid0:
-    mean: float
-    std: float
-    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultNfe:
-    units: int
-    mean: Optional[float]
-    min: Optional[float]
-    max: Optional[float]
-    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class EvalFidStatsArgs:
     data: EvalFidStatsArgsData
     split: Literal["train", "test"] = "train"
@@ -571,20 +491,6 @@ class EvalFidStatsArgsData:
     path: Optional[str] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidStatsEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -623,6 +529,58 @@ class ExperimentConfig:
     sampling: SamplingConfig
     WIRE: ClassVar[dict[str, str]] = {"name": "name", "description": "description", "sde": "sde", "model": "model", "data": "data", "loss": "loss", "optim": "optim", "training": "training", "eval": "eval", "sampling": "sampling"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"description"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResult:
+    out: str
+    stats: str
+    inception: FidResultInception
+    resize: Literal["tf1", "pytorch"]
+    sampler: dict[str, Any]
+    nfe: FidResultNfe
+    world: int
+    seconds: float
+    fid: float
+    inception_score: float
+    inception_score10: FidResultInceptionScore10
+    kid: Optional[FidResultKid0]
+    n: int
+    reference_n: int
+    warning: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "sampler": "sampler", "nfe": "nfe", "world": "world", "seconds": "seconds", "fid": "fid", "inception_score": "inceptionScore", "inception_score10": "inceptionScore10", "kid": "kid", "n": "n", "reference_n": "referenceN", "warning": "warning"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warning"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultInception:
+    path: str
+    sha256: str
+    verified: bool
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultInceptionScore10:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultKid0:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1113,20 +1071,6 @@ class SampleShardsArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SampleShardsEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
 class SampleShardsResult:
     out: str
     n: int
@@ -1174,6 +1118,20 @@ class SavedPng:
     path: str
     bytes: int
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleProgress:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1601,6 +1559,9 @@ __all__ = [
     "AdamConfig",
     "BarsPanel",
     "BpdConfig",
+    "BpdDatasetResult",
+    "BpdDatasetResultNfe",
+    "BpdDatasetResultRepeats",
     "CancelArgs",
     "CancelResult",
     "CheckpointContainer",
@@ -1632,24 +1593,18 @@ __all__ = [
     "DiagnosticsFpeResidualArgs",
     "DSMTerm",
     "EvalBpdDatasetArgs",
-    "EvalBpdDatasetEvent",
-    "EvalBpdDatasetResult",
-    "EvalBpdDatasetResultNfe",
-    "EvalBpdDatasetResultRepeats",
     "EvalConfig",
     "EvalFidArgs",
-    "EvalFidEvent",
-    "EvalFidResult",
-    "EvalFidResultInception",
-    "EvalFidResultInceptionScore10",
-    "EvalFidResultKid0",
-    "EvalFidResultNfe",
     "EvalFidStatsArgs",
     "EvalFidStatsArgsData",
-    "EvalFidStatsEvent",
     "EvalFidStatsResult",
     "EvalFidStatsResultInception",
     "ExperimentConfig",
+    "FidResult",
+    "FidResultInception",
+    "FidResultInceptionScore10",
+    "FidResultKid0",
+    "FidResultNfe",
     "FiniteDifference",
     "FiniteDifferenceSteps",
     "FisherResult",
@@ -1700,13 +1655,13 @@ __all__ = [
     "SampleArgs",
     "SampleResult",
     "SampleShardsArgs",
-    "SampleShardsEvent",
     "SampleShardsResult",
     "SampleShardsResultNfe",
     "SamplesPanel",
     "SamplingConfig",
     "SavedFile",
     "SavedPng",
+    "ScaleProgress",
     "ScoreFPETerm",
     "ScoreFPETermCalibrate",
     "SDEConfig",

@@ -55,8 +55,8 @@ class _Reporter:
         extra = {}
         if self.summary is not None:
             extra = {k: v for k, v in self.summary(self.records).items() if k in ("bpd", "stderr", "nfe")}
-        self.ctx.emit(T.EvalBpdDatasetEvent(done=int(sum(r["hi"] - r["lo"] for r in self.records)), total=int(self.total),
-                                            unit=self.unit, elapsed_seconds=now - self.t0, **extra))
+        self.ctx.emit(T.ScaleProgress(done=int(sum(r["hi"] - r["lo"] for r in self.records)), total=int(self.total),
+                                      unit=self.unit, elapsed_seconds=now - self.t0, **extra))
 
 
 def _setup(fn: Callable[[], Any], data_field: str) -> Any:
