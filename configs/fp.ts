@@ -17,17 +17,13 @@
  * with the same hyper-parameters.
  */
 import { data, experiment, loss, model, sampling, sde, training, type Experiment } from "../src/dsl/index.js";
+import { FP_DIFFUSION_FPE } from "./terms.js";
 
 type Numerics = "fpdiff" | "reference";
 
 const fpe = (numerics: Numerics) =>
   loss.scoreFpe({
-    mode: "both",
-    alpha: 0.15,
-    beta: 0.01,
-    m: 2,
-    weighting: "ll",
-    points: "pert",
+    ...FP_DIFFUSION_FPE,
     dt: numerics === "fpdiff" ? "autodiff" : { finiteDifference: { hs: 1e-3, hd: 5e-4 } },
     div: "hutchinson",
     probe: "gaussian",

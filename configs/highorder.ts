@@ -19,8 +19,7 @@ import {
   type Experiment,
   type LossExpr,
 } from "../src/dsl/index.js";
-
-type Order = 1 | 2 | 3;
+import type { Order } from "./terms.js";
 
 function lossFor(order: Order): LossExpr {
   const first = loss.dsm({ weighting: "conventional", importanceSampling: false, reduce: "mean", eps: 1e-5 });

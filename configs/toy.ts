@@ -21,8 +21,8 @@ import {
   type Experiment,
   type LossExpr,
 } from "../src/dsl/index.js";
+import { FP_DIFFUSION_FPE, type Order } from "./terms.js";
 
-type Order = 1 | 2 | 3;
 type Dataset = "checkerboard" | "mog1d";
 type Kind = "ve" | "vp";
 
@@ -48,12 +48,7 @@ function lossFor(order: Order, fpe: boolean): LossExpr {
       // NLL by −0.003 (checkerboard) and +0.002 ± 0.004 nats (1-D mixture) in the fine-tune protocol
       // (ablations/results/fpe_alpha): in this regime the regulariser is nearly inert on the toys.
       loss.scoreFpe({
-        mode: "both",
-        alpha: 0.15,
-        beta: 0.01,
-        m: 2,
-        weighting: "ll",
-        points: "pert",
+        ...FP_DIFFUSION_FPE,
         dt: "autodiff",
         div: "exact",
         calibrate: { vectorShare: 2e-6, scalarShare: 2e-3 },

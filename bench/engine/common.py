@@ -1,7 +1,9 @@
-"""Shared by the engine benchmarks: the machine record, thread set-up, the toy experiments."""
+"""Shared by the engine benchmarks: their common options, the machine record, thread set-up, the
+result document and file, the toy experiments."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -11,7 +13,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -128,6 +130,57 @@ def machine(device: str) -> dict[str, Any]:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's parser (described by its docstring's first line) with the options every one
+    takes: --threads (default: as the worker), --tag (in the result file's name) and --no-write."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as the worker)")
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    return ap
+
+
+def start(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, int, dict]:
+    """The options, the threads set as the worker sets them (--threads), and the machine before the
+    run (its --device, else the CPU)."""
+    ns = ap.parse_args()
+    threads = set_threads(ns.threads)
+    return ns, threads, machine(getattr(ns, "device", "cpu"))
+
+
+def case_arguments(ap: argparse.ArgumentParser, *, steps: int, warmup: int, step_help: str) -> None:
+    """The options of a benchmark over (batch, loss) cases: --batch and --losses (comma-separated,
+    see `over_cases`), the timed --steps of each and the --warmup steps before them."""
+    ap.add_argument("--batch", default="5000", help="comma-separated batch sizes")
+    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe", help=f"comma-separated, of {', '.join(LOSSES)}")
+    ap.add_argument("--steps", type=int, default=steps, help=step_help)
+    ap.add_argument("--warmup", type=int, default=warmup)
+
+
+def over_cases(ns: argparse.Namespace, measure: Callable[[int, str], dict], line: Callable[[dict], str]) -> list[dict]:
+    """``measure(batch, loss)`` for each case of --batch × --losses (batch by batch), each row
+    printed as it finishes (``line(row)`` after the case's name)."""
+    rows = []
+    for b in [int(x) for x in ns.batch.split(",")]:
+        for loss in ns.losses.split(","):
+            rows.append({"loss": loss, "batch": b, **measure(b, loss)})
+            print(f"batch {b:5d} {loss:8s} {line(rows[-1])}", flush=True)
+    return rows
+
+
+def record(benchmark: str, before: dict, device: str, threads: int, **fields: Any) -> dict:
+    """A result document: which benchmark, the machine before the run and its load after, the
+    threads, then the benchmark's own fields."""
+    return {"benchmark": benchmark, "machine": before, "loadAverageAfter": machine(device)["loadAverage"],
+            "threads": threads, **fields}
+
+
+def save(ns: argparse.Namespace, name: str, doc: dict) -> None:
+    """``doc`` as bench/results/<name>[.<tag>].json (printing the path), unless --no-write."""
+    if not ns.no_write:
+        print(write(f"{name}{'.' + ns.tag if ns.tag else ''}.json", doc))
 
 
 def write(name: str, doc: dict) -> str:

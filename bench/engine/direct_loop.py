@@ -13,7 +13,6 @@ build + run. Compare with the TypeScript side's wall time of ``session.train`` (
 
 from __future__ import annotations
 
-import argparse
 import os
 import json
 import shutil
@@ -29,17 +28,14 @@ from fpdiff import train as T
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--experiment", help="a wire experiment (JSON file); default: the toy preset of --loss")
     ap.add_argument("--loss", default="dsm", choices=sorted(common.LOSSES))
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=200, help="training.nIters of the run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     if ns.experiment:
         with open(ns.experiment) as fh:
             wire = json.load(fh)
@@ -47,7 +43,6 @@ def main() -> None:
     else:
         wire = common.toy_experiment(ns.loss, batch=ns.batch, n_iters=ns.steps)
     exp = C.experiment_from_wire(wire)
-    before = common.machine(ns.device)
     runs = []
     for i in range(ns.repeats):
         workdir = tempfile.mkdtemp(prefix="fpd-direct-")
@@ -61,13 +56,11 @@ def main() -> None:
                      "lastLoss": res.last_metrics["loss"] if res.last_metrics else None})
         print(f"run {i}: loop {res.seconds:.3f} s, wall {wall:.3f} s, {res.steps / res.seconds:.2f} it/s", flush=True)
     loop = statistics.median(r["loopSeconds"] for r in runs)
-    doc = {"benchmark": "engine.direct_loop", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": wire, "steps": ns.steps, "runs": runs,
-           "medianLoopSeconds": loop, "medianWallSeconds": statistics.median(r["wallSeconds"] for r in runs),
-           "itPerSec": ns.steps / loop,
-           "note": "loop seconds include the final snapshot + meta checkpoint writes, as train.run's do"}
-    if not ns.no_write:
-        print(common.write(f"engine.direct_loop.{torch.device(ns.device).type}.json", doc))
+    doc = common.record("engine.direct_loop", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
+                        experiment=wire, steps=ns.steps, runs=runs, medianLoopSeconds=loop,
+                        medianWallSeconds=statistics.median(r["wallSeconds"] for r in runs), itPerSec=ns.steps / loop,
+                        note="loop seconds include the final snapshot + meta checkpoint writes, as train.run's do")
+    common.save(ns, f"engine.direct_loop.{torch.device(ns.device).type}", doc)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Writes bench/results/engine.step_graph.<device>[.<tag>].json with the machine.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -79,37 +78,24 @@ def measure(loss: str, batch: int, device: torch.device, backend: str, steps: in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--backend", default="cuda_graph", choices=["cuda_graph", "eager"])
-    ap.add_argument("--batch", default="5000")
-    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe")
-    ap.add_argument("--steps", type=int, default=100, help="timed steps per path and case")
-    ap.add_argument("--warmup", type=int, default=5)
+    common.case_arguments(ap, steps=100, warmup=5, step_help="timed steps per path and case")
     ap.add_argument("--check", type=int, default=20, help="steps of the equality check")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
-    rows = []
-    for b in [int(x) for x in ns.batch.split(",")]:
-        for loss in ns.losses.split(","):
-            r = measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check)
-            rows.append(r)
-            print(f"batch {b:5d} {loss:8s} plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
-                  f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
-                  f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s", flush=True)
+    rows = common.over_cases(
+        ns, lambda b, loss: measure(loss, b, device, ns.backend, ns.steps, ns.warmup, ns.check),
+        lambda r: (f"plain {r['plainItPerSec']:8.1f} it/s  graph {r['graphItPerSec']:8.1f} it/s  "
+                   f"× {r['speedup']:5.2f}  |Δloss| {r['maxAbsLossDiff']:.2e} |Δθ| {r['maxAbsParamDiff']:.2e}"
+                   f"{' (bitwise)' if r['bitwiseEqualParams'] else ''}  capture {r['captureSeconds']:.2f} s"))
     target = {r["loss"]: r["speedup"] >= 3 for r in rows if r["loss"] in ("dsm", "order3")}
-    doc = {"benchmark": "engine.step_graph", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "target": "speedup ≥ 3 for dsm and order3 (issue 13)", "targetMet": target,
-           "experiment": "configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1), bench/engine/common.py losses",
-           "results": rows}
-    if not ns.no_write:
-        tag = f".{ns.tag}" if ns.tag else ""
-        print(common.write(f"engine.step_graph.{device.type}{tag}.json", doc))
+    doc = common.record("engine.step_graph", before, ns.device, threads,
+                        target="speedup ≥ 3 for dsm and order3 (issue 13)", targetMet=target,
+                        experiment="configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1), bench/engine/common.py losses",
+                        results=rows)
+    common.save(ns, f"engine.step_graph.{device.type}", doc)
 
 
 if __name__ == "__main__":

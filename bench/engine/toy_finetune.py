@@ -79,7 +79,7 @@ def evaluate(state: T.TrainState, x_test: torch.Tensor, axes, law, ns) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--methods", default="dsm,order3,dsm_fpe")
     ap.add_argument("--base-steps", type=int, default=3000)
     ap.add_argument("--steps", type=int, default=300, help="further updates per method")
@@ -103,12 +103,7 @@ def main() -> None:
     ap.add_argument("--base-ckpt", default="", help="continue this base checkpoint instead of training one")
     ap.add_argument("--keep-base", default="", help="copy the trained base checkpoint here")
     ap.add_argument("--ft-batch", type=int, default=0, help="continuation batch (0: --batch)")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
-    before = common.machine("cpu")
+    ns, threads, before = common.start(ap)
     x_test = toys.test_points("checkerboard", ns.n, seed=1)
     law = toys.toy_law("checkerboard")
     axes = toys.density_grid("checkerboard", ns.grid) if ns.grid else None
@@ -149,12 +144,10 @@ def main() -> None:
                       flush=True)
                 rows.append({"method": method, "seed": seed, "trainSeconds": res.seconds, "diff": diff, "diffStderr": se,
                              **{k: v for k, v in ev.items() if k != "perSample"}})
-    doc = {"benchmark": "engine.toy_finetune", "machine": before, "loadAverageAfter": common.machine("cpu")["loadAverage"],
-           "threads": threads, "args": vars(ns), "seconds": time.perf_counter() - t_all, "results": rows}
+    doc = common.record("engine.toy_finetune", before, "cpu", threads, args=vars(ns), seconds=time.perf_counter() - t_all,
+                        results=rows)
     print(f"total {doc['seconds']:.0f} s; load before {before['loadAverage']} after {doc['loadAverageAfter']}")
-    if not ns.no_write:
-        tag = f".{ns.tag}" if ns.tag else ""
-        print(common.write(f"engine.toy_finetune.cpu{tag}.json", doc))
+    common.save(ns, "engine.toy_finetune.cpu", doc)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ density/samples PNG per loss).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import tempfile
@@ -34,7 +33,7 @@ from fpdiff.toys import checkerboard_log_prob
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--losses", default="dsm,order3,dsm_fpe")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=1000)
@@ -43,19 +42,14 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=0, help="density grid points per axis for pictures (0: none)")
     ap.add_argument("--pictures", default="", help="directory for PNGs")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dataset", default="checkerboard", choices=["checkerboard", "mog1d"])
     ap.add_argument("--cuda-graph", action="store_true", help="training.cudaGraph (CUDA only; else the plain step)")
     ap.add_argument("--workdir", default="", help="keep run directories here and resume them (default: temporary)")
     ap.add_argument("--time-limit", type=float, default=0.0, help="seconds of training for this call (0: none)")
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
+    ns, threads, before = common.start(ap)
     deadline = time.monotonic() + ns.time_limit if ns.time_limit > 0 else None
-    threads = common.set_threads(ns.threads)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
     x_test = toys.sample_toy(ns.dataset, ns.n, generator=torch.Generator().manual_seed(10**6 + ns.seed)).to(device)
     floor = toys.toy_entropy(ns.dataset)
     rows = []
@@ -109,12 +103,10 @@ def main() -> None:
         print(f"{ns.dataset} {loss:8s} step {res.step} (+{res.steps} × {ns.batch}): train {res.seconds:7.1f} s "
               f"({row['itPerSec']:.2f} it/s), NLL {row['nll']:.4f} ± {row['stderr']:.4f} (floor {floor}), "
               f"eval {eval_s:.1f} s / {lik.nfe} nfe", flush=True)
-    doc = {"benchmark": "engine.toy_quality", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "testSamples": ns.n, "odeTol": ns.tol, "results": rows}
-    if not ns.no_write:
-        tag = f".{ns.tag}" if ns.tag else ""
-        data = "" if ns.dataset == "checkerboard" else f".{ns.dataset}"
-        print(common.write(f"engine.toy_quality{data}.{device.type}{tag}.json", doc))
+    doc = common.record("engine.toy_quality", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
+                        testSamples=ns.n, odeTol=ns.tol, results=rows)
+    data = "" if ns.dataset == "checkerboard" else f".{ns.dataset}"
+    common.save(ns, f"engine.toy_quality{data}.{device.type}", doc)
 
 
 if __name__ == "__main__":

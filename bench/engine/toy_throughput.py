@@ -10,7 +10,6 @@ Writes bench/results/engine.toy_throughput.<device>[.<tag>].json with the machin
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -50,34 +49,21 @@ def measure(exp_wire: dict, device: torch.device, steps: int, warmup: int, budge
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch", default="5000", help="comma-separated batch sizes")
-    ap.add_argument("--losses", default="dsm,order2,order3,dsm_fpe")
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per case (fewer if --budget runs out)")
-    ap.add_argument("--warmup", type=int, default=2)
+    common.case_arguments(ap, steps=10, warmup=2, step_help="timed steps per case (fewer if --budget runs out)")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds per case, at most")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as the worker)")
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     device = torch.device(ns.device)
-    before = common.machine(ns.device)
-    rows = []
-    for b in [int(x) for x in ns.batch.split(",")]:
-        for loss in ns.losses.split(","):
-            r = measure(common.toy_experiment(loss, batch=b), device, ns.steps, ns.warmup, ns.budget)
-            r.update({"loss": loss, "batch": b})
-            rows.append(r)
-            print(f"batch {b:5d} {loss:8s} median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  {r['itPerSec']:7.2f} it/s  ({r['steps']} steps)", flush=True)
-    doc = {"benchmark": "engine.toy_throughput", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": "configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
-           "losses: dsm = ℓ₁; order2 = ℓ₁ + 0.5 ℓ₂(frobenius, exact); order3 = + 0.1 ℓ₃; dsm_fpe = ℓ₁ + score FPE "
-           "(both, ll, α 0.15, β 0.01, m 2, exact div, autodiff ∂t)", "results": rows}
-    if not ns.no_write:
-        tag = f".{ns.tag}" if ns.tag else ""
-        print(common.write(f"engine.toy_throughput.{device.type}{tag}.json", doc))
+    rows = common.over_cases(
+        ns, lambda b, loss: measure(common.toy_experiment(loss, batch=b), device, ns.steps, ns.warmup, ns.budget),
+        lambda r: (f"median {1000 * r['medianStepSeconds']:8.1f} ms/step (min {1000 * r['minStepSeconds']:8.1f})  "
+                   f"{r['itPerSec']:7.2f} it/s  ({r['steps']} steps)"))
+    doc = common.record("engine.toy_throughput", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
+                        experiment="configs/toy.ts checkerboard VE preset (MLP 64/128/512, Adam 1e-3, clip 1); "
+                        "losses: dsm = ℓ₁; order2 = ℓ₁ + 0.5 ℓ₂(frobenius, exact); order3 = + 0.1 ℓ₃; dsm_fpe = ℓ₁ + score FPE "
+                        "(both, ll, α 0.15, β 0.01, m 2, exact div, autodiff ∂t)", results=rows)
+    common.save(ns, f"engine.toy_throughput.{device.type}", doc)
 
 
 if __name__ == "__main__":

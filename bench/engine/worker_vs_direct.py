@@ -13,7 +13,6 @@ Writes bench/results/engine.worker_vs_direct.<device>.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -39,7 +38,7 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = common.arguments(__doc__)
     ap.add_argument("--loss", default="dsm", choices=sorted(common.LOSSES))
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=200)
@@ -47,14 +46,9 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0, help="eventIntervalSeconds")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--no-write", action="store_true")
-    ns = ap.parse_args()
-    threads = common.set_threads(ns.threads)
+    ns, threads, before = common.start(ap)
     wire = common.toy_experiment(ns.loss, batch=ns.batch, n_iters=ns.steps, log_freq=ns.log_freq)
     exp = C.experiment_from_wire(wire)
-    before = common.machine(ns.device)
     worker = WorkerClient(threads=threads)
     rows = []
     try:
@@ -86,17 +80,14 @@ def main() -> None:
         worker.close()
     med = {m: {k: statistics.median(r[k] for r in rows if r["mode"] == m) for k in ("loopSeconds", "wallSeconds", "cpuSeconds")}
            for m in ("direct", "worker")}
-    doc = {"benchmark": "engine.worker_vs_direct", "machine": before, "loadAverageAfter": common.machine(ns.device)["loadAverage"],
-           "threads": threads, "ompWaitPolicy": os.environ.get("OMP_WAIT_POLICY"), "experiment": wire, "eventIntervalSeconds": ns.interval, "rows": rows, "median": med,
-           "ratioLoop": med["worker"]["loopSeconds"] / med["direct"]["loopSeconds"],
-           "ratioWall": med["worker"]["wallSeconds"] / med["direct"]["wallSeconds"],
-           "ratioCpu": med["worker"]["cpuSeconds"] / med["direct"]["cpuSeconds"],
-           "note": "cpu = process CPU time (all threads; the worker's includes its idle I/O thread's polling): "
-                   "less sensitive than wall time to other load on a shared machine"}
+    ratio = {k: med["worker"][f"{k}Seconds"] / med["direct"][f"{k}Seconds"] for k in ("loop", "wall", "cpu")}
+    doc = common.record("engine.worker_vs_direct", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
+                        experiment=wire, eventIntervalSeconds=ns.interval, rows=rows, median=med,
+                        ratioLoop=ratio["loop"], ratioWall=ratio["wall"], ratioCpu=ratio["cpu"],
+                        note="cpu = process CPU time (all threads; the worker's includes its idle I/O thread's polling): "
+                             "less sensitive than wall time to other load on a shared machine")
     print(f"ratio (loop) {doc['ratioLoop']:.4f}   ratio (wall) {doc['ratioWall']:.4f}   ratio (cpu) {doc['ratioCpu']:.4f}")
-    if not ns.no_write:
-        tag = f".{ns.tag}" if ns.tag else ""
-        print(common.write(f"engine.worker_vs_direct.{torch.device(ns.device).type}{tag}.json", doc))
+    common.save(ns, f"engine.worker_vs_direct.{torch.device(ns.device).type}", doc)
 
 
 if __name__ == "__main__":

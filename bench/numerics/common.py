@@ -1,8 +1,10 @@
-"""Shared by the numerics benchmarks: machine record, timing, JSON output, and loading the original
-mle_score_ode toy code *in place* (executed from its own checkout, never copied here)."""
+"""Shared by the numerics benchmarks: common options, machine record, timing, a training step, JSON
+output, and loading the original mle_score_ode toy code *in place* (executed from its own checkout,
+never copied here)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -19,6 +21,25 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 sys.path.insert(0, os.path.join(ROOT, "py"))
 
 ORIG_MLE = os.environ.get("FPD_ORIGINAL_MLE_SCORE_ODE", "/work/orig/LuChengTHU+mle_score_ode")
+
+
+def arguments() -> argparse.ArgumentParser:
+    """A benchmark's parser with the options every one takes: --device, --threads, --out."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    ap.add_argument("--out", help="result file (default bench/results/<benchmark>_<device>_<time>.json)")
+    return ap
+
+
+def parse(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options, with torch's threads set as --threads asks."""
+    import torch
+
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    return a
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -97,6 +118,31 @@ def interleaved(fns: dict[str, Callable[[], Any]], device: str, repeats: int, wa
             times[k].append(timed(fn, device))
     return {k: {"median_s": statistics.median(v), "min_s": min(v), "times_s": [round(x, 5) for x in v]}
             for k, v in times.items()}
+
+
+def wire_loss(terms: list[dict]) -> Any:
+    """The loss expression of terms written as on the wire (camelCase), read as the worker reads them."""
+    from fpdiff import schema
+    from fpdiff.losses import build_loss
+
+    return build_loss(schema.parse("$defs/LossConfig", {"terms": terms}))
+
+
+def train_step(loss: Callable[..., Any], model: Any, opt: Any, batch: Callable[[], Any], generator: Any) -> Callable[[], None]:
+    """One training step as fpdiff's train loop takes it: a batch, the loss expression's total,
+    backward, the gradient norm clipped at 1, the optimiser's update."""
+    import torch
+
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    def step() -> None:
+        res = loss(model, batch(), generator=generator)
+        opt.zero_grad(set_to_none=True)
+        res.total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    return step
 
 
 def write(name: str, payload: dict[str, Any], out: str | None = None) -> str:

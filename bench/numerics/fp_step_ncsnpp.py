@@ -18,7 +18,6 @@ Writes bench/results/fp_step_ncsnpp_<device>_<date>.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -28,7 +27,7 @@ import traceback
 import types
 from types import SimpleNamespace
 
-from common import interleaved, machine, write
+from common import arguments, interleaved, machine, parse, train_step, wire_loss, write
 
 ORIG_FP = os.environ.get("FPD_ORIGINAL_FP_DIFFUSION", "/work/orig/sony+fp-diffusion")
 
@@ -79,22 +78,16 @@ def _load_original():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
+    ap = arguments()
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--nf", type=int, default=32)
     ap.add_argument("--ch-mult", default="1,2,2")
     ap.add_argument("--num-res-blocks", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out")
-    a = ap.parse_args()
+    a = parse(ap)
 
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    from fpdiff.losses import build_loss
     from fpdiff.models import architecture, build_network
     from fpdiff.score import score_model
     from fpdiff.sde import VPSDE
@@ -120,18 +113,7 @@ def main() -> None:
     }
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
 
-    def ours(name):
-        expr = build_loss(presets[name])
-
-        def step():
-            res = expr(model, x, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            res.total.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-        return step
-
-    fns = {f"fpdiff/{k}": ours(k) for k in presets}
+    fns = {f"fpdiff/{k}": train_step(wire_loss(terms), model, opt, lambda: x, gen) for k, terms in presets.items()}
     out = {"machine": machine(a.device), "config": vars(a), "model": model_fields,
            "parameters": sum(q.numel() for q in net.parameters()), "presets": presets}
     try:

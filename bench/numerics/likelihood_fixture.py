@@ -32,14 +32,13 @@ summary goes to bench/results/likelihood_fixture_<device>_<date>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
-from common import ROOT, machine, sync, write
+from common import ROOT, arguments, machine, parse, sync, write
 
 sys.path.insert(0, os.path.join(ROOT, "py", "tests"))
 
@@ -266,24 +265,17 @@ def summarise(cache: dict, sdes: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
+    ap = arguments()
     ap.add_argument("--sdes", default="vp,ve")
     ap.add_argument("--variants", default="reference,after,after_alone,before,original")
     ap.add_argument("--n", type=int, default=4, help="images")
     ap.add_argument("--size", type=int, default=32, help="image side (the fixtures' weights fit 8, 16, 32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tol", type=float, default=1e-5, help="rtol = atol of every variant but the reference")
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--cache", help="raw per-variant results (default bench/results/likelihood_fixture.<device>.cache.json)")
-    ap.add_argument("--out")
     ap.add_argument("--write-test-reference", metavar="PATH", help="write the test's reference numbers and stop")
     ap.add_argument("--parts", default=",".join(TEST_PARTS), help="with --write-test-reference")
-    a = ap.parse_args()
-    import torch
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    a = parse(ap)
     if a.write_test_reference:
         write_test_reference(a.write_test_reference, a.size, a.n, a.seed, a.tol, a.device, a.sdes.split(","),
                              a.parts.split(","))

@@ -15,32 +15,25 @@ the JSON says so and only fpdiff is timed. Writes bench/results/likelihood_toy_<
 
 from __future__ import annotations
 
-import argparse
 import time
 import traceback
 
-from common import load_original_toy, machine, sync, write
+from common import arguments, load_original_toy, machine, parse, sync, wire_loss, write
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
+    ap = arguments()
     ap.add_argument("--n", type=int, default=5000, help="points in the one batched ODE solve")
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--atol", type=float, default=1e-5)
     ap.add_argument("--train-steps", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out")
-    a = ap.parse_args()
+    a = parse(ap)
 
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     from fpdiff.likelihood import ode_likelihood
-    from fpdiff.losses import build_loss
     from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
@@ -51,7 +44,7 @@ def main() -> None:
     net = ToyScoreMLP(dim=2).to(dev)
     sde = VESDE(0.01, 50.0)
     model = NetworkScore(net, sde, param="eps", label="t")
-    loss = build_loss([{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}])
+    loss = wire_loss([{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(a.seed)
     t0 = time.perf_counter()

@@ -15,10 +15,9 @@ Writes bench/results/loss_cost_toy_<device>_<date>.json. The original runs from 
 
 from __future__ import annotations
 
-import argparse
 import traceback
 
-from common import interleaved, load_original_toy, machine, write
+from common import arguments, interleaved, load_original_toy, machine, parse, train_step, wire_loss, write
 
 PRESETS = {
     "dsm": [{"kind": "dsm", "weighting": "conventional", "reduce": "mean"}],
@@ -36,20 +35,14 @@ ORIGINAL = {"dsm": "score_eps", "order2": "score_eps_second_jac", "order3": "sco
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
+    ap = arguments()
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-original", action="store_true")
-    ap.add_argument("--out")
-    a = ap.parse_args()
+    a = parse(ap)
 
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    from fpdiff.losses import build_loss
     from fpdiff.models import ToyScoreMLP
     from fpdiff.score import NetworkScore
     from fpdiff.sde import VESDE
@@ -63,19 +56,10 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1)
     dgen = torch.Generator(device=dev).manual_seed(2)
 
-    def ours(name):
-        expr = build_loss(PRESETS[name])
+    def batch():
+        return sample_toy("checkerboard", a.batch, generator=gen).to(dev)
 
-        def step():
-            x0 = sample_toy("checkerboard", a.batch, generator=gen).to(dev)
-            res = expr(model, x0, generator=dgen)
-            opt.zero_grad(set_to_none=True)
-            res.total.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-        return step
-
-    fns = {f"fpdiff/{k}": ours(k) for k in PRESETS}
+    fns = {f"fpdiff/{k}": train_step(wire_loss(terms), model, opt, batch, dgen) for k, terms in PRESETS.items()}
     out = {"machine": machine(a.device), "config": vars(a), "presets": PRESETS}
     if not a.no_original:
         try:

@@ -21,7 +21,7 @@ import math
 import os
 import sys
 
-from common import ROOT, machine, write
+from common import ROOT, machine, wire_loss, write
 
 sys.path.insert(0, os.path.join(ROOT, "py", "tests"))
 
@@ -50,7 +50,6 @@ def _load(name: str, dtype, std_formula: str = "stable", kind: str | None = None
 def std_effect(n: int, seed: int) -> dict:
     import torch
 
-    from fpdiff.losses import build_loss
 
     out: dict = {}
     g = torch.Generator().manual_seed(seed)
@@ -62,7 +61,7 @@ def std_effect(n: int, seed: int) -> dict:
         models = {f: _load("vp_ddpmpp_small_seed0", torch.float32, f, kind)[0] for f in ("stable", "original")}
         rows = []
         for weighting in ("likelihood", "conventional"):
-            loss = build_loss([{"kind": "dsm", "weighting": weighting, "reduce": "mean", "eps": 1e-5}])
+            loss = wire_loss([{"kind": "dsm", "weighting": weighting, "reduce": "mean", "eps": 1e-5}])
             for tv in t_fixed:
                 t = torch.full((n,), tv)
                 with torch.no_grad():
@@ -72,7 +71,7 @@ def std_effect(n: int, seed: int) -> dict:
                 rows.append({"weighting": weighting, "t": tv, "rel_diff_mean": float(rel.mean()),
                              "rel_diff_max_abs": float(rel.abs().max())})
         # training draws t ~ U[eps, 1] (likelihood weighting), the batch loss
-        loss = build_loss([{"kind": "dsm", "weighting": "likelihood", "reduce": "mean", "eps": 1e-5}])
+        loss = wire_loss([{"kind": "dsm", "weighting": "likelihood", "reduce": "mean", "eps": 1e-5}])
         ts = 1e-5 + u * (1 - 1e-5)
         tot = {}
         for f, m in models.items():
@@ -103,7 +102,7 @@ def stencil_error(n: int, seed: int) -> dict:
         m64, _ = _load(name, torch.float64, "original")
         g = torch.Generator().manual_seed(seed)
         x0 = torch.rand(n, 3, 32, 32, generator=g, dtype=torch.float64)
-        if data_cfg.get("centered"):
+        if data_cfg.centered:
             x0 = 2 * x0 - 1
         z = torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64)
         rows = []

@@ -1,11 +1,9 @@
-"""The experiment as the numerics see it: frozen dataclasses generated from the zod schemas.
+"""The experiment as the numerics see it: the frozen dataclasses generated from the zod schemas.
 
-TypeScript resolves and checks an experiment (defaults, cross-field rules, lint: ``src/dsl``) and
-sends it whole; :func:`experiment_from_wire` validates it against the generated JSON Schema and
-builds the dataclasses of ``_generated/types.py`` (see :mod:`fpdiff.schema`). Nothing here restates
-a field, a default or a rule. The few rules the numerics rely on are guarded where they compute
-(docs/contracts.md §1 lists them).
-
+:func:`experiment_from_wire` validates a resolved experiment and builds the classes of
+``_generated/types.py`` (:mod:`fpdiff.schema`), whose names — unions (``SDEConfig`` …) and bases
+(``ImageModelConfig`` …) included — are this module's. Nothing here restates a field, a default or a
+rule; the numerics guard what they rely on where they compute (docs/contracts.md §1).
 ``python -m fpdiff.config`` validates JSON experiments read from stdin (used by the tests).
 """
 
@@ -13,28 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Union
+from typing import Any
 
 from ._generated import types as _types
-from ._generated.types import *  # noqa: F401,F403  (every generated class under its own name)
-from ._generated.types import (CIFAR10Config, DDPMppConfig, DSMTerm, HighOrderTerm, ImageNet32Config,
-                               MLPConfig, NCSNppConfig, ODESamplingConfig, PCSamplingConfig,
-                               ScoreFPETerm, SubVPSDEConfig, ToyDataConfig, VESDEConfig, VPSDEConfig)
+from ._generated.types import *  # noqa: F401,F403  (every generated name under its own name)
+from ._generated.types import DataConfig, ToyDataConfig
 from .schema import SchemaError as ConfigError
 from .schema import encode as to_wire
 from .schema import experiment_from_wire
-
-SDEConfig = Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
-ImageModelConfig = Union[NCSNppConfig, DDPMppConfig]
-ModelConfig = Union[NCSNppConfig, DDPMppConfig, MLPConfig]
-ImageDataConfig = Union[CIFAR10Config, ImageNet32Config]
-DataConfig = Union[CIFAR10Config, ImageNet32Config, ToyDataConfig]
-LossTerm = Union[DSMTerm, HighOrderTerm, ScoreFPETerm]
-SamplingConfig = Union[PCSamplingConfig, ODESamplingConfig]
-
-
-def is_image_data(data: DataConfig) -> bool:
-    return isinstance(data, (CIFAR10Config, ImageNet32Config))
 
 
 def data_dim(data: DataConfig) -> int:
@@ -52,15 +36,8 @@ def check(raw: Any) -> dict[str, Any]:
         return {"ok": False, "errors": [{"path": p, "message": m} for p, m in err.errors]}
 
 
-def _main() -> int:
-    raw = json.load(sys.stdin)
-    json.dump([check(r) for r in raw] if isinstance(raw, list) else check(raw), sys.stdout)
-    return 0
-
-
-__all__ = [*_types.__all__, "ConfigError", "DataConfig", "ImageDataConfig", "ImageModelConfig", "LossTerm",
-           "ModelConfig", "SDEConfig", "SamplingConfig", "check", "data_dim", "experiment_from_wire",
-           "is_image_data", "to_wire"]
+__all__ = [*_types.__all__, "ConfigError", "check", "data_dim", "experiment_from_wire", "to_wire"]
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    raw = json.load(sys.stdin)
+    json.dump([check(r) for r in raw] if isinstance(raw, list) else check(raw), sys.stdout)

@@ -297,18 +297,16 @@ def toy_mechanism(
     x0: Tensor,
     ts: Sequence[float] | Tensor,
     *,
-    ode: bool = True,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    prior_score: Callable[[Tensor], Tensor] | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[int, int], None] | None = None,
+    **fisher: Any,
 ) -> dict[str, list[float]]:
     """The curves along t that show why a toy model's ODE likelihood is what it is: the absolute
     score-FPE residual E‖∂t s − ∇x φ̃‖ beside E‖∂t s‖ and E‖∇x φ̃‖ (exact divergence, autodiff ∂t);
-    and, where the data law `law` is closed-form, E‖std·s‖ beside the truth's, the score error
-    E[g²‖s_θ − s_q‖²] and (with `ode`) the ScoreODE's own Fisher divergence E[g²‖s_ode − s_q‖²],
-    started at T from the SDE's prior as the model's ScoreODE is (`prior_score` replaces it)."""
+    and, where the data law `law` is closed-form, `fisher_curve`'s: E‖std·s‖ beside the truth's,
+    the score error E[g²‖s_θ − s_q‖²] and (with `ode`) the ScoreODE's own Fisher divergence
+    E[g²‖s_ode − s_q‖²], started at T from the SDE's prior as the model's ScoreODE is. `fisher`:
+    `fisher_curve`'s settings (ode, rtol, atol, method, prior_score)."""
     times = _times(ts)
     n = len(times) * (2 if law is not None else 1)
 
@@ -320,8 +318,7 @@ def toy_mechanism(
     out = {"t": res["t"], "residual": res["residual"], "dt_score": res["lhs"], "grad_phi": res["rhs"]}
     if law is not None:
         truth = law.to(dtype=x0.dtype, device=x0.device).score_model(model.sde)
-        fc = fisher_curve(model, truth, x0, times, ode=ode, rtol=rtol, atol=atol, prior_score=prior_score,
-                          generator=generator, callback=tick(len(times)))
+        fc = fisher_curve(model, truth, x0, times, generator=generator, callback=tick(len(times)), **fisher)
         for k, v in fc.items():
             if k != "t":
                 out[k] = v

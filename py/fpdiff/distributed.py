@@ -38,21 +38,12 @@ Tensor = torch.Tensor
 
 __all__ = [
     "Dist", "env_world", "init_from_env", "current", "shard_bounds", "shard", "rank_seed", "rank_generator",
-    "wrap_ddp", "broadcast_module_state", "broadcast_optimizer_state", "die_with_parent", "DistError",
+    "wrap_ddp", "broadcast_module_state", "broadcast_optimizer_state", "die_with_parent",
     "PeerFailed", "all_or_none",
 ]
 
 DEFAULT_TIMEOUT_S = 600.0
 CONTROL_TIMEOUT = datetime.timedelta(days=3650)
-
-
-class DistError(RuntimeError):
-    """A distributed set-up that cannot work (batch not divisible, mixed devices...)."""
-
-    def __init__(self, message: str, field: Optional[str] = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class PeerFailed(RuntimeError):

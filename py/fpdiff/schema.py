@@ -1,11 +1,11 @@
 """Every message checked against the JSON Schema generated from the zod schemas, then typed.
 
-zod (``src/dsl``, ``src/protocol/ops``) is the only author of the experiment and of every op's
-arguments, results and events; ``npm run gen`` exports them to ``_generated/schema.json`` and
-frozen dataclasses in ``_generated/types.py``. This module validates a camelCase wire value with the
-``jsonschema`` package (the wire is never trusted), reports problems with the TypeScript field paths
-(``loss.terms[1].alpha``), builds the dataclasses (camelCase → snake_case by the schema's own
-``x-py-fields`` map) and turns results back into wire values (``WIRE``). It knows no field by name.
+zod is the only author of the experiment and of every op's arguments, results and events; ``npm run
+gen`` exports them to ``_generated/schema.json`` and dataclasses in ``_generated/types.py``. This
+module validates a camelCase wire value with ``jsonschema`` (the wire is never trusted), reports
+problems with the TypeScript field paths (``loss.terms[1].alpha``), builds the dataclasses and turns
+results back into wire values, all by the schema's own annotations (``x-py-class``, ``x-py-fields``,
+``x-py-union``, ``WIRE``): it knows no field by name.
 """
 
 from __future__ import annotations
@@ -37,21 +37,14 @@ class SchemaError(ValueError):
         super().__init__(lines[0] if len(lines) == 1 else f"{len(lines)} problems: " + "; ".join(lines))
 
 
-def _is_tensor(_checker: Any, value: Any) -> bool:
-    torch = sys.modules.get("torch")  # no torch imported: no tensor can exist
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _is_number(_checker: Any, value: Any) -> bool:
-    # JSON has no NaN or infinity; msgpack does, and no field of ours means them
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
-        {"tensor": _is_tensor, "number": _is_number}
-    ),
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({
+        # no torch imported: no tensor can exist
+        "tensor": lambda _, v: "torch" in sys.modules and isinstance(v, sys.modules["torch"].Tensor),
+        # JSON has no NaN or infinity; msgpack does, and no field of ours means them
+        "number": lambda _, v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    }),
 )
 
 
@@ -70,8 +63,21 @@ def _node(key: str) -> dict[str, Any]:
     return OPS[op][part] or {}  # an op without events: anything it emits goes as it is
 
 
-# ------------------------------------------------------------------------------------------------
-# Problems with their paths
+def _deref(schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = DEFS[schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _branch(union: dict[str, Any], value: Any) -> Optional[int]:
+    """The branch of a union a map means: the one its discriminator names, else the only object
+    branch (``"autodiff" | {finiteDifference…}``); None if neither (or not a map)."""
+    tag = union.get("x-py-union", {})
+    if not isinstance(value, dict):
+        return None
+    if "key" in tag and value.get(tag["key"]) in tag["values"]:
+        return tag["values"].index(value[tag["key"]])
+    return tag.get("object")
 
 
 def join(prefix: str, path: Iterable[Union[str, int]]) -> str:
@@ -79,36 +85,6 @@ def join(prefix: str, path: Iterable[Union[str, int]]) -> str:
     for seg in path:
         out = f"{out}[{seg}]" if isinstance(seg, int) else (f"{out}.{seg}" if out else str(seg))
     return out
-
-
-def _deref(schema: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in schema:
-        schema = DEFS[schema["$ref"].rsplit("/", 1)[1]]
-    return schema
-
-
-def _discriminated(branches: list[dict[str, Any]], value: Any) -> Optional[int]:
-    """The union branch a map means: the one whose discriminator (``kind``, ``method`` or ``type``)
-    it carries, else the only object branch (``"autodiff" | {finiteDifference…}``); None if neither."""
-    if not isinstance(value, dict):
-        return None
-    for i, branch in enumerate(branches):
-        props = branch.get("properties", {})
-        for key in ("kind", "method", "type"):
-            const = _deref(props.get(key, {})).get("const")
-            if const is not None and value.get(key) == const:
-                return i
-    objects = [i for i, b in enumerate(branches) if b.get("type") == "object"]
-    return objects[0] if len(objects) == 1 else None
-
-
-def _branch(error: Any) -> Optional[list[Any]]:
-    """For a failed union, the errors of the branch the value meant."""
-    by_branch: dict[int, list[Any]] = {}
-    for sub in error.context:
-        by_branch.setdefault(sub.schema_path[0], []).append(sub)
-    i = _discriminated([_deref(b) for b in error.validator_value], error.instance)
-    return None if i is None else by_branch.get(i, [])
 
 
 _ARTICLE = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean",
@@ -120,14 +96,15 @@ def _problems(errors: Iterable[Any], prefix: str) -> list[tuple[str, str]]:
     for e in errors:
         path = join(prefix, e.absolute_path)
         if e.validator in ("oneOf", "anyOf") and e.context:
-            chosen = _branch(e)
+            # a failed union: the problems of the branch the value meant, else what it may be
+            i, tag = _branch(e.schema, e.instance), e.schema.get("x-py-union", {})
+            chosen = [sub for sub in e.context if sub.schema_path[0] == i]
             if chosen:
                 out += _problems(chosen, prefix)
                 continue
-            keys = [k for b in e.validator_value for k in ("kind", "method") if k in _deref(b).get("properties", {})]
-            if keys and isinstance(e.instance, dict):
-                options = [_deref(_deref(b)["properties"][keys[0]]).get("const") for b in e.validator_value]
-                out.append((join(path, [keys[0]]), "expected one of " + " | ".join(json.dumps(o) for o in options)))
+            if "key" in tag and isinstance(e.instance, dict):
+                options = " | ".join(json.dumps(v) for v in tag["values"])
+                out.append((join(path, [tag["key"]]), f"expected one of {options}"))
                 continue
         if e.validator == "additionalProperties":
             known = set(e.schema.get("properties", {}))
@@ -143,113 +120,79 @@ def _problems(errors: Iterable[Any], prefix: str) -> list[tuple[str, str]]:
     return out
 
 
-def check(key: str, value: Any, prefix: str = "") -> None:
-    """Raises :class:`SchemaError` listing every problem of ``value`` against schema ``key``."""
-    errors = sorted(_validator(key).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise SchemaError(_problems(errors, prefix))
-
-
-# ------------------------------------------------------------------------------------------------
-# Wire ⇄ dataclasses
-
-
 def decode(schema: dict[str, Any], value: Any) -> Any:
     """A validated wire value → the generated dataclasses (numbers as floats where the schema says)."""
     node = _deref(schema)
-    cls_name = node.get("x-py-class")
-    if cls_name is not None and isinstance(value, dict):
-        cls = getattr(T, cls_name)
+    if "x-py-class" in node and isinstance(value, dict):
         props, names = node["properties"], node["x-py-fields"]
-        return cls(**{names[k]: decode(props[k], v) for k, v in value.items()})
+        return getattr(T, node["x-py-class"])(**{names[k]: decode(props[k], v) for k, v in value.items()})
     union = node.get("anyOf") or node.get("oneOf")
     if union is not None:
-        i = _discriminated([_deref(b) for b in union], value)
-        if i is not None:
-            return decode(union[i], value)
-        for branch in union:  # literals and scalars: the first branch that takes the value
-            if _Validator({**branch, "$defs": DEFS}).is_valid(value):
-                return decode(branch, value)
-        return value
+        i = _branch(node, value)
+        if i is None:  # literals and scalars: the first branch that takes the value
+            i = next((j for j, b in enumerate(union) if _Validator({**b, "$defs": DEFS}).is_valid(value)), None)
+        return value if i is None else decode(union[i], value)
     if "const" in node or "enum" in node:
         return value  # a literal is exactly what it is (imageSize 32 stays an int)
     kind = node.get("type")
-    if isinstance(kind, list):
+    if isinstance(kind, list):  # [X, "null"] (or [tensor, number]): the first that is not null
         kind = next((k for k in kind if k != "null"), None) if value is not None else "null"
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == "array" and isinstance(value, (list, tuple)):
         # a zod tuple is `prefixItems` (with `items: false`); a list is `items`
         prefix, items = node.get("prefixItems") or [], node.get("items", {})
-        out = []
-        for i, v in enumerate(value):
-            sub = prefix[i] if i < len(prefix) else items
-            out.append(decode(sub, v) if isinstance(sub, dict) else v)
-        return tuple(out)
+        subs = [prefix[i] if i < len(prefix) else items for i in range(len(value))]
+        return tuple(decode(sub, v) if isinstance(sub, dict) else v for sub, v in zip(subs, value))
     if kind == "object" and isinstance(value, dict) and isinstance(node.get("additionalProperties"), dict):
         return {k: decode(node["additionalProperties"], v) for k, v in value.items()}
     return value
 
 
 def encode(value: Any) -> Any:
-    """Dataclasses → camelCase wire values (optional fields that are None left out); dicts keep
-    their keys (records carry data, not field names)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        cls = type(value)
-        wire, optional = cls.WIRE, getattr(cls, "OPTIONAL", frozenset())
-        out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if v is None and f.name in optional:
-                continue
-            out[wire[f.name]] = encode(v)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [encode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: encode(v) for k, v in value.items()}
-    return value
+    """Dataclasses (in lists and records too) → camelCase wire values; dict keys are kept."""
+    return _to_wire({}, value)
 
 
 def to_wire(key: str, value: Any) -> Any:
-    """A handler's answer (a generated dataclass, or a dict with snake_case field names, nested
-    alike) as the wire value of schema ``key``: field names by the schema's own map, record keys
-    kept. Applied once, at the worker boundary."""
+    """A handler's answer (generated dataclasses, or dicts with snake_case field names) as the wire
+    value of schema ``key``, record keys kept. Applied once, at the worker boundary."""
     return _to_wire(_node(key), value)
 
 
 def _to_wire(schema: dict[str, Any], value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return encode(value)
+        # a dataclass names its own wire keys (`WIRE`); an optional field that is None is left out
+        optional = getattr(value, "OPTIONAL", ())
+        fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        return {value.WIRE[name]: encode(v) for name, v in fields if v is not None or name not in optional}
     node = _deref(schema)
     if isinstance(value, (list, tuple)):
-        items = node.get("items", {})
+        items = node.get("items")
         return [_to_wire(items if isinstance(items, dict) else {}, v) for v in value]
     if not isinstance(value, dict):
         return value
     union = node.get("anyOf") or node.get("oneOf")
     if union is not None:
-        branches = [_deref(b) for b in union]
-        i = _discriminated(branches, value)
-        objects = [b for b in branches if b.get("type") == "object"]
-        return _to_wire(branches[i], value) if i is not None else (_to_wire(objects[0], value) if objects else encode(value))
-    if "properties" not in node:
-        ap = node.get("additionalProperties")
-        return {k: _to_wire(ap if isinstance(ap, dict) else {}, v) for k, v in value.items()}
-    wire = {snake: camel for camel, snake in node["x-py-fields"].items()}
-    required = node.get("required", ())
-    out = {}
-    for k, v in value.items():
-        key = wire.get(k, k)
-        if v is None and key not in required:
-            continue  # an absent optional (a required nullable stays null)
-        out[key] = _to_wire(node["properties"].get(key, {}), v)
-    return out
+        i = _branch(node, value)
+        if i is None:  # no discriminator to go by: the first object branch
+            i = next((j for j, b in enumerate(union) if _deref(b).get("type") == "object"), None)
+        return encode(value) if i is None else _to_wire(union[i], value)
+    if "properties" not in node:  # a record: its keys are data
+        extra = node.get("additionalProperties")
+        return {k: _to_wire(extra if isinstance(extra, dict) else {}, v) for k, v in value.items()}
+    wire, required = getattr(T, node["x-py-class"]).WIRE, node.get("required", ())
+    # an absent optional is None in Python and left out on the wire (a required nullable stays null)
+    pairs = [(wire.get(k, k), v) for k, v in value.items()]
+    return {k: _to_wire(node["properties"].get(k, {}), v) for k, v in pairs if v is not None or k in required}
 
 
 def parse(key: str, value: Any, prefix: str = "") -> Any:
-    """Validate, then decode: the one way a wire value becomes Python."""
-    check(key, value, prefix)
+    """Validate against schema ``key`` (:class:`SchemaError` listing every problem, its paths
+    prefixed by ``prefix``), then decode: the one way a wire value becomes Python."""
+    errors = sorted(_validator(key).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise SchemaError(_problems(errors, prefix))
     return decode(_node(key), value)
 
 

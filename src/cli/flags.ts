@@ -3,12 +3,20 @@
  * are read (a bad one is a usage error naming the flag), so commands never cast or re-parse.
  * Kept free of heavy imports so light commands stay quick to start.
  */
-import { Flags } from "@oclif/core";
+import { Args, Flags } from "@oclif/core";
 import { UsageError } from "./errors.js";
+
+/** The experiment a command works on (each command must own its `args`: oclif copies only own statics). */
+export const experimentArg = { config: Args.string({ description: "preset name, or a .ts / .json experiment file", required: true }) };
 
 export const overrideFlag = (description = "override a field: path=value (repeatable)") => Flags.string({ description, multiple: true, default: [] });
 export const setFlag = overrideFlag();
 export const deviceFlag = Flags.string({ description: "auto (CUDA when present) | cpu | cuda | cuda:N", default: "auto" });
+
+/** The entries of `values` that are not undefined: flags left out stay out of a request. */
+export function given<T extends Record<string, unknown>>(values: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
+}
 
 /** EMA (evaluation) or the raw training weights. */
 export const weightsFlag = (description = "EMA weights (evaluation) or raw training weights") =>

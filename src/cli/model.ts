@@ -4,11 +4,13 @@
  */
 import { Args, Flags } from "@oclif/core";
 import { latestRunCheckpoint, readRunExperiment } from "../api/runs.js";
-import type { Session } from "../api/session.js";
+import type { LaunchOptions, Session } from "../api/session.js";
 import { applyOverrides, experiment as buildExperiment, type Experiment } from "../dsl/index.js";
 import { ModelCommand } from "./base.js";
 import { UsageError } from "./errors.js";
-import { weightsFlag } from "./flags.js";
+import { launchOf, weightsFlag, type LaunchFlagValues } from "./flags.js";
+import { withInterrupt } from "./interrupt.js";
+import type { ProgressLine } from "./progress.js";
 
 /** The points an evaluation runs on: fresh toy samples, or the first n images of a split. */
 export const pointsFlags = (n: number) => ({
@@ -18,6 +20,12 @@ export const pointsFlags = (n: number) => ({
 });
 
 export const configArg = { config: Args.string({ description: "preset or experiment file (optional with --run)" }) };
+
+/** The sampler of `sample` and `eval fid`; absent: the experiment's sampling section. */
+export const samplerFlags = {
+  method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
+  steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
+};
 
 export interface ModelChoice {
   experiment: Experiment;
@@ -54,9 +62,33 @@ export abstract class EvaluateCommand extends ModelCommand {
     return { experiment, checkpoint: flags.checkpoint };
   }
 
-  /** Build the chosen model in the worker; returns its handle. */
-  protected async loadChosen(session: Session, choice: ModelChoice): Promise<string> {
-    const loaded = await session.load(choice.experiment, choice.checkpoint ? { checkpoint: choice.checkpoint } : {});
-    return loaded.handle;
+  /**
+   * Open a worker session (`launch`: a job of several processes), build the chosen model in it and
+   * run `fn` on its handle; the session always closes.
+   */
+  protected withModel<T>(choice: ModelChoice, device: string, fn: (session: Session, handle: string) => Promise<T>, launch?: LaunchOptions): Promise<T> {
+    return this.withSession(
+      device,
+      async (session) => {
+        const loaded = await session.load(choice.experiment, choice.checkpoint ? { checkpoint: choice.checkpoint } : {});
+        return fn(session, loaded.handle);
+      },
+      launch,
+    );
+  }
+
+  /**
+   * `withModel` for a long, resumable op run by a job of processes (the launch flags): Ctrl-C
+   * aborts it through `signal` (it stops cleanly, and running the command again continues), and
+   * `line`, its progress, is cleared however it ends.
+   */
+  protected resumable<T>(
+    choice: ModelChoice,
+    flags: { device: string } & LaunchFlagValues,
+    line: ProgressLine,
+    fn: (session: Session, handle: string, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const run = (session: Session, handle: string) => withInterrupt((signal) => fn(session, handle, signal));
+    return this.withModel(choice, flags.device, run, launchOf(flags)).finally(() => line.done());
   }
 }

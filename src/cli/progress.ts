@@ -29,6 +29,9 @@ export class ProgressLine {
     this.everyMs = opts.quiet ? Infinity : (opts.everyMs ?? (this.tty ? 100 : 10_000));
   }
 
+  /** An op's `{done, total}` events as progress: pass it as the request's `onEvent`. */
+  readonly count = (e: { done: number; total: number }): void => this.progress({ step: e.done, total: e.total });
+
   progress(s: ProgressState): void {
     this.state = s;
     this.started = s.total > 0;

@@ -1,5 +1,5 @@
 /** The body shared by `fpd train` and `fpd finetune`: progress, run directory, summary. */
-import { Args, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { defaultRunDir, runNode, type Session, type TrainOutcome } from "../api/session.js";
 import type { Experiment } from "../dsl/index.js";
 import { ModelCommand } from "./base.js";
@@ -27,9 +27,6 @@ interface TrainFlags extends LaunchFlagValues {
   "allow-config-change": boolean;
   "no-eval": boolean;
 }
-
-/** The argument of train and finetune (each command must own its `args`: oclif copies only own statics). */
-export const trainArgs = { config: Args.string({ description: "preset name, or a .ts / .json experiment file", required: true }) };
 
 export abstract class TrainCommand extends ModelCommand {
   static override baseFlags = {

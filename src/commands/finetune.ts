@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { Flags } from "@oclif/core";
 import { UsageError } from "../cli/errors.js";
-import { trainArgs, TrainCommand, type TrainSummary } from "../cli/train.js";
+import { experimentArg } from "../cli/flags.js";
+import { TrainCommand, type TrainSummary } from "../cli/train.js";
 
 export default class Finetune extends TrainCommand {
   static override summary = "Fine-tune from an original Score SDE checkpoint with an experiment's loss.";
@@ -17,7 +18,7 @@ export default class Finetune extends TrainCommand {
     from: Flags.string({ description: "original-format checkpoint to start from", required: true }),
   };
 
-  static override args = trainArgs;
+  static override args = experimentArg;
 
   async run(): Promise<TrainSummary> {
     const { args, flags } = await this.parse(Finetune);

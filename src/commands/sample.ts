@@ -2,9 +2,8 @@ import { Flags, type Interfaces } from "@oclif/core";
 import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../cli/errors.js";
-import { launchFlags, launchOf } from "../cli/flags.js";
-import { withInterrupt } from "../cli/interrupt.js";
-import { configArg, EvaluateCommand, type ModelChoice } from "../cli/model.js";
+import { given, launchFlags, launchOf } from "../cli/flags.js";
+import { configArg, EvaluateCommand, samplerFlags, type ModelChoice } from "../cli/model.js";
 import { ProgressLine } from "../cli/progress.js";
 import { toNpy } from "../cli/npy.js";
 import type { OpResult } from "../protocol/ops/index.js";
@@ -36,8 +35,7 @@ export default class Sample extends EvaluateCommand {
   static override flags = {
     n: Flags.integer({ description: "number of samples", default: 1000, min: 1 }),
     seed: Flags.integer({ description: "sampling seed", default: 0 }),
-    method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
-    steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
+    ...samplerFlags,
     out: Flags.string({ description: ".npy file for the samples", default: "samples.npy" }),
     plot: Flags.string({ description: "PNG scatter of the samples (toy data)" }),
     num: Flags.integer({ description: "samples at scale: this many, in .npz shards (see --shards)", min: 1 }),
@@ -52,21 +50,12 @@ export default class Sample extends EvaluateCommand {
     if (flags.num !== undefined) return this.atScale(choice, flags.num, flags);
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled() });
     const out = resolve(flags.out);
-    const res = await this.withSession(
+    const res = await this.withModel(
+      choice,
       flags.device,
-      async (session) => {
-        const handle = await this.loadChosen(session, choice);
-        const drawn = await session.sample(
-          handle,
-          {
-            n: flags.n,
-            seed: flags.seed,
-            weights: flags.weights,
-            ...(flags.method ? { method: flags.method } : {}),
-            ...(flags.steps ? { N: flags.steps } : {}),
-          },
-          { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-        );
+      async (session, handle) => {
+        const request = { n: flags.n, seed: flags.seed, weights: flags.weights, ...given({ method: flags.method, N: flags.steps }) };
+        const drawn = await session.sample(handle, request, { onEvent: line.count });
         writeFileSync(out, toNpy(drawn.x));
         if (flags.plot) {
           if (drawn.x.shape.length !== 2 || drawn.x.shape[1]! > 2) throw new UsageError("--plot draws toy samples ([n, 1] or [n, 2]) only", "--plot");
@@ -84,28 +73,8 @@ export default class Sample extends EvaluateCommand {
   private async atScale(choice: ModelChoice, num: number, flags: Interfaces.InferredFlags<typeof Sample.flags & typeof Sample.baseFlags>): Promise<OpResult<"sample.shards">> {
     const out = resolve(flags.shards ?? `samples-${flags.seed}`);
     const line = new ProgressLine("sampling", { quiet: this.jsonEnabled(), unit: "samples" });
-    const res = await this.withSession(
-      flags.device,
-      async (session) => {
-        const handle = await this.loadChosen(session, choice);
-        return withInterrupt((signal) =>
-          session.sampleShards(
-            handle,
-            {
-              n: num,
-              seed: flags.seed,
-              out,
-              weights: flags.weights,
-              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-              ...(flags.method ? { method: flags.method } : {}),
-              ...(flags.steps ? { N: flags.steps } : {}),
-            },
-            { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-          ),
-        );
-      },
-      launchOf(flags),
-    ).finally(() => line.done());
+    const request = { n: num, seed: flags.seed, out, weights: flags.weights, ...given({ batchSize: flags["batch-size"], method: flags.method, N: flags.steps }) };
+    const res = await this.resumable(choice, flags, line, (session, handle, signal) => session.sampleShards(handle, request, { signal, onEvent: line.count }));
     if (!this.jsonEnabled()) this.log(`wrote ${res.n} samples in ${res.shards.length} shards under ${res.out}${res.grid ? `; grid ${res.grid}` : ""}`);
     return res;
   }

@@ -1,4 +1,5 @@
-import { trainArgs, TrainCommand, type TrainSummary } from "../cli/train.js";
+import { experimentArg } from "../cli/flags.js";
+import { TrainCommand, type TrainSummary } from "../cli/train.js";
 
 export default class Train extends TrainCommand {
   static override summary = "Train an experiment (a preset or a .ts / .json file) in a run directory.";
@@ -15,7 +16,7 @@ export default class Train extends TrainCommand {
     "<%= config.bin %> train fp/ve_cifar10 --set data.path=/data/cifar-10-batches-py --device cuda --json",
   ];
 
-  static override args = trainArgs;
+  static override args = experimentArg;
 
   async run(): Promise<TrainSummary> {
     const { args, flags } = await this.parse(Train);

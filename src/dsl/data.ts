@@ -3,7 +3,7 @@
  * high-order paper and friends.
  */
 import { z } from "zod";
-import { parseOrThrow } from "./errors.js";
+import { builders } from "./builder.js";
 
 function imageShape<K extends "cifar10" | "imagenet32">(kind: K, randomFlip: boolean) {
   return z.strictObject({
@@ -85,17 +85,8 @@ export type ToyData = z.infer<typeof ToyDataSchema>;
 export type Data = z.infer<typeof DataSchema>;
 export type ImageData = Cifar10 | Imagenet32;
 
-type Opts<S extends z.ZodType> = Omit<z.input<S>, "kind">;
-
 /** Builders: `data.cifar10({path})`, `data.imagenet32()`, `data.toy({dataset: "checkerboard"})`. */
-export const data = {
-  cifar10: (opts: Opts<typeof Cifar10Schema> = {}): Cifar10 =>
-    parseOrThrow(Cifar10Schema, { ...opts, kind: "cifar10" }, "data", "data.cifar10()"),
-  imagenet32: (opts: Opts<typeof Imagenet32Schema> = {}): Imagenet32 =>
-    parseOrThrow(Imagenet32Schema, { ...opts, kind: "imagenet32" }, "data", "data.imagenet32()"),
-  toy: (opts: Opts<typeof ToyDataSchema>): ToyData =>
-    parseOrThrow(ToyDataSchema, { ...opts, kind: "toy" }, "data", "data.toy()"),
-};
+export const data = builders("data", { cifar10: Cifar10Schema, imagenet32: Imagenet32Schema, toy: ToyDataSchema });
 
 export function isImageData(d: Data): d is ImageData {
   return d.kind === "cifar10" || d.kind === "imagenet32";

@@ -4,7 +4,7 @@
  * defaults. The toy MLP is the high-order paper's toy network (docs/maths.md §7.1).
  */
 import { z } from "zod";
-import { parseOrThrow } from "./errors.js";
+import { builders } from "./builder.js";
 
 const posInt = () => z.number().int().positive();
 const rate = () => z.number().min(0).lt(1);
@@ -96,17 +96,8 @@ export type Model = z.infer<typeof ModelSchema>;
 /** NCSN++ or DDPM++ — the one Score SDE network class. */
 export type ImageModel = Ncsnpp | Ddpmpp;
 
-type Opts<S extends z.ZodType> = Omit<z.input<S>, "kind">;
-
 /** Builders: `model.ncsnpp({numResBlocks: 8})`, `model.ddpmpp()`, `model.mlp()`. */
-export const model = {
-  ncsnpp: (opts: Opts<typeof NcsnppSchema> = {}): Ncsnpp =>
-    parseOrThrow(NcsnppSchema, { ...opts, kind: "ncsnpp" }, "model", "model.ncsnpp()"),
-  ddpmpp: (opts: Opts<typeof DdpmppSchema> = {}): Ddpmpp =>
-    parseOrThrow(DdpmppSchema, { ...opts, kind: "ddpmpp" }, "model", "model.ddpmpp()"),
-  mlp: (opts: Opts<typeof MlpSchema> = {}): Mlp =>
-    parseOrThrow(MlpSchema, { ...opts, kind: "mlp" }, "model", "model.mlp()"),
-};
+export const model = builders("model", { ncsnpp: NcsnppSchema, ddpmpp: DdpmppSchema, mlp: MlpSchema });
 
 export function isImageModel(m: Model): m is ImageModel {
   return m.kind === "ncsnpp" || m.kind === "ddpmpp";

@@ -1,6 +1,6 @@
 /** Optimiser: Adam as Score SDE configures it (β₂ = 0.999 fixed, linear warm-up, gradient clipping). */
 import { z } from "zod";
-import { parseOrThrow } from "./errors.js";
+import { builders } from "./builder.js";
 
 export const AdamSchema = z.strictObject({
   kind: z.literal("adam"),
@@ -27,7 +27,4 @@ export type Adam = z.infer<typeof AdamSchema>;
 export type Optim = z.infer<typeof OptimSchema>;
 
 /** Builders: `optim.adam({lr: 1e-3, warmup: 0})`. */
-export const optim = {
-  adam: (opts: Omit<z.input<typeof AdamSchema>, "kind"> = {}): Adam =>
-    parseOrThrow(AdamSchema, { ...opts, kind: "adam" }, "optim", "optim.adam()"),
-};
+export const optim = builders("optim", { adam: AdamSchema });

@@ -3,7 +3,7 @@
  * validation and the cross-language tests. Formulas: docs/maths.md §2.
  */
 import { z } from "zod";
-import { parseOrThrow } from "./errors.js";
+import { builders } from "./builder.js";
 
 const positive = () => z.number().positive();
 const steps = () => z.number().int().positive();
@@ -56,17 +56,8 @@ export type SubVpSde = z.infer<typeof SubVpSdeSchema>;
 export type Sde = z.infer<typeof SdeSchema>;
 export type SdeKind = Sde["kind"];
 
-type Opts<S extends z.ZodType> = Omit<z.input<S>, "kind">;
-
 /** Builders: `sde.ve({sigmaMax: 80})`, `sde.vp()`, `sde.subvp({betaMax: 19.9})`. */
-export const sde = {
-  ve: (opts: Opts<typeof VeSdeSchema> = {}): VeSde =>
-    parseOrThrow(VeSdeSchema, { ...opts, kind: "ve" }, "sde", "sde.ve()"),
-  vp: (opts: Opts<typeof VpSdeSchema> = {}): VpSde =>
-    parseOrThrow(VpSdeSchema, { ...opts, kind: "vp" }, "sde", "sde.vp()"),
-  subvp: (opts: Opts<typeof SubVpSdeSchema> = {}): SubVpSde =>
-    parseOrThrow(SubVpSdeSchema, { ...opts, kind: "subvp" }, "sde", "sde.subvp()"),
-};
+export const sde = builders("sde", { ve: VeSdeSchema, vp: VpSdeSchema, subvp: SubVpSdeSchema });
 
 /** The Score SDE name of the SDE (`training.sde` in the original configs). */
 export const ORIGINAL_SDE_NAME: Record<SdeKind, string> = {

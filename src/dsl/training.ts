@@ -1,5 +1,6 @@
 /** Training loop, evaluation and sampling settings (Score SDE's training / eval / sampling sections). */
 import { z } from "zod";
+import { builders } from "./builder.js";
 import { parseOrThrow } from "./errors.js";
 
 const posInt = () => z.number().int().positive();
@@ -153,9 +154,4 @@ export function evaluation(opts: z.input<typeof EvalSchema> = {}): Eval {
 }
 
 /** `sampling.pc({predictor: "euler_maruyama", corrector: "none"})`, `sampling.ode()`. */
-export const sampling = {
-  pc: (opts: Omit<z.input<typeof PcSamplingSchema>, "method"> = {}): PcSampling =>
-    parseOrThrow(PcSamplingSchema, { ...opts, method: "pc" }, "sampling", "sampling.pc()"),
-  ode: (opts: Omit<z.input<typeof OdeSamplingSchema>, "method"> = {}): OdeSampling =>
-    parseOrThrow(OdeSamplingSchema, { ...opts, method: "ode" }, "sampling", "sampling.ode()"),
-};
+export const sampling = builders("sampling", { pc: PcSamplingSchema, ode: OdeSamplingSchema }, "method");

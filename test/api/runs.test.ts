@@ -5,12 +5,13 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { getPreset } from "../../configs/index.js";
 import { ConfigChangedError, RunDirError, RunLockedError } from "../../src/api/runs.js";
 import { applyOverrides, type Experiment } from "../../src/dsl/index.js";
 import { RequestError, Session, type TrainEvent } from "../../src/index.js";
 import { BIN } from "../helpers/cli.js";
+import { sharedSession } from "../helpers/session.js";
 
 function toy(set: string[] = []): Experiment {
   return applyOverrides(getPreset("toy/checkerboard_ve_dsm")!.experiment, [
@@ -41,13 +42,7 @@ async function gone(pid: number): Promise<void> {
 const read = (p: string) => readFileSync(p, "utf8");
 const json = (p: string) => JSON.parse(read(p));
 
-let session: Session;
-beforeAll(async () => {
-  session = await Session.open({ device: "cpu" });
-});
-afterAll(async () => {
-  await session?.close();
-});
+const session = sharedSession();
 
 describe("one training process per run directory", () => {
   it("a second one is refused naming the holder; the lock is released by the kernel when the holder dies", { timeout: 120_000 }, async () => {
@@ -62,7 +57,7 @@ describe("one training process per run directory", () => {
     const config = read(join(dir, "config.json"));
     const lines = read(join(dir, "metrics.jsonl")).split("\n").length;
 
-    const err = (await session.train(toy(["optim.lr=0.01"]), { runDir: dir }).catch((e: unknown) => e)) as RunLockedError;
+    const err = (await session().train(toy(["optim.lr=0.01"]), { runDir: dir }).catch((e: unknown) => e)) as RunLockedError;
     expect(err).toBeInstanceOf(RunLockedError);
     expect(err.code).toBe("RUN_LOCKED");
     expect(err.message).toContain(`pid ${process.pid}`);
@@ -73,7 +68,7 @@ describe("one training process per run directory", () => {
     holder.worker.kill("SIGKILL"); // no clean-up runs: only the kernel can release the lock
     await first;
     await holder.close();
-    const { result } = await session.train(toy(["training.nIters=3"]), { runDir: dir, allowConfigChange: true });
+    const { result } = await session().train(toy(["training.nIters=3"]), { runDir: dir, allowConfigChange: true });
     expect(result.status).toBe("completed");
   });
 
@@ -106,11 +101,11 @@ describe("one training process per run directory", () => {
 describe("continuing a run with a different experiment", () => {
   it("is refused without touching config.json; --allow-config-change records both; an unfit network still leaves it alone", { timeout: 120_000 }, async () => {
     const dir = tmp();
-    await session.train(toy(["training.nIters=4"]), { runDir: dir });
+    await session().train(toy(["training.nIters=4"]), { runDir: dir });
     const config = read(join(dir, "config.json"));
     const mtime = statSync(join(dir, "config.json")).mtimeMs;
 
-    const refused = (await session.train(toy(["optim.lr=0.01", "training.batchSize=32"]), { runDir: dir }).catch((e: unknown) => e)) as ConfigChangedError;
+    const refused = (await session().train(toy(["optim.lr=0.01", "training.batchSize=32"]), { runDir: dir }).catch((e: unknown) => e)) as ConfigChangedError;
     expect(refused).toBeInstanceOf(ConfigChangedError);
     expect(refused.code).toBe("CONFIG_CHANGED");
     expect(refused.details.changes.map((c) => c.path)).toEqual(["optim.lr", "training.batchSize"]);
@@ -119,10 +114,10 @@ describe("continuing a run with a different experiment", () => {
     expect(statSync(join(dir, "config.json")).mtimeMs).toBe(mtime);
 
     // running longer, or evaluating it otherwise during training, is not a different experiment
-    const longer = await session.train(toy(["training.nIters=6", "training.snapshotBpd=8", "training.snapshotSamples=16", "training.tensorboard=false"]), { runDir: dir });
+    const longer = await session().train(toy(["training.nIters=6", "training.snapshotBpd=8", "training.snapshotSamples=16", "training.tensorboard=false"]), { runDir: dir });
     expect(longer.result.step).toBe(6);
 
-    const { result } = await session.train(toy(["optim.lr=0.01", "training.nIters=8"]), { runDir: dir, allowConfigChange: true });
+    const { result } = await session().train(toy(["optim.lr=0.01", "training.nIters=8"]), { runDir: dir, allowConfigChange: true });
     expect(result.steps).toBe(2);
     expect(json(join(dir, "config.json")).experiment.optim.lr).toBe(0.01);
     const change = json(join(dir, "run.json")).history.find((h: { event: string }) => h.event === "config-change");
@@ -131,7 +126,7 @@ describe("continuing a run with a different experiment", () => {
     expect(change.to.optim.lr).toBe(0.01);
 
     const changed = read(join(dir, "config.json"));
-    const unfit = (await session.train(toy(["model.width=16", "training.nIters=10"]), { runDir: dir, allowConfigChange: true }).catch((e: unknown) => e)) as RequestError;
+    const unfit = (await session().train(toy(["model.width=16", "training.nIters=10"]), { runDir: dir, allowConfigChange: true }).catch((e: unknown) => e)) as RequestError;
     expect(unfit).toBeInstanceOf(RequestError);
     expect(unfit.code).toBe("BAD_REQUEST");
     expect(read(join(dir, "config.json"))).toBe(changed); // the worker refused: config.json still describes the checkpoints
@@ -143,16 +138,16 @@ describe("continuing a run with a different experiment", () => {
 describe("damaged or missing files", () => {
   it("a corrupt run.json or config.json is named", async () => {
     const dir = tmp();
-    await session.train(toy(["training.nIters=2"]), { runDir: dir });
+    await session().train(toy(["training.nIters=2"]), { runDir: dir });
     const record = read(join(dir, "run.json"));
     writeFileSync(join(dir, "run.json"), record.slice(0, 40));
-    const e1 = (await session.train(toy(["training.nIters=2"]), { runDir: dir }).catch((e: unknown) => e)) as RunDirError;
+    const e1 = (await session().train(toy(["training.nIters=2"]), { runDir: dir }).catch((e: unknown) => e)) as RunDirError;
     expect(e1).toBeInstanceOf(RunDirError);
     expect(e1.path).toBe(join(dir, "run.json"));
     expect(e1.message).toMatch(new RegExp(`^${join(dir, "run.json")}: the run record is not valid JSON`));
     writeFileSync(join(dir, "run.json"), record);
     writeFileSync(join(dir, "config.json"), "{ not json");
-    const e2 = (await session.train(toy(["training.nIters=2"]), { runDir: dir }).catch((e: unknown) => e)) as RunDirError;
+    const e2 = (await session().train(toy(["training.nIters=2"]), { runDir: dir }).catch((e: unknown) => e)) as RunDirError;
     expect(e2.path).toBe(join(dir, "config.json"));
     expect(e2.message).toContain(join(dir, "config.json"));
     expect(read(join(dir, "config.json"))).toBe("{ not json"); // named, not overwritten
@@ -160,10 +155,10 @@ describe("damaged or missing files", () => {
 
   it("without the meta checkpoint a run resumes from its newest snapshot and overwrites nothing", { timeout: 60_000 }, async () => {
     const dir = tmp();
-    await session.train(toy(), { runDir: dir, maxSteps: 10 });
+    await session().train(toy(), { runDir: dir, maxSteps: 10 });
     rmSync(join(dir, "checkpoints-meta", "checkpoint.pth"));
     const warnings: string[] = [];
-    const { result } = await session.train(toy(), {
+    const { result } = await session().train(toy(), {
       runDir: dir,
       onEvent: (e: TrainEvent) => e.type === "warning" && warnings.push(e.message),
     });
@@ -198,7 +193,7 @@ describe("after a killed run", () => {
     for (const d of debris) writeFileSync(d, "half a file");
     writeFileSync(join(dir, "checkpoints", "notes.tmp"), "not ours"); // not a writer's temporary name: kept
 
-    await session.train(toy(["training.nIters=2"]), { runDir: dir, allowConfigChange: true });
+    await session().train(toy(["training.nIters=2"]), { runDir: dir, allowConfigChange: true });
     const record = json(join(dir, "run.json"));
     const interrupted = record.history.find((h: { event: string }) => h.event === "interrupted");
     expect(interrupted).toBeDefined();

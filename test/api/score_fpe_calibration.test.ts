@@ -5,10 +5,11 @@
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Session, type TrainEvent } from "../../src/index.js";
+import { describe, expect, it } from "vitest";
+import type { TrainEvent } from "../../src/index.js";
 import { applyOverrides, type Experiment } from "../../src/dsl/index.js";
 import { getPreset } from "../../configs/index.js";
+import { sharedSession } from "../helpers/session.js";
 
 const SMALL = ["model.width=16", "model.timeHidden=[16]", "model.xHidden=[16]", "model.hidden=[32]", "training.batchSize=64", "training.logFreq=1"];
 
@@ -16,23 +17,17 @@ function toy(preset: string, nIters: number, set: string[] = []): Experiment {
   return applyOverrides(getPreset(preset)!.experiment, [...SMALL, `training.nIters=${nIters}`, `training.snapshotFreq=${nIters}`, `training.snapshotFreqForPreemption=${nIters}`, ...set]);
 }
 
-let session: Session;
-beforeAll(async () => {
-  session = await Session.open({ device: "cpu" });
-});
-afterAll(async () => {
-  await session?.close();
-});
+const session = sharedSession();
 
 describe("score-FPE calibration in training", () => {
   it("sets α and β from their shares at the fine-tune start, records them, and a resumed run reuses them", async () => {
     const root = mkdtempSync(join(tmpdir(), "fpd-cal-"));
-    await session.train(toy("toy/checkerboard_ve_dsm", 10), { runDir: join(root, "base") });
+    await session().train(toy("toy/checkerboard_ve_dsm", 10), { runDir: join(root, "base") });
     const base = join(root, "base", "checkpoints", "checkpoint_1.pth");
     const shares = { vectorShare: 1e-3, scalarShare: 1e-2, batches: 2 };
     const tuned = toy("toy/checkerboard_ve_dsm_fpe", 16, ["loss.terms[1].mode=both", "loss.terms[1].weighting=ll", `loss.terms[1].calibrate=${JSON.stringify(shares)}`]);
     const events: TrainEvent[] = [];
-    await session.finetune(base, tuned, { runDir: join(root, "ft"), maxSteps: 3, onEvent: (e) => events.push(e) });
+    await session().finetune(base, tuned, { runDir: join(root, "ft"), maxSteps: 3, onEvent: (e) => events.push(e) });
     const cal = events.filter((e) => e.type === "calibration");
     expect(cal).toHaveLength(1);
     const c = cal[0] as Extract<TrainEvent, { type: "calibration" }>;
@@ -45,7 +40,7 @@ describe("score-FPE calibration in training", () => {
     expect(saved.terms[0].alpha).toBe(c.alpha);
     // resume: the recorded weights, not a new measurement at step 13
     const again: TrainEvent[] = [];
-    const { result } = await session.finetune(base, tuned, { runDir: join(root, "ft"), onEvent: (e) => again.push(e) });
+    const { result } = await session().finetune(base, tuned, { runDir: join(root, "ft"), onEvent: (e) => again.push(e) });
     expect(result.step).toBe(16);
     expect(again.filter((e) => e.type === "calibration")).toEqual([{ ...c, source: "recorded" }]);
   });
@@ -53,7 +48,7 @@ describe("score-FPE calibration in training", () => {
   it("training.cudaGraph on a CPU runs the plain step and says why", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fpd-graph-"));
     const warnings: string[] = [];
-    const { result } = await session.train(toy("toy/checkerboard_ve_order3", 3, ["training.cudaGraph=true"]), {
+    const { result } = await session().train(toy("toy/checkerboard_ve_order3", 3, ["training.cudaGraph=true"]), {
       runDir: dir,
       onEvent: (e) => e.type === "warning" && warnings.push(e.message),
     });

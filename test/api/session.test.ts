@@ -3,11 +3,12 @@
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Session, WorkerCrashedError, RequestError } from "../../src/index.js";
 import { applyOverrides, type Experiment } from "../../src/dsl/index.js";
 import { getPreset } from "../../configs/index.js";
 import { PROJECT_ROOT } from "../../src/paths.js";
+import { sharedSession } from "../helpers/session.js";
 
 const FIXTURE = join(PROJECT_ROOT, "test", "fixtures", "reference", "ve_ncsnpp_small_seed0.pth");
 
@@ -34,19 +35,13 @@ const losses = (dir: string) =>
       .map((m) => [m.step, m.loss]),
   );
 
-let session: Session;
-beforeAll(async () => {
-  session = await Session.open({ device: "cpu" });
-});
-afterAll(async () => {
-  await session?.close();
-});
+const session = sharedSession();
 
 describe("training runs", () => {
   it("writes the run directory: config, metrics, checkpoints in the original layout, registry", async () => {
     const dir = tmp();
     const events: string[] = [];
-    const { run, result } = await session.train(toy(), { runDir: dir, onEvent: (e) => events.push(e.type) });
+    const { run, result } = await session().train(toy(), { runDir: dir, onEvent: (e) => events.push(e.type) });
     expect(result.status).toBe("completed");
     expect(result.step).toBe(40);
     for (const f of ["config.json", "metrics.jsonl", "run.json", "checkpoints/checkpoint_1.pth", "checkpoints/checkpoint_2.pth", "checkpoints-meta/checkpoint.pth"]) {
@@ -62,13 +57,13 @@ describe("training runs", () => {
     expect(config.experiment.name).toBe("toy/checkerboard_ve_dsm");
     expect(config.original.training.n_iters).toBe(40);
     // the trained model stays loaded in the worker under its handle
-    const nll = await session.request("toy.nll", { model: run.path.split("/").pop()!, n: 50 });
+    const nll = await session().request("toy.nll", { model: run.path.split("/").pop()!, n: 50 });
     expect(Number.isFinite(nll.nll)).toBe(true);
   });
 
   it("a worker killed mid-run resumes from the meta checkpoint with the losses of an uninterrupted run", async () => {
     const straight = tmp();
-    await session.train(toy(), { runDir: straight });
+    await session().train(toy(), { runDir: straight });
     const reference = losses(straight);
 
     const broken = tmp();
@@ -90,7 +85,7 @@ describe("training runs", () => {
     await victim.close();
     expect(JSON.parse(readFileSync(join(broken, "run.json"), "utf8")).status).toBe("failed");
 
-    const { result } = await session.train(toy(), { runDir: broken });
+    const { result } = await session().train(toy(), { runDir: broken });
     expect(result.status).toBe("completed");
     expect(result.steps).toBeLessThan(40); // it continued rather than restarted
     const resumed = losses(broken);
@@ -101,7 +96,7 @@ describe("training runs", () => {
     const dir = tmp();
     const ac = new AbortController();
     let seen = 0;
-    const err = await session
+    const err = await session()
       .train(toy(["training.nIters=100000", "training.snapshotFreqForPreemption=100000"]), {
         runDir: dir,
         signal: ac.signal,
@@ -115,24 +110,24 @@ describe("training runs", () => {
     expect(record.status).toBe("cancelled");
     const meta = record.checkpoints.find((c: { kind: string }) => c.kind === "meta");
     expect(meta.step).toBeGreaterThanOrEqual(5);
-    const info = await session.request("ckpt.inspect", { path: join(dir, "checkpoints-meta", "checkpoint.pth") });
+    const info = await session().request("ckpt.inspect", { path: join(dir, "checkpoints-meta", "checkpoint.pth") });
     expect(info.step).toBe(meta.step);
   });
 
   it("a diverging run stops with DIVERGED and keeps its last good checkpoint intact", async () => {
     const dir = tmp();
-    await session.train(toy(["training.nIters=10"]), { runDir: dir });
+    await session().train(toy(["training.nIters=10"]), { runDir: dir });
     const good = JSON.parse(readFileSync(join(dir, "run.json"), "utf8")).checkpoints.find((c: { kind: string }) => c.kind === "meta");
     expect(good.step).toBe(10);
     // the same run continued with a learning rate that blows it up
     const exp = toy(["optim.lr=1e12", "optim.gradClip=-1", "training.nIters=2000", "training.snapshotFreqForPreemption=1000", "training.snapshotFreq=1000"]);
-    const err = (await session.train(exp, { runDir: dir, allowConfigChange: true }).catch((e: unknown) => e)) as RequestError;
+    const err = (await session().train(exp, { runDir: dir, allowConfigChange: true }).catch((e: unknown) => e)) as RequestError;
     expect(err.code).toBe("DIVERGED");
     expect(err.message).toMatch(/diverged at step 1[01]/);
     expect(err.message).toContain(good.path); // it names the last good checkpoint
     const record = JSON.parse(readFileSync(join(dir, "run.json"), "utf8"));
     expect(record.status).toBe("diverged");
-    const info = await session.request("ckpt.inspect", { path: good.path });
+    const info = await session().request("ckpt.inspect", { path: good.path });
     expect(info.sha256).toBe(good.sha256); // the last good file is untouched
     expect(info.step).toBe(10);
   });
@@ -142,7 +137,7 @@ describe("fine-tuning", () => {
   it("two steps from the original-format fixture continue its step, EMA and Adam state", async () => {
     const dir = tmp();
     const data = join(dir, "data");
-    await session.request("data.synthetic", { path: data, imagesPerFile: 8 });
+    await session().request("data.synthetic", { path: data, imagesPerFile: 8 });
     const base = getPreset("fp/ve_cifar10")!.experiment;
     const exp = applyOverrides(base, [
       "model.nf=8",
@@ -153,13 +148,13 @@ describe("fine-tuning", () => {
       "training.snapshotFreq=1000",
       "training.snapshotFreqForPreemption=1000",
     ]);
-    const before = await session.request("ckpt.inspect", { path: FIXTURE });
+    const before = await session().request("ckpt.inspect", { path: FIXTURE });
     expect(before.step).toBe(123);
     // in-loop evaluation off: its final snapshot would draw 1000-step PC samples of NCSN++ on the CPU
-    const { result, run } = await session.finetune(FIXTURE, exp, { runDir: join(dir, "run"), evaluate: false });
+    const { result, run } = await session().finetune(FIXTURE, exp, { runDir: join(dir, "run"), evaluate: false });
     expect(result.steps).toBe(2);
     expect(result.step).toBe(125);
-    const after = await session.request("ckpt.inspect", { path: join(run.path, "checkpoints", "checkpoint_0.pth") });
+    const after = await session().request("ckpt.inspect", { path: join(run.path, "checkpoints", "checkpoint_0.pth") });
     expect(after.step).toBe(125);
     expect(after.ema!.numUpdates).toBe(before.ema!.numUpdates! + 2);
     expect(after.ema!.decay).toBe(before.ema!.decay);

@@ -2,19 +2,16 @@
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { fpdJson as fpd } from "../helpers/cli.js";
-import { trainedToyRun } from "../helpers/runs.js";
+import { sharedToyRun } from "../helpers/runs.js";
 
-let runDir: string;
+const runDir = sharedToyRun();
 const dir = mkdtempSync(join(tmpdir(), "fpd-cli-"));
-beforeAll(async () => {
-  runDir = await trainedToyRun();
-}, 120_000);
 
 describe("fpd sample", () => {
   it("writes a .npy of ODE samples and a PNG", { timeout: 180_000 }, async () => {
-    const s = await fpd(["sample", "--run", runDir, "--n", "40", "--method", "ode", "--out", join(dir, "x.npy"), "--plot", join(dir, "x.png"), "--device", "cpu"]);
+    const s = await fpd(["sample", "--run", runDir(), "--n", "40", "--method", "ode", "--out", join(dir, "x.npy"), "--plot", join(dir, "x.png"), "--device", "cpu"]);
     expect(s.shape).toEqual([40, 2]);
     const npy = readFileSync(join(dir, "x.npy"));
     expect(npy.subarray(0, 6).toString("latin1")).toBe("\x93NUMPY");

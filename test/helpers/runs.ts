@@ -2,6 +2,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { beforeAll } from "vitest";
 import { getPreset } from "../../configs/index.js";
 import { applyOverrides } from "../../src/dsl/index.js";
 import { Session } from "../../src/index.js";
@@ -23,4 +24,19 @@ export async function trainedToyRun(): Promise<string> {
     await session.close();
   }
   return dir;
+}
+
+/**
+ * `trainedToyRun()` once, before the first test of the file that calls this at its top level; the
+ * returned function gives the run directory inside the tests.
+ */
+export function sharedToyRun(): () => string {
+  let dir: string | undefined;
+  beforeAll(async () => {
+    dir = await trainedToyRun();
+  }, 120_000);
+  return () => {
+    if (!dir) throw new Error("the shared toy run is made before the file's first test");
+    return dir;
+  };
 }

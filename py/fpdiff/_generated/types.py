@@ -2,7 +2,9 @@
 """The experiment and every op's arguments, results and events as frozen dataclasses.
 
 Field names are the wire's camelCase keys in snake_case; `WIRE` maps each field back to its key.
-Defaults are the zod schemas'. Validation is not here: fpdiff.schema checks every message against
+Defaults are the zod schemas'. Sections that are one shape with other defaults share a base class
+that states their fields once (`ImageModelConfig`: NCSN++ and DDPM++); named unions are type
+aliases (`SDEConfig`). Validation is not here: fpdiff.schema checks every message against
 schema.json (generated beside this file) before it builds one of these.
 """
 
@@ -15,6 +17,56 @@ if TYPE_CHECKING:
     from torch import Tensor
 else:
     Tensor = Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageDataConfig:
+    """What CIFAR10Config and ImageNet32Config share: one shape, other defaults."""
+    kind: Literal["cifar10", "imagenet32"]
+    path: Optional[str] = None
+    image_size: Literal[32] = 32
+    num_channels: Literal[3] = 3
+    centered: bool = False
+    random_flip: bool
+    uniform_dequantization: bool = False
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageModelConfig:
+    """What DDPMppConfig and NCSNppConfig share: one shape, other defaults."""
+    kind: Literal["ddpmpp", "ncsnpp"]
+    nf: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    fir: bool
+    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: Literal["ddpm", "biggan"] = "biggan"
+    progressive: Literal["none", "output_skip", "residual"] = "none"
+    progressive_input: Literal["none", "input_skip", "residual"]
+    progressive_combine: Literal["sum", "cat"] = "sum"
+    attention_type: Literal["ddpm"] = "ddpm"
+    init_scale: float = 0.0
+    embedding_type: Literal["fourier", "positional"]
+    fourier_scale: float = 16.0
+    conv_size: int = 3
+    scale_by_sigma: bool
+    ema_rate: float
+    normalization: Literal["GroupNorm"] = "GroupNorm"
+    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
+    conditional: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
+
 
 @dataclass(frozen=True, kw_only=True)
 class AdamConfig:
@@ -54,6 +106,44 @@ class BpdConfig:
     divergence: Literal["hutchinson", "exact"]
     dequantize: bool
     WIRE: ClassVar[dict[str, str]] = {"dataset": "dataset", "repeats": "repeats", "solver": "solver", "rtol": "rtol", "atol": "atol", "eps": "eps", "probe": "probe", "divergence": "divergence", "dequantize": "dequantize"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpdDatasetResult:
+    out: str
+    world: int
+    seconds: float
+    complete: bool
+    images: int
+    repeats: tuple[BpdDatasetResultRepeats, ...]
+    bpd: Optional[float]
+    stderr: Optional[float]
+    nfe: BpdDatasetResultNfe
+    solvers: dict[str, int]
+    compute_seconds: float
+    settings: dict[str, Any]
+    offset_convention: str
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "world": "world", "seconds": "seconds", "complete": "complete", "images": "images", "repeats": "repeats", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe", "solvers": "solvers", "compute_seconds": "computeSeconds", "settings": "settings", "offset_convention": "offsetConvention"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpdDatasetResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    median: Optional[float]
+    max: Optional[float]
+    histogram: dict[str, int]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "median": "median", "max": "max", "histogram": "histogram"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpdDatasetResultRepeats:
+    repeat: int
+    images: int
+    bpd: Optional[float]
+    stderr: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"repeat": "repeat", "images": "images", "bpd": "bpd", "stderr": "stderr"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,8 +189,8 @@ class CheckpointInfo:
     sha256: Optional[str]
     bytes: Optional[int]
     step: Optional[int]
-    format: Literal["score_sde", "state_dict", "flax"]
-    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
+    format: CheckpointFormat
+    container: Optional[CheckpointContainer]
     has_ema: bool
     has_optimizer: bool
     warnings: Optional[tuple[str, ...]] = None
@@ -109,16 +199,9 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CIFAR10Config:
+class CIFAR10Config(ImageDataConfig):
     kind: Literal["cifar10"] = "cifar10"
-    path: Optional[str] = None
-    image_size: Literal[32] = 32
-    num_channels: Literal[3] = 3
-    centered: bool = False
     random_flip: bool = True
-    uniform_dequantization: bool = False
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +285,7 @@ class ConfigIssue:
 
 @dataclass(frozen=True, kw_only=True)
 class ConfigScheduleArgs:
-    sde: Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
+    sde: SDEConfig
     t: tuple[float, ...]
     WIRE: ClassVar[dict[str, str]] = {"sde": "sde", "t": "t"}
 
@@ -267,37 +350,13 @@ class DataSyntheticResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DDPMppConfig:
+class DDPMppConfig(ImageModelConfig):
     kind: Literal["ddpmpp"] = "ddpmpp"
-    nf: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 4
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
     fir: bool = False
-    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    skip_rescale: bool = True
-    resblock_type: Literal["ddpm", "biggan"] = "biggan"
-    progressive: Literal["none", "output_skip", "residual"] = "none"
     progressive_input: Literal["none", "input_skip", "residual"] = "none"
-    progressive_combine: Literal["sum", "cat"] = "sum"
-    attention_type: Literal["ddpm"] = "ddpm"
-    init_scale: float = 0.0
     embedding_type: Literal["fourier", "positional"] = "positional"
-    fourier_scale: float = 16.0
-    conv_size: int = 3
     scale_by_sigma: bool = False
     ema_rate: float = 0.9999
-    normalization: Literal["GroupNorm"] = "GroupNorm"
-    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
-    conditional: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,58 +438,6 @@ class EvalBpdDatasetArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResult:
-    out: str
-    world: int
-    seconds: float
-    complete: bool
-    images: int
-    repeats: tuple[EvalBpdDatasetResultRepeats, ...]
-    bpd: Optional[float]
-    stderr: Optional[float]
-    nfe: EvalBpdDatasetResultNfe
-    solvers: dict[str, int]
-    compute_seconds: float
-    settings: dict[str, Any]
-    offset_convention: str
-    WIRE: ClassVar[dict[str, str]] = {"out": "out", "world": "world", "seconds": "seconds", "complete": "complete", "images": "images", "repeats": "repeats", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe", "solvers": "solvers", "compute_seconds": "computeSeconds", "settings": "settings", "offset_convention": "offsetConvention"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResultNfe:
-    units: int
-    mean: Optional[float]
-    min: Optional[float]
-    median: Optional[float]
-    max: Optional[float]
-    histogram: dict[str, int]
-    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "median": "median", "max": "max", "histogram": "histogram"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalBpdDatasetResultRepeats:
-    repeat: int
-    images: int
-    bpd: Optional[float]
-    stderr: Optional[float]
-    WIRE: ClassVar[dict[str, str]] = {"repeat": "repeat", "images": "images", "bpd": "bpd", "stderr": "stderr"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     batch_size: int = 1024
     begin_ckpt: int = 9
@@ -463,72 +470,6 @@ class EvalFidArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalFidEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResult:
-    out: str
-    stats: str
-    inception: EvalFidResultInception
-    resize: Literal["tf1", "pytorch"]
-    sampler: dict[str, Any]
-    nfe: EvalFidResultNfe
-    world: int
-    seconds: float
-    fid: float
-    inception_score: float
-    inception_score10: EvalFidResultInceptionScore10
-    kid: Optional[EvalFidResultKid0]
-    n: int
-    reference_n: int
-    warning: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "sampler": "sampler", "nfe": "nfe", "world": "world", "seconds": "seconds", "fid": "fid", "inception_score": "inceptionScore", "inception_score10": "inceptionScore10", "kid": "kid", "n": "n", "reference_n": "referenceN", "warning": "warning"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warning"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultInception:
-    path: str
-    sha256: str
-    verified: bool
-    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultInceptionScore10:
-    mean: float
-    std: float
-    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultKid0:
-    mean: float
-    std: float
-    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidResultNfe:
-    units: int
-    mean: Optional[float]
-    min: Optional[float]
-    max: Optional[float]
-    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class EvalFidStatsArgs:
     data: EvalFidStatsArgsData
     split: Literal["train", "test"] = "train"
@@ -550,20 +491,6 @@ class EvalFidStatsArgsData:
     path: Optional[str] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalFidStatsEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -592,16 +519,68 @@ class EvalFidStatsResultInception:
 class ExperimentConfig:
     name: str
     description: Optional[str] = None
-    sde: Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
-    model: Union[NCSNppConfig, DDPMppConfig, MLPConfig]
-    data: Union[CIFAR10Config, ImageNet32Config, ToyDataConfig]
+    sde: SDEConfig
+    model: ModelConfig
+    data: DataConfig
     loss: LossConfig
     optim: AdamConfig
     training: TrainingConfig
     eval: EvalConfig
-    sampling: Union[PCSamplingConfig, ODESamplingConfig]
+    sampling: SamplingConfig
     WIRE: ClassVar[dict[str, str]] = {"name": "name", "description": "description", "sde": "sde", "model": "model", "data": "data", "loss": "loss", "optim": "optim", "training": "training", "eval": "eval", "sampling": "sampling"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"description"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResult:
+    out: str
+    stats: str
+    inception: FidResultInception
+    resize: Literal["tf1", "pytorch"]
+    sampler: dict[str, Any]
+    nfe: FidResultNfe
+    world: int
+    seconds: float
+    fid: float
+    inception_score: float
+    inception_score10: FidResultInceptionScore10
+    kid: Optional[FidResultKid0]
+    n: int
+    reference_n: int
+    warning: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"out": "out", "stats": "stats", "inception": "inception", "resize": "resize", "sampler": "sampler", "nfe": "nfe", "world": "world", "seconds": "seconds", "fid": "fid", "inception_score": "inceptionScore", "inception_score10": "inceptionScore10", "kid": "kid", "n": "n", "reference_n": "referenceN", "warning": "warning"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"warning"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultInception:
+    path: str
+    sha256: str
+    verified: bool
+    WIRE: ClassVar[dict[str, str]] = {"path": "path", "sha256": "sha256", "verified": "verified"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultInceptionScore10:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultKid0:
+    mean: float
+    std: float
+    WIRE: ClassVar[dict[str, str]] = {"mean": "mean", "std": "std"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidResultNfe:
+    units: int
+    mean: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    WIRE: ClassVar[dict[str, str]] = {"units": "units", "mean": "mean", "min": "min", "max": "max"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -700,16 +679,9 @@ class HighOrderTerm:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageNet32Config:
+class ImageNet32Config(ImageDataConfig):
     kind: Literal["imagenet32"] = "imagenet32"
-    path: Optional[str] = None
-    image_size: Literal[32] = 32
-    num_channels: Literal[3] = 3
-    centered: bool = False
     random_flip: bool = False
-    uniform_dequantization: bool = False
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "path": "path", "image_size": "imageSize", "num_channels": "numChannels", "centered": "centered", "random_flip": "randomFlip", "uniform_dequantization": "uniformDequantization"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -717,8 +689,8 @@ class InspectResult:
     path: str
     bytes: Optional[int]
     sha256: Optional[str]
-    container: Optional[Literal["zip", "legacy", "safetensors", "msgpack"]]
-    format: Literal["score_sde", "state_dict", "flax"]
+    container: Optional[CheckpointContainer]
+    format: CheckpointFormat
     step: Optional[int]
     tensors: int
     parameter_count: int
@@ -789,17 +761,9 @@ class LinesPanel:
     ylabel: Optional[str] = None
     logx: bool = False
     logy: bool = False
-    hline: Optional[LinesPanelHline] = None
+    hline: Optional[ReferenceLine] = None
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "title": "title", "series": "series", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinesPanelHline:
-    y: float
-    label: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -829,7 +793,7 @@ class LoadedModel:
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    terms: tuple[Union[DSMTerm, HighOrderTerm, ScoreFPETerm], ...]
+    terms: tuple[LossTerm, ...]
     WIRE: ClassVar[dict[str, str]] = {"terms": "terms"}
 
 
@@ -904,37 +868,13 @@ class ModelScoreResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NCSNppConfig:
+class NCSNppConfig(ImageModelConfig):
     kind: Literal["ncsnpp"] = "ncsnpp"
-    nf: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 4
-    attn_resolutions: tuple[int, ...] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
     fir: bool = True
-    fir_kernel: tuple[int, ...] = (1, 3, 3, 1)
-    skip_rescale: bool = True
-    resblock_type: Literal["ddpm", "biggan"] = "biggan"
-    progressive: Literal["none", "output_skip", "residual"] = "none"
     progressive_input: Literal["none", "input_skip", "residual"] = "residual"
-    progressive_combine: Literal["sum", "cat"] = "sum"
-    attention_type: Literal["ddpm"] = "ddpm"
-    init_scale: float = 0.0
     embedding_type: Literal["fourier", "positional"] = "fourier"
-    fourier_scale: float = 16.0
-    conv_size: int = 3
     scale_by_sigma: bool = True
     ema_rate: float = 0.999
-    normalization: Literal["GroupNorm"] = "GroupNorm"
-    nonlinearity: Literal["elu", "relu", "lrelu", "swish"] = "swish"
-    conditional: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "nf": "nf", "ch_mult": "chMult", "num_res_blocks": "numResBlocks", "attn_resolutions": "attnResolutions", "dropout": "dropout", "resamp_with_conv": "resampWithConv", "fir": "fir", "fir_kernel": "firKernel", "skip_rescale": "skipRescale", "resblock_type": "resblockType", "progressive": "progressive", "progressive_input": "progressiveInput", "progressive_combine": "progressiveCombine", "attention_type": "attentionType", "init_scale": "initScale", "embedding_type": "embeddingType", "fourier_scale": "fourierScale", "conv_size": "convSize", "scale_by_sigma": "scaleBySigma", "ema_rate": "emaRate", "normalization": "normalization", "nonlinearity": "nonlinearity", "conditional": "conditional", "sigma_min": "sigmaMin", "sigma_max": "sigmaMax", "num_scales": "numScales", "beta_min": "betaMin", "beta_max": "betaMax"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -953,16 +893,6 @@ class NllResult:
     seconds: float
     step: int
     WIRE: ClassVar[dict[str, str]] = {"nll": "nll", "nll_stderr": "nllStderr", "bpd": "bpd", "bpd_stderr": "bpdStderr", "offset": "offset", "per_sample": "perSample", "n": "n", "dim": "dim", "repeats": "repeats", "nfe": "nfe", "solver": "solver", "seconds": "seconds", "step": "step"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class NumericsProgress:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    nfe: int
-    elapsed_seconds: float
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1011,17 +941,9 @@ class PlotLinesArgs:
     ylabel: Optional[str] = None
     logx: bool = False
     logy: bool = False
-    hline: Optional[PlotLinesArgsHline] = None
+    hline: Optional[ReferenceLine] = None
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "series": "series", "title": "title", "xlabel": "xlabel", "ylabel": "ylabel", "logx": "logx", "logy": "logy", "hline": "hline"}
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"title", "xlabel", "ylabel", "hline"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlotLinesArgsHline:
-    y: float
-    label: Optional[str] = None
-    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1038,7 +960,7 @@ class PlotLinesArgsSeries:
 class PlotToyArgs:
     path: str
     title: Optional[str] = None
-    panels: tuple[Union[DensityPanel, SamplesPanel, CurvesPanel, LinesPanel, BarsPanel], ...]
+    panels: tuple[Panel, ...]
     columns: Optional[int] = None
     shared_scale: bool = True
     panel_size: float = 3.2
@@ -1051,6 +973,24 @@ class PresetMatch:
     preset: str
     overrides: dict[str, Any]
     WIRE: ClassVar[dict[str, str]] = {"preset": "preset", "overrides": "overrides"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    nfe: int
+    elapsed_seconds: float
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceLine:
+    y: float
+    label: Optional[str] = None
+    WIRE: ClassVar[dict[str, str]] = {"y": "y", "label": "label"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"label"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1131,20 +1071,6 @@ class SampleShardsArgs:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SampleShardsEvent:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    unit: Literal["images", "samples"]
-    elapsed_seconds: float
-    bpd: Optional[float] = None
-    stderr: Optional[float] = None
-    nfe: Optional[float] = None
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
-
-
-@dataclass(frozen=True, kw_only=True)
 class SampleShardsResult:
     out: str
     n: int
@@ -1192,6 +1118,20 @@ class SavedPng:
     path: str
     bytes: int
     WIRE: ClassVar[dict[str, str]] = {"path": "path", "bytes": "bytes"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleProgress:
+    type: Literal["progress"] = "progress"
+    done: int
+    total: int
+    unit: Literal["images", "samples"]
+    elapsed_seconds: float
+    bpd: Optional[float] = None
+    stderr: Optional[float] = None
+    nfe: Optional[float] = None
+    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "unit": "unit", "elapsed_seconds": "elapsedSeconds", "bpd": "bpd", "stderr": "stderr", "nfe": "nfe"}
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"bpd", "stderr", "nfe"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1383,16 +1323,6 @@ class ToyNllResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ToyProgress:
-    type: Literal["progress"] = "progress"
-    done: int
-    total: int
-    nfe: int
-    elapsed_seconds: float
-    WIRE: ClassVar[dict[str, str]] = {"type": "type", "done": "done", "total": "total", "nfe": "nfe", "elapsed_seconds": "elapsedSeconds"}
-
-
-@dataclass(frozen=True, kw_only=True)
 class ToySamplesArgs:
     model: str
     weights: Literal["ema", "model"] = "ema"
@@ -1485,7 +1415,7 @@ class TrainEventEval:
     type: Literal["eval"] = "eval"
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     WIRE: ClassVar[dict[str, str]] = {"type": "type", "step": "step", "loss": "loss", "terms": "terms"}
 
 
@@ -1493,7 +1423,7 @@ class TrainEventEval:
 class TrainEventMetrics:
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     grad_norm: float
     lr: float
     type: Literal["metrics"] = "metrics"
@@ -1555,7 +1485,7 @@ class TrainingConfig:
 class TrainMetrics:
     step: int
     loss: float
-    terms: dict[str, float]
+    terms: LossTerms
     grad_norm: float
     lr: float
     WIRE: ClassVar[dict[str, str]] = {"step": "step", "loss": "loss", "terms": "terms", "grad_norm": "gradNorm", "lr": "lr"}
@@ -1613,14 +1543,31 @@ class VPSDEConfig:
     WIRE: ClassVar[dict[str, str]] = {"kind": "kind", "beta_min": "betaMin", "beta_max": "betaMax", "N": "N", "std_formula": "stdFormula"}
 
 
+CheckpointContainer = Literal["zip", "legacy", "safetensors", "msgpack"]
+CheckpointFormat = Literal["score_sde", "state_dict", "flax"]
+DataConfig = Union[CIFAR10Config, ImageNet32Config, ToyDataConfig]
+LossTerm = Union[DSMTerm, HighOrderTerm, ScoreFPETerm]
+LossTerms = dict[str, float]
+ModelConfig = Union[NCSNppConfig, DDPMppConfig, MLPConfig]
+Panel = Union[DensityPanel, SamplesPanel, CurvesPanel, LinesPanel, BarsPanel]
+SamplingConfig = Union[PCSamplingConfig, ODESamplingConfig]
+SDEConfig = Union[VESDEConfig, VPSDEConfig, SubVPSDEConfig]
+TrainEvent = Union[TrainEventProgress, TrainEventMetrics, TrainEventCheckpoint, TrainEventWarning, TrainEventCalibration, TrainEventEval, TrainEventSamples, TrainEventBpd]
+
+
 __all__ = [
     "AdamConfig",
     "BarsPanel",
     "BpdConfig",
+    "BpdDatasetResult",
+    "BpdDatasetResultNfe",
+    "BpdDatasetResultRepeats",
     "CancelArgs",
     "CancelResult",
+    "CheckpointContainer",
     "CheckpointErrorDetails",
     "CheckpointErrorDetailsCounts",
+    "CheckpointFormat",
     "CheckpointInfo",
     "CIFAR10Config",
     "CkptConvertArgs",
@@ -1637,6 +1584,7 @@ __all__ = [
     "ConfigValidateResult",
     "CurvesPanel",
     "CurvesPanelCurves",
+    "DataConfig",
     "DataSyntheticArgs",
     "DataSyntheticResult",
     "DDPMppConfig",
@@ -1645,24 +1593,18 @@ __all__ = [
     "DiagnosticsFpeResidualArgs",
     "DSMTerm",
     "EvalBpdDatasetArgs",
-    "EvalBpdDatasetEvent",
-    "EvalBpdDatasetResult",
-    "EvalBpdDatasetResultNfe",
-    "EvalBpdDatasetResultRepeats",
     "EvalConfig",
     "EvalFidArgs",
-    "EvalFidEvent",
-    "EvalFidResult",
-    "EvalFidResultInception",
-    "EvalFidResultInceptionScore10",
-    "EvalFidResultKid0",
-    "EvalFidResultNfe",
     "EvalFidStatsArgs",
     "EvalFidStatsArgsData",
-    "EvalFidStatsEvent",
     "EvalFidStatsResult",
     "EvalFidStatsResultInception",
     "ExperimentConfig",
+    "FidResult",
+    "FidResultInception",
+    "FidResultInceptionScore10",
+    "FidResultKid0",
+    "FidResultNfe",
     "FiniteDifference",
     "FiniteDifferenceSteps",
     "FisherResult",
@@ -1673,34 +1615,39 @@ __all__ = [
     "HelloResultVersions",
     "HighOrderLambdas",
     "HighOrderTerm",
+    "ImageDataConfig",
+    "ImageModelConfig",
     "ImageNet32Config",
     "InspectResult",
     "InspectResultEma0",
     "InspectResultOptimizer0",
     "LikelihoodNllArgs",
     "LinesPanel",
-    "LinesPanelHline",
     "LinesPanelSeries",
     "LoadedModel",
     "LossConfig",
     "LossEvalArgs",
     "LossEvalResult",
+    "LossTerm",
+    "LossTerms",
     "MLPConfig",
+    "ModelConfig",
     "ModelLoadArgs",
     "ModelScoreArgs",
     "ModelScoreResult",
     "NCSNppConfig",
     "NllResult",
-    "NumericsProgress",
     "ODESamplingConfig",
+    "Panel",
     "PCSamplingConfig",
     "PingArgs",
     "PingResult",
     "PlotLinesArgs",
-    "PlotLinesArgsHline",
     "PlotLinesArgsSeries",
     "PlotToyArgs",
     "PresetMatch",
+    "Progress",
+    "ReferenceLine",
     "RunLockArgs",
     "RunLockResult",
     "RunUnlockArgs",
@@ -1708,14 +1655,16 @@ __all__ = [
     "SampleArgs",
     "SampleResult",
     "SampleShardsArgs",
-    "SampleShardsEvent",
     "SampleShardsResult",
     "SampleShardsResultNfe",
     "SamplesPanel",
+    "SamplingConfig",
     "SavedFile",
     "SavedPng",
+    "ScaleProgress",
     "ScoreFPETerm",
     "ScoreFPETermCalibrate",
+    "SDEConfig",
     "ShutdownArgs",
     "ShutdownResult",
     "SleepArgs",
@@ -1731,10 +1680,10 @@ __all__ = [
     "ToyDiagnosticsResult",
     "ToyNllArgs",
     "ToyNllResult",
-    "ToyProgress",
     "ToySamplesArgs",
     "ToySamplesResult",
     "TrainCheckpoint",
+    "TrainEvent",
     "TrainEventBpd",
     "TrainEventCalibration",
     "TrainEventCalibrationMeasured",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Literal, Union
+from typing import Dict, Literal
 
-from ..config import CIFAR10Config, DDPMppConfig, NCSNppConfig
+from ..config import CIFAR10Config, DDPMppConfig, ImageModelConfig, NCSNppConfig
 
 __all__ = ["Architecture", "ARCHITECTURES", "architecture"]
 
@@ -23,7 +23,7 @@ class Architecture:
     """One original network: the SDE its checkpoints were trained with, its model and data config."""
 
     sde: Literal["ve", "vp", "subvp"]
-    model: Union[NCSNppConfig, DDPMppConfig]
+    model: ImageModelConfig  # NCSNppConfig or DDPMppConfig
     data: CIFAR10Config
 
     def with_model(self, **changes: object) -> "Architecture":
@@ -37,7 +37,7 @@ _CENTERED = CIFAR10Config(centered=True)
 _NCSNPP_VP = NCSNppConfig(embedding_type="positional", scale_by_sigma=False, ema_rate=0.9999)
 
 
-def _deep(model: Union[NCSNppConfig, DDPMppConfig]) -> Union[NCSNppConfig, DDPMppConfig]:
+def _deep(model: ImageModelConfig) -> ImageModelConfig:
     return dataclasses.replace(model, num_res_blocks=8)
 
 

@@ -283,14 +283,14 @@ class Downsample(_Resample):
         return F.avg_pool2d(x, 2, stride=2)
 
 
-class ResnetBlockDDPMpp(nn.Module):
-    """DDPM residual block (no resampling inside); NIN or 3x3 conv shortcut when widths differ."""
+class _ResidualBlock(nn.Module):
+    """What both residual blocks share, under the original's layer names: GroupNorm_0 → act →
+    Conv_0 (+ Dense_0 of the time embedding) → GroupNorm_1 → act → Dropout_0 → Conv_1, and the
+    skip connection's sum (÷√2 with `skip_rescale`). Built in the original's order, so parameters
+    are created (and randomly initialised) in the same sequence."""
 
-    def __init__(self, act: nn.Module, in_ch: int, out_ch: Optional[int] = None,
-                 temb_dim: Optional[int] = None, conv_shortcut: bool = False, dropout: float = 0.1,
-                 skip_rescale: bool = False, init_scale: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: Optional[int], dropout: float, init_scale: float):
         super().__init__()
-        out_ch = out_ch if out_ch else in_ch
         self.GroupNorm_0 = group_norm(in_ch)
         self.Conv_0 = conv3x3(in_ch, out_ch)
         if temb_dim is not None:
@@ -298,6 +298,24 @@ class ResnetBlockDDPMpp(nn.Module):
         self.GroupNorm_1 = group_norm(out_ch)
         self.Dropout_0 = nn.Dropout(dropout)
         self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
+
+    def _after_conv0(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        if temb is not None:
+            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+        return self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+
+    def _skip(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+
+
+class ResnetBlockDDPMpp(_ResidualBlock):
+    """DDPM residual block (no resampling inside); NIN or 3x3 conv shortcut when widths differ."""
+
+    def __init__(self, act: nn.Module, in_ch: int, out_ch: Optional[int] = None,
+                 temb_dim: Optional[int] = None, conv_shortcut: bool = False, dropout: float = 0.1,
+                 skip_rescale: bool = False, init_scale: float = 0.0):
+        out_ch = out_ch if out_ch else in_ch
+        super().__init__(in_ch, out_ch, temb_dim, dropout, init_scale)
         if in_ch != out_ch:
             if conv_shortcut:
                 self.Conv_2 = conv3x3(in_ch, out_ch)
@@ -309,16 +327,13 @@ class ResnetBlockDDPMpp(nn.Module):
         self.conv_shortcut = conv_shortcut
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = self.Conv_0(self.act(self.GroupNorm_0(x)))
-        if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self._after_conv0(self.Conv_0(self.act(self.GroupNorm_0(x))), temb)
         if x.shape[1] != self.out_ch:
             x = self.Conv_2(x) if self.conv_shortcut else self.NIN_0(x)
-        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+        return self._skip(x, h)
 
 
-class ResnetBlockBigGANpp(nn.Module):
+class ResnetBlockBigGANpp(_ResidualBlock):
     """BigGAN-style residual block that can up- or downsample (FIR or nearest/box)."""
 
     def __init__(self, act: nn.Module, in_ch: int, out_ch: Optional[int] = None,
@@ -326,19 +341,12 @@ class ResnetBlockBigGANpp(nn.Module):
                  dropout: float = 0.1, fir: bool = False,
                  fir_kernel: Sequence[float] = (1, 3, 3, 1), skip_rescale: bool = True,
                  init_scale: float = 0.0):
-        super().__init__()
         out_ch = out_ch if out_ch else in_ch
-        self.GroupNorm_0 = group_norm(in_ch)
+        super().__init__(in_ch, out_ch, temb_dim, dropout, init_scale)
         self.up = up
         self.down = down
         self.fir = fir
         self.fir_kernel = tuple(fir_kernel)
-        self.Conv_0 = conv3x3(in_ch, out_ch)
-        if temb_dim is not None:
-            self.Dense_0 = dense(temb_dim, out_ch)
-        self.GroupNorm_1 = group_norm(out_ch)
-        self.Dropout_0 = nn.Dropout(dropout)
-        self.Conv_1 = conv3x3(out_ch, out_ch, init_scale=init_scale)
         if in_ch != out_ch or up or down:
             self.Conv_2 = conv1x1(in_ch, out_ch)
         self.skip_rescale = skip_rescale
@@ -356,13 +364,9 @@ class ResnetBlockBigGANpp(nn.Module):
         return t
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        h = self.act(self.GroupNorm_0(x))
-        h = self._resample(h)
+        h = self._resample(self.act(self.GroupNorm_0(x)))
         x = self._resample(x)
-        h = self.Conv_0(h)
-        if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.act(self.GroupNorm_1(h))))
+        h = self._after_conv0(self.Conv_0(h), temb)
         if self.in_ch != self.out_ch or self.up or self.down:
             x = self.Conv_2(x)
-        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+        return self._skip(x, h)

@@ -11,7 +11,6 @@ read from the experiment's data path (``split``), the first ``n`` images. Long o
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Optional
 
 import torch
@@ -20,6 +19,7 @@ from .. import config as C
 from .. import toys
 from .._generated import types as T
 from . import OpContext, bad_request, op
+from .progress import Progress
 from .state import LoadedModel, get_model, sampler_options
 
 Tensor = torch.Tensor
@@ -36,34 +36,6 @@ def _seed(seed: int, stream: int) -> int:
     from ..data import step_seed
 
     return step_seed(seed, 0, stream)
-
-
-class _Progress:
-    """Throttled progress events + cancellation; usable as a `callback(step, total)`."""
-
-    def __init__(self, ctx: OpContext, total: int, interval: float = 1.0):
-        self.ctx, self.total, self.interval = ctx, total, interval
-        self.done = 0
-        self.nfe = 0
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, step: int, _total: Any = None) -> None:
-        self.ctx.check_cancelled()
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.ctx.emit(T.NumericsProgress(type="progress", done=self.done, total=self.total,
-                                             nfe=self.nfe + int(step), elapsed_seconds=now - self.t0))
-
-    def at(self, i: int, _total: Any = None) -> None:
-        """A callback that counts finished items (the diagnostics' times)."""
-        self.done = i
-        self(0)
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 def _points(args: Any, lm: LoadedModel, n_toy: int, n_image: int) -> Tensor:
@@ -109,7 +81,7 @@ def loss_eval(args: T.LossEvalArgs, ctx: OpContext) -> T.LossEvalResult:
     expr = build_loss(args.loss if args.loss is not None else lm.experiment.loss)
     model = lm.score_model(args.weights)
     gen = _noise(lm, args.seed)
-    progress = _Progress(ctx, x.shape[0])
+    progress = Progress(ctx, x.shape[0])
     sums: dict[str, float] = {}
     wsums: dict[str, float] = {}
     total = 0.0
@@ -142,10 +114,10 @@ def fpe_residual(args: T.DiagnosticsFpeResidualArgs, ctx: OpContext) -> T.FpeRes
     from ..diagnostics import fpe_residual_curve
 
     lm = get_model(ctx.state, args.model)
-    image = C.is_image_data(lm.experiment.data)
+    image = isinstance(lm.experiment.data, C.ImageDataConfig)
     div = args.div or ("hutchinson" if image else "exact")
     x = _points(args, lm, 256, 16)
-    progress = _Progress(ctx, len(args.t))
+    progress = Progress(ctx, len(args.t))
     curve = fpe_residual_curve(lm.score_model(args.weights), x, list(args.t), div=div, dt=parse_dt(args.dt),
                                points=args.points, probe=args.probe, n_probes=args.n_probes,
                                generator=_noise(lm, args.seed), callback=progress.at)
@@ -169,7 +141,7 @@ def fisher(args: T.DiagnosticsFisherArgs, ctx: OpContext) -> T.FisherResult:
         raise bad_request("args.model", f"the data score of {data.dataset!r} is not known in closed form "
                                         "(use checkerboard, mog1d, mog2d or gaussian)")
     x = _points(args, lm, 500, 500)
-    progress = _Progress(ctx, len(args.t))
+    progress = Progress(ctx, len(args.t))
     truth = mix.to(dtype=x.dtype, device=lm.device).score_model(lm.sde)
     curve = fisher_curve(lm.score_model(args.weights), truth, x, list(args.t), rtol=args.rtol, atol=args.atol,
                          method=args.method, generator=_noise(lm, args.seed), callback=progress.at)
@@ -188,7 +160,7 @@ def likelihood_nll(args: T.LikelihoodNllArgs, ctx: OpContext) -> T.NllResult:
 
     lm = get_model(ctx.state, args.model)
     bpd_cfg = lm.experiment.eval.bpd
-    image = C.is_image_data(lm.experiment.data)
+    image = isinstance(lm.experiment.data, C.ImageDataConfig)
     method = args.method or bpd_cfg.solver
     eps = args.eps if args.eps is not None else bpd_cfg.eps
     dequantize = args.dequantize if args.dequantize is not None else bpd_cfg.dequantize
@@ -201,7 +173,7 @@ def likelihood_nll(args: T.LikelihoodNllArgs, ctx: OpContext) -> T.NllResult:
     model = lm.score_model(args.weights)
     gen = _noise(lm, args.seed)
     options = None if method == "dopri5" else {"step_size": (1.0 - eps) / args.steps}
-    progress = _Progress(ctx, x.shape[0])
+    progress = Progress(ctx, x.shape[0])
     nll, bpd, nfe, solvers = [], [], 0, set()
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch]
@@ -259,7 +231,7 @@ def sample(args: T.SampleArgs, ctx: OpContext) -> T.SampleResult:
 
     model = lm.score_model(args.weights)
     gen = _noise(lm, args.seed)
-    progress = _Progress(ctx, args.n)
+    progress = Progress(ctx, args.n)
     batch = args.batch_size or args.n
     out, nfe = [], 0
     for i in range(0, args.n, batch):

@@ -30,7 +30,7 @@ from ..evaluation.shards import SettingsMismatch, ShardsStopped, WorkDir
 from ..files import atomic_path
 from ..protocol import BAD_REQUEST
 from . import Cancelled, OpContext, OpError, bad_request, op
-from .state import get_model, resolve_device
+from .state import LoadedModel, get_model, resolve_device
 
 
 class _Reporter:
@@ -55,8 +55,8 @@ class _Reporter:
         extra = {}
         if self.summary is not None:
             extra = {k: v for k, v in self.summary(self.records).items() if k in ("bpd", "stderr", "nfe")}
-        self.ctx.emit(T.EvalBpdDatasetEvent(done=int(sum(r["hi"] - r["lo"] for r in self.records)), total=int(self.total),
-                                            unit=self.unit, elapsed_seconds=now - self.t0, **extra))
+        self.ctx.emit(T.ScaleProgress(done=int(sum(r["hi"] - r["lo"] for r in self.records)), total=int(self.total),
+                                      unit=self.unit, elapsed_seconds=now - self.t0, **extra))
 
 
 def _setup(fn: Callable[[], Any], data_field: str) -> Any:
@@ -84,6 +84,14 @@ def _stats(path: str) -> Any:
         raise bad_request("args.stats", str(exc)) from None
 
 
+def _image_model(ctx: OpContext, handle: str, refusal: str) -> LoadedModel:
+    """The loaded model `handle`; BAD_REQUEST (`refusal`) unless it was trained on image data."""
+    lm = get_model(ctx.state, handle)
+    if not isinstance(lm.experiment.data, C.ImageDataConfig):
+        raise bad_request("args.model", refusal)
+    return lm
+
+
 def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
     return Cancelled(f"{exc}; the finished units are kept in {out}: run the same request again to continue")
 
@@ -94,10 +102,8 @@ def _stopped(exc: ShardsStopped, out: str) -> Cancelled:
 @op("eval.bpd_dataset")
 def eval_bpd_dataset(args: T.EvalBpdDatasetArgs, ctx: OpContext) -> dict[str, Any]:
     """Bits/dim of a loaded image model over a whole split, resumable and sharded over ranks."""
-    lm = get_model(ctx.state, args.model)
+    lm = _image_model(ctx, args.model, "whole-data-set bits/dim is for image models (toys: toy.nll)")
     exp = lm.experiment
-    if not C.is_image_data(exp.data):
-        raise bad_request("args.model", "whole-data-set bits/dim is for image models (toys: toy.nll)")
     bc = exp.eval.bpd
     split = args.dataset or bc.dataset
     repeats = args.repeats or int(bc.repeats)
@@ -151,19 +157,24 @@ def _sampler(args: Any, exp: Any):
     return sampler_spec(exp, method=args.method, N=args.N)
 
 
+def _sampling(args: Any, lm: LoadedModel) -> tuple[int, str, Any, dict[str, Any]]:
+    """What a request for n samples of a loaded model fixes: the batch, the output directory, the
+    sampler, and the settings its work directory is kept for (another request cannot continue it)."""
+    batch = min(args.n, args.batch_size)
+    spec = _sampler(args, lm.experiment)
+    settings = {"n": args.n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": lm.experiment.name,
+                "source": lm.source, "step": lm.step, "weights": args.weights}
+    return batch, os.path.abspath(args.out), spec, settings
+
+
 @op("sample.shards")
 def sample_shards(args: T.SampleShardsArgs, ctx: OpContext) -> T.SampleShardsResult:
     """n samples in .npz shards (one per batch) and a PNG grid, resumable and sharded over ranks."""
     lm = get_model(ctx.state, args.model)
-    exp = lm.experiment
-    n = args.n
-    batch = min(n, args.batch_size)
-    out = os.path.abspath(args.out)
-    spec = _sampler(args, exp)
+    exp, n = lm.experiment, args.n
+    batch, out, spec, settings = _sampling(args, lm)
     d = D.current()
-    image = C.is_image_data(exp.data)
-    settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
-                "source": lm.source, "step": lm.step, "weights": args.weights}
+    image = isinstance(exp.data, C.ImageDataConfig)
     wd = _setup(lambda: WorkDir(out, settings, main=d is None or d.is_main), "experiment.data.path")
     rep = _Reporter(ctx, n, "samples", args.event_interval_seconds)
     if wd.main:
@@ -194,22 +205,15 @@ def _load_inception(path: Optional[str], resize: str, device: Any):
 @op("eval.fid")
 def eval_fid(args: T.EvalFidArgs, ctx: OpContext) -> dict[str, Any]:
     """FID / Inception score / KID of n samples against reference statistics (resumable)."""
-    lm = get_model(ctx.state, args.model)
-    exp = lm.experiment
-    if not C.is_image_data(exp.data):
-        raise bad_request("args.model", "FID is for image models")
-    n = args.n
-    batch = min(n, args.batch_size)
-    out = os.path.abspath(args.out)
-    spec = _sampler(args, exp)
+    lm = _image_model(ctx, args.model, "FID is for image models")
+    exp, n = lm.experiment, args.n
+    batch, out, spec, sampling = _sampling(args, lm)
     d = D.current()
 
     def prepare():
         ref = _stats(args.stats)
         net, info = _load_inception(args.inception, args.resize, lm.device)
-        settings = {"n": n, "batchSize": batch, "seed": args.seed, "sampler": spec.describe(), "model": exp.name,
-                    "source": lm.source, "step": lm.step, "weights": args.weights, "inceptionSha256": info["sha256"],
-                    "resize": args.resize, "keepSamples": args.keep_samples}
+        settings = {**sampling, "inceptionSha256": info["sha256"], "resize": args.resize, "keepSamples": args.keep_samples}
         return ref, net, info, WorkDir(out, settings, main=d is None or d.is_main)
 
     ref, net, info, wd = _setup(prepare, "experiment.data.path")

@@ -12,7 +12,6 @@ elapsedSeconds}`` events and honour cancellation.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import torch
@@ -22,6 +21,7 @@ from .. import toys
 from .._generated import types as T
 from ..data import step_seed
 from . import OpContext, bad_request, op
+from .progress import Progress
 from .state import LoadedModel, get_model, pick, sampler_options
 
 Tensor = torch.Tensor
@@ -30,33 +30,6 @@ STREAM_TEST = 101  # toy.data samples: independent of every training stream
 STREAM_NOISE = 202  # sampler noise and the curves' perturbations
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-class _Progress:
-    """Throttled progress events + cancellation, as a `callback(count, total)`: counts ODE function
-    evaluations (`nfe`) for the solvers, finished items (`done`) for curves."""
-
-    def __init__(self, ctx: OpContext, total: int, *, counts: str = "nfe", interval: float = 1.0):
-        self.ctx, self.total, self.counts, self.interval = ctx, total, counts, interval
-        self.done = 0
-        self.nfe = 0
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def __call__(self, count: int, _total: Any = None) -> None:
-        self.ctx.check_cancelled()
-        if self.counts == "nfe":
-            self.nfe = int(count)
-        else:
-            self.done = int(count)
-        now = time.perf_counter()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.ctx.emit(T.ToyProgress(done=self.done, total=self.total, nfe=self.nfe, elapsed_seconds=now - self.t0))
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 def _toy_model(ctx: OpContext, handle: str) -> tuple[LoadedModel, C.ToyDataConfig]:
@@ -113,7 +86,7 @@ def toy_density(args: T.ToyDensityArgs, ctx: OpContext) -> T.ToyDensityResult:
     lo, hi = _bound(args.grid_lo, dim, "args.gridLo"), _bound(args.grid_hi, dim, "args.gridHi")
     if lo is not None and hi is not None and not all(a < b for a, b in zip(lo, hi)):
         raise bad_request("args.gridLo", "must be below gridHi on every axis")
-    progress = _Progress(ctx, n**dim)
+    progress = Progress(ctx, n**dim)
     try:
         res = density(lm.score_model(args.weights), data.dataset, n, dim=dim, scale=data.scale, lo=lo, hi=hi,
                       truth=args.truth, device=lm.device, callback=progress, **_ode(args, lm))
@@ -140,7 +113,7 @@ def toy_nll(args: T.ToyNllArgs, ctx: OpContext) -> T.ToyNllResult:
 
     lm, data = _toy_model(ctx, args.model)
     n = args.n
-    progress = _Progress(ctx, n)
+    progress = Progress(ctx, n)
     res = nll(lm.score_model(args.weights), data.dataset, n, seed=args.seed, dim=data.dim,
               scale=data.scale, device=lm.device, callback=progress, **_ode(args, lm))
     floor = res["floor"]
@@ -172,7 +145,7 @@ def toy_samples(args: T.ToySamplesArgs, ctx: OpContext) -> T.ToySamplesResult:
     method, eps, kw = sampler_options(args, lm, steps=args.steps, ode_only=("solver", "rtol", "atol"))
     n = args.n
     gen = torch.Generator(device=lm.device).manual_seed(step_seed(args.seed, 0, STREAM_NOISE))
-    progress = _Progress(ctx, n)
+    progress = Progress(ctx, n)
     fn = S.pc_sample if method == "pc" else S.ode_sample
     res = fn(lm.score_model(args.weights), (n, data.dim), eps=eps, generator=gen, device=lm.device,
              dtype=torch.float32, callback=progress, **kw)
@@ -191,9 +164,9 @@ def toy_diagnostics(args: T.ToyDiagnosticsArgs, ctx: OpContext) -> T.ToyDiagnost
     gen = torch.Generator(device=lm.device).manual_seed(step_seed(seed, 0, STREAM_NOISE))
     ts = list(args.t)
     closed_form = toys.toy_law(data.dataset, data.dim, data.scale) is not None  # two passes per t: residual, Fisher
-    progress = _Progress(ctx, len(ts) * (2 if closed_form else 1), counts="done")
+    progress = Progress(ctx, len(ts) * (2 if closed_form else 1))
     curves = toy_curves(lm.score_model(args.weights), data.dataset, n, ts, seed=seed, dim=data.dim, scale=data.scale,
-                        device=lm.device, ode=args.ode, rtol=args.rtol, atol=args.atol, generator=gen, callback=progress)
+                        device=lm.device, ode=args.ode, rtol=args.rtol, atol=args.atol, generator=gen, callback=progress.at)
 
     def opt(key: str) -> Optional[tuple[float, ...]]:
         return tuple(curves[key]) if key in curves else None

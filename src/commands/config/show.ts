@@ -1,8 +1,8 @@
-import { Args, Flags } from "@oclif/core";
+import { Flags } from "@oclif/core";
 import { originalLayout } from "../../dsl/layout.js";
 import { loadExperiment } from "../../dsl/load.js";
 import { FpdCommand } from "../../cli/base.js";
-import { setFlag } from "../../cli/flags.js";
+import { experimentArg, setFlag } from "../../cli/flags.js";
 
 function render(value: unknown, indent = ""): string[] {
   if (value === null || typeof value !== "object") return [`${JSON.stringify(value)}`];
@@ -30,9 +30,7 @@ export default class ConfigShow extends FpdCommand {
     "<%= config.bin %> config show fp/ve_cifar10 --set model.nf=8 --set loss.terms[1].alpha=0.3",
     "<%= config.bin %> config show ./my_experiment.ts --wire",
   ];
-  static override args = {
-    config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
-  };
+  static override args = experimentArg;
   static override flags = {
     set: setFlag,
     wire: Flags.boolean({ description: "the camelCase experiment as sent to the worker", default: false }),

@@ -1,8 +1,7 @@
-import { Args } from "@oclif/core";
 import { FpdCommand } from "../../cli/base.js";
 import { ConfigError, type ConfigIssue } from "../../dsl/index.js";
 import { loadExperiment } from "../../dsl/load.js";
-import { setFlag } from "../../cli/flags.js";
+import { experimentArg, setFlag } from "../../cli/flags.js";
 
 export interface ValidateResult {
   config: string;
@@ -18,9 +17,7 @@ export default class ConfigValidate extends FpdCommand {
     "<%= config.bin %> config validate highorder/ve_cifar10_order3",
     "<%= config.bin %> config validate ./my_experiment.json --set loss.terms[0].reduce=mean --json",
   ];
-  static override args = {
-    config: Args.string({ description: "preset name, or a .ts / .json file", required: true }),
-  };
+  static override args = experimentArg;
   static override flags = {
     set: setFlag,
   };

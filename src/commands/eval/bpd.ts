@@ -1,11 +1,11 @@
 import { Flags, type Interfaces } from "@oclif/core";
 import { resolve } from "node:path";
-import { launchFlags, launchOf, numberFlag } from "../../cli/flags.js";
-import { withInterrupt } from "../../cli/interrupt.js";
+import { given, launchFlags, launchOf, numberFlag } from "../../cli/flags.js";
 import { configArg, EvaluateCommand, pointsFlags, type ModelChoice } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
+import type { OpEvent } from "../../protocol/ops/index.js";
 import type { BpdDatasetResult } from "../../protocol/ops/scale.js";
 
 export default class EvalBpd extends EvaluateCommand {
@@ -43,30 +43,15 @@ export default class EvalBpd extends EvaluateCommand {
     const choice = await this.chooseModel(args.config, flags);
     if (flags.dataset) return this.wholeSplit(choice, flags.dataset, flags);
     const line = new ProgressLine("bpd", { quiet: this.jsonEnabled(), unit: "points" });
-    const res = await this.withSession(
-      flags.device,
-      async (session) => {
-        const handle = await this.loadChosen(session, choice);
-        return session.evaluate(
-          handle,
-          {
-            kind: "bpd",
-            weights: flags.weights,
-            n: flags.n,
-            split: flags.split,
-            seed: flags.seed,
-            ...(flags.repeats ? { repeats: flags.repeats } : {}),
-            ...(flags.rtol !== undefined ? { rtol: flags.rtol } : {}),
-            ...(flags.atol !== undefined ? { atol: flags.atol } : {}),
-            ...(flags.method ? { method: flags.method } : {}),
-            ...(flags.divergence ? { divergence: flags.divergence } : {}),
-            ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-          },
-          { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-        );
-      },
-      launchOf(flags),
-    );
+    const request = {
+      kind: "bpd" as const,
+      weights: flags.weights,
+      n: flags.n,
+      split: flags.split,
+      seed: flags.seed,
+      ...given({ repeats: flags.repeats, rtol: flags.rtol, atol: flags.atol, method: flags.method, divergence: flags.divergence, batchSize: flags["batch-size"] }),
+    };
+    const res = await this.withModel(choice, flags.device, (session, handle) => session.evaluate(handle, request, { onEvent: line.count }), launchOf(flags));
     line.done();
     if (!this.jsonEnabled()) {
       const { perSample: _omit, ...shown } = res;
@@ -78,39 +63,19 @@ export default class EvalBpd extends EvaluateCommand {
   private async wholeSplit(choice: ModelChoice, split: "test" | "train", flags: Interfaces.InferredFlags<typeof EvalBpd.flags & typeof EvalBpd.baseFlags>): Promise<BpdDatasetResult> {
     const out = resolve(flags.out ?? `bpd-${split}-${flags.seed}`);
     const line = new ProgressLine(`bpd (${split})`, { quiet: this.jsonEnabled(), unit: "images" });
-    const res = await this.withSession(
-      flags.device,
-      async (session) => {
-        const handle = await this.loadChosen(session, choice);
-        return withInterrupt((signal) =>
-          session.bpdDataset(
-            handle,
-            {
-              weights: flags.weights,
-              dataset: split,
-              out,
-              seed: flags.seed,
-              ...(flags.repeats ? { repeats: flags.repeats } : {}),
-              ...(flags.rtol !== undefined ? { rtol: flags.rtol } : {}),
-              ...(flags.atol !== undefined ? { atol: flags.atol } : {}),
-              ...(flags.method ? { solver: flags.method } : {}),
-              ...(flags.probe ? { probe: flags.probe } : {}),
-              ...(flags.steps ? { steps: flags.steps } : {}),
-              ...(flags["no-dequantize"] ? { dequantize: false } : {}),
-              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-            },
-            {
-              signal,
-              onEvent: (e) => {
-                if (e.bpd != null) line.metrics({ bpd: e.bpd, "s.e.": e.stderr ?? NaN, nfe: e.nfe ?? NaN });
-                line.progress({ step: e.done, total: e.total });
-              },
-            },
-          ),
-        );
-      },
-      launchOf(flags),
-    ).finally(() => line.done());
+    const request = {
+      weights: flags.weights,
+      dataset: split,
+      out,
+      seed: flags.seed,
+      ...given({ repeats: flags.repeats, rtol: flags.rtol, atol: flags.atol, solver: flags.method, probe: flags.probe, steps: flags.steps, batchSize: flags["batch-size"] }),
+      ...(flags["no-dequantize"] ? { dequantize: false } : {}),
+    };
+    const onEvent = (e: OpEvent<"eval.bpd_dataset">) => {
+      if (e.bpd != null) line.metrics({ bpd: e.bpd, "s.e.": e.stderr ?? NaN, nfe: e.nfe ?? NaN });
+      line.count(e);
+    };
+    const res = await this.resumable(choice, flags, line, (session, handle, signal) => session.bpdDataset(handle, request, { signal, onEvent }));
     if (!this.jsonEnabled()) {
       this.log(table(res.repeats.map((r) => ({ repeat: r.repeat, images: r.images, bpd: r.bpd ?? NaN, "s.e.": r.stderr ?? NaN }))));
       this.log(`bpd ${res.bpd?.toFixed(4)} ± ${res.stderr?.toFixed(4)} over ${res.images} images × ${res.repeats.length} repeats; NFE mean ${res.nfe.mean?.toFixed(1)} (${res.nfe.min}–${res.nfe.max}); ${res.out}/result.json`);

@@ -1,7 +1,7 @@
 import { Flags } from "@oclif/core";
 import { resolve } from "node:path";
 import { FpdCommand } from "../../cli/base.js";
-import { deviceFlag, launchFlags, launchOf } from "../../cli/flags.js";
+import { deviceFlag, given, launchFlags, launchOf } from "../../cli/flags.js";
 import { withInterrupt } from "../../cli/interrupt.js";
 import { ProgressLine } from "../../cli/progress.js";
 import type { OpResult } from "../../protocol/ops/index.js";
@@ -32,24 +32,18 @@ export default class EvalFidStats extends FpdCommand {
   async run(): Promise<OpResult<"eval.fid_stats">> {
     const { flags } = await this.parse(EvalFidStats);
     const line = new ProgressLine("fid-stats", { quiet: this.jsonEnabled(), unit: "images" });
+    const request = {
+      data: { kind: flags.dataset, ...(flags.data ? { path: resolve(flags.data) } : {}) },
+      split: flags.split,
+      out: flags.out,
+      keepPool: !flags["no-pool"],
+      resize: flags.resize,
+      ...given({ batchSize: flags["batch-size"], n: flags.n }),
+      ...(flags.inception ? { inception: flags.inception } : {}),
+    };
     const res = await this.withSession(
       flags.device,
-      (session) =>
-        withInterrupt((signal) =>
-          session.fidStats(
-            {
-              data: { kind: flags.dataset, ...(flags.data ? { path: resolve(flags.data) } : {}) },
-              split: flags.split,
-              out: flags.out,
-              keepPool: !flags["no-pool"],
-              resize: flags.resize,
-              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-              ...(flags.n ? { n: flags.n } : {}),
-              ...(flags.inception ? { inception: flags.inception } : {}),
-            },
-            { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-          ),
-        ),
+      (session) => withInterrupt((signal) => session.fidStats(request, { signal, onEvent: line.count })),
       launchOf(flags),
     ).finally(() => line.done());
     if (!this.jsonEnabled()) this.log(`wrote ${res.path} (${res.n} images of ${flags.dataset} ${res.split}${res.inception.verified ? "" : "; NOT the official Inception weights"})`);

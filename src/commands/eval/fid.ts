@@ -1,9 +1,8 @@
 import { Flags } from "@oclif/core";
 import { resolve } from "node:path";
 import type { FidResult } from "../../protocol/ops/scale.js";
-import { launchFlags, launchOf } from "../../cli/flags.js";
-import { configArg, EvaluateCommand } from "../../cli/model.js";
-import { withInterrupt } from "../../cli/interrupt.js";
+import { given, launchFlags } from "../../cli/flags.js";
+import { configArg, EvaluateCommand, samplerFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
 
@@ -31,8 +30,7 @@ export default class EvalFid extends EvaluateCommand {
     inception: Flags.string({ description: "pt_inception-2015-12-05-6726825d.pth (else FPD_INCEPTION, torch.hub's cache)" }),
     resize: Flags.option({ description: "299×299 resize: TF 1.x bilinear (as TF-GAN) or PyTorch's", options: ["tf1", "pytorch"] as const, default: "tf1" as const })(),
     "keep-samples": Flags.boolean({ description: "keep the samples (uint8) in the units as well as the features", default: false }),
-    method: Flags.option({ description: "sampler (default: the experiment's)", options: ["pc", "ode"] as const })(),
-    steps: Flags.integer({ description: "PC: discretisation steps N", min: 1 }),
+    ...samplerFlags,
   };
 
   async run(): Promise<FidResult> {
@@ -40,32 +38,18 @@ export default class EvalFid extends EvaluateCommand {
     const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("fid", { quiet: this.jsonEnabled(), unit: "samples" });
     const out = resolve(flags.out ?? `fid-${flags.seed}`);
-    const res = await this.withSession(
-      flags.device,
-      async (session) => {
-        const handle = await this.loadChosen(session, choice);
-        return withInterrupt((signal) =>
-          session.fid(
-            handle,
-            {
-              weights: flags.weights,
-              n: flags.num,
-              seed: flags.seed,
-              out,
-              stats: flags.stats,
-              resize: flags.resize,
-              keepSamples: flags["keep-samples"],
-              ...(flags.inception ? { inception: flags.inception } : {}),
-              ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-              ...(flags.method ? { method: flags.method } : {}),
-              ...(flags.steps ? { N: flags.steps } : {}),
-            },
-            { signal, onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-          ),
-        );
-      },
-      launchOf(flags),
-    ).finally(() => line.done());
+    const request = {
+      weights: flags.weights,
+      n: flags.num,
+      seed: flags.seed,
+      out,
+      stats: flags.stats,
+      resize: flags.resize,
+      keepSamples: flags["keep-samples"],
+      ...(flags.inception ? { inception: flags.inception } : {}),
+      ...given({ batchSize: flags["batch-size"], method: flags.method, N: flags.steps }),
+    };
+    const res = await this.resumable(choice, flags, line, (session, handle, signal) => session.fid(handle, request, { signal, onEvent: line.count }));
     if (!this.jsonEnabled()) {
       this.log(table([{ FID: res.fid, IS: res.inceptionScore, "IS (10 splits)": `${res.inceptionScore10.mean.toFixed(3)} ± ${res.inceptionScore10.std.toFixed(3)}`, KID: res.kid ? res.kid.mean : "n/a (no pool_3)", n: res.n, "NFE/unit": res.nfe.mean ?? 0 }]));
       if (res.warning) this.warn(res.warning);

@@ -1,6 +1,6 @@
 import { Flags } from "@oclif/core";
 import { UsageError } from "../../cli/errors.js";
-import { numberListFlag } from "../../cli/flags.js";
+import { given, numberListFlag } from "../../cli/flags.js";
 import { configArg, EvaluateCommand, pointsFlags } from "../../cli/model.js";
 import { ProgressLine } from "../../cli/progress.js";
 import { table } from "../../cli/render.js";
@@ -30,21 +30,9 @@ export default class EvalFpe extends EvaluateCommand {
     if (times.some((t) => !(t > 0 && t <= 1))) throw new UsageError(`--t: every time must be in (0, 1], got ${times.join(",")}`, "--t");
     const choice = await this.chooseModel(args.config, flags);
     const line = new ProgressLine("fpe residual", { quiet: this.jsonEnabled(), unit: "times" });
-    const res = await this.withSession(flags.device, async (session) => {
-      const handle = await this.loadChosen(session, choice);
-      const out = await session.evaluate(
-        handle,
-        {
-          kind: "fpeResidual",
-          weights: flags.weights,
-          t: times,
-          n: flags.n,
-          split: flags.split,
-          seed: flags.seed,
-          ...(flags.div ? { div: flags.div } : {}),
-        },
-        { onEvent: (e) => line.progress({ step: e.done, total: e.total }) },
-      );
+    const request = { kind: "fpeResidual" as const, weights: flags.weights, t: times, n: flags.n, split: flags.split, seed: flags.seed, ...given({ div: flags.div }) };
+    const res = await this.withModel(choice, flags.device, async (session, handle) => {
+      const out = await session.evaluate(handle, request, { onEvent: line.count });
       if (flags.plot) {
         await session.request("plot.lines", {
           path: flags.plot,

@@ -1,5 +1,5 @@
 import { Flags } from "@oclif/core";
-import { numberFlag } from "../../cli/flags.js";
+import { given, numberFlag } from "../../cli/flags.js";
 import { configArg, EvaluateCommand, pointsFlags } from "../../cli/model.js";
 import { table } from "../../cli/render.js";
 import type { EvalResult } from "../../api/session.js";
@@ -23,18 +23,15 @@ export default class EvalLoss extends EvaluateCommand {
   async run(): Promise<EvalResult<"loss">> {
     const { args, flags } = await this.parse(EvalLoss);
     const choice = await this.chooseModel(args.config, flags);
-    const res = await this.withSession(flags.device, async (session) => {
-      const handle = await this.loadChosen(session, choice);
-      return session.evaluate(handle, {
-        kind: "loss",
-        weights: flags.weights,
-        n: flags.n,
-        split: flags.split,
-        seed: flags.seed,
-        ...(flags.t !== undefined ? { t: flags.t } : {}),
-        ...(flags["batch-size"] ? { batchSize: flags["batch-size"] } : {}),
-      });
-    });
+    const request = {
+      kind: "loss" as const,
+      weights: flags.weights,
+      n: flags.n,
+      split: flags.split,
+      seed: flags.seed,
+      ...given({ t: flags.t, batchSize: flags["batch-size"] }),
+    };
+    const res = await this.withModel(choice, flags.device, (session, handle) => session.evaluate(handle, request));
     if (!this.jsonEnabled()) {
       this.log(table(Object.entries(res.terms).map(([term, value]) => ({ term, value }))));
       this.log(`total ${res.loss} over ${res.n} points (${res.seconds.toFixed(1)} s)`);

@@ -3,10 +3,12 @@
  * op's arguments, result and events, exported with zod's own `toJSONSchema` (output side: what the
  * TypeScript client sends after parsing, and what it expects back).
  *
- * Two additions travel with each object schema for the Python side, which has no rule of its own:
- * `x-py-class` (the generated dataclass) and `x-py-fields` (camelCase wire key → snake_case field).
- * The snake_case rule lives here only: `_` before an upper-case letter that follows a lower-case
- * letter or digit, then lower case; single-letter keys (`N`) stay.
+ * Additions travel with the schemas for the Python side, which has no rule of its own: on each
+ * object schema `x-py-class` (the generated dataclass), `x-py-fields` (camelCase wire key →
+ * snake_case field) and, for sections that are one shape with other defaults, `x-py-base` (the
+ * Python base class that states their shared fields once); on each union that a map can be matched
+ * to, `x-py-union` (below). The snake_case rule lives here only: `_` before an upper-case letter
+ * that follows a lower-case letter or digit, then lower case; single-letter keys (`N`) stay.
  */
 import { z } from "zod";
 import * as loss from "../../dsl/loss.js";
@@ -65,6 +67,22 @@ const SECTION_NAMES: Array<[z.ZodType, string]> = [
   [training.ResolvedPcSamplingSchema, "PCSamplingConfig"],
   [training.ResolvedOdeSamplingSchema, "ODESamplingConfig"],
   [ResolvedExperimentSchema, "ExperimentConfig"],
+  // the sections' unions: Python names them as type aliases (`SDEConfig = Union[…]`)
+  [sde.SdeSchema, "SDEConfig"],
+  [model.ModelSchema, "ModelConfig"],
+  [data.ResolvedDataSchema, "DataConfig"],
+  [loss.LossTermSchema, "LossTerm"],
+  [training.ResolvedSamplingSchema, "SamplingConfig"],
+];
+
+/**
+ * Sections built by one zod function with other defaults (`ncsnppShape`, `imageShape`): Python
+ * states their fields once, in the named base class, and each section's class only the fields
+ * whose default differs (an `isinstance` of the base asks "an image network?", "image data?").
+ */
+const PY_BASES: Array<[string, string[]]> = [
+  ["ImageModelConfig", ["NCSNppConfig", "DDPMppConfig"]],
+  ["ImageDataConfig", ["CIFAR10Config", "ImageNet32Config"]],
 ];
 
 export function snakeCase(key: string): string {
@@ -166,6 +184,42 @@ function annotate(node: Json, name: string, _named: boolean): void {
   }
 }
 
+function deref(node: JsonSchema, defs: Record<string, JsonSchema>): JsonSchema {
+  const ref = node.$ref;
+  return typeof ref === "string" ? deref(defs[ref.replace(/^#\/\$defs\//, "")]!, defs) : node;
+}
+
+/**
+ * `x-py-union` on each union a map can be matched to, so that Python picks a map's branch (to
+ * decode it, encode it, or report its problems) without knowing a field: `key` and `values` — the
+ * discriminator (the key every branch fixes to its own string, zod's `discriminatedUnion` key) and
+ * each branch's value of it — and `object`, the only object branch (`"autodiff" | {…}`, nullables).
+ */
+function tagUnions(node: Json, defs: Record<string, JsonSchema>): void {
+  if (Array.isArray(node)) return node.forEach((n) => tagUnions(n, defs));
+  if (node === null || typeof node !== "object") return;
+  for (const [k, v] of Object.entries(node)) {
+    if (k === "properties") Object.values(v as JsonSchema).forEach((p) => tagUnions(p, defs));
+    else if (k !== "default" && k !== "const" && k !== "enum") tagUnions(v, defs);
+  }
+  const union = (node.anyOf ?? node.oneOf) as JsonSchema[] | undefined;
+  if (!Array.isArray(union)) return;
+  const branches = union.map((b) => deref(b, defs));
+  const valueOf = (b: JsonSchema, key: string): Json | undefined => {
+    const prop = (b.properties as Record<string, JsonSchema> | undefined)?.[key];
+    return prop && typeof deref(prop, defs).const === "string" ? deref(prop, defs).const : undefined;
+  };
+  const key = Object.keys(branches[0]?.properties ?? {}).find((k) => {
+    const values = branches.map((b) => valueOf(b, k));
+    return values.every((v) => v !== undefined) && new Set(values).size === values.length;
+  });
+  const objects = branches.flatMap((b, i) => (b.type === "object" ? [i] : []));
+  const tag: JsonSchema = {};
+  if (key !== undefined) Object.assign(tag, { key, values: branches.map((b) => valueOf(b, key)!) });
+  if (objects.length === 1) tag.object = objects[0]!;
+  if (Object.keys(tag).length > 0) node["x-py-union"] = tag;
+}
+
 function branchName(branch: Json): string | undefined {
   if (branch === null || typeof branch !== "object" || Array.isArray(branch)) return undefined;
   const props = branch.properties as Record<string, JsonSchema> | undefined;
@@ -202,6 +256,14 @@ export function buildBundle(): Bundle {
     }
   }
   for (const [id, def] of Object.entries(defs)) annotate(def, id, true);
+  for (const [base, members] of PY_BASES) {
+    for (const m of members) {
+      if (!defs[m]) throw new Error(`codegen: base ${base} names ${m}, which is not exported`);
+      defs[m]["x-py-base"] = base;
+    }
+  }
   const sorted = Object.fromEntries(Object.entries(defs).sort(([a], [b]) => a.localeCompare(b)));
-  return { $defs: sorted, experiment, ops: opEntries };
+  const bundle = { $defs: sorted, experiment, ops: opEntries };
+  tagUnions(bundle as unknown as Json, defs);
+  return bundle;
 }

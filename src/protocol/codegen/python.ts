@@ -1,9 +1,11 @@
 /**
  * Python types from the JSON Schema bundle: one frozen, keyword-only dataclass per object schema
  * (`x-py-class`), snake_case fields with the zod defaults, and `WIRE` (field → camelCase key) for
- * the way back. Frozen dataclasses rather than a validation library's models: the numerics import
- * them as plain values (isinstance, attribute access, hashing), validation is the JSON Schema's job
- * (the `jsonschema` package), and nothing here needs a dependency.
+ * the way back; a base class per `x-py-base` (the fields its sections share, stated once); a type
+ * alias per named schema that is no class (`SDEConfig = Union[…]`). Frozen dataclasses rather than
+ * a validation library's models: the numerics import them as plain values (isinstance, attribute
+ * access, hashing), validation is the JSON Schema's job (the `jsonschema` package), and nothing
+ * here needs a dependency.
  */
 import type { Bundle, Json, JsonSchema } from "./bundle.js";
 
@@ -24,6 +26,8 @@ function isObj(v: Json | undefined): v is { [key: string]: Json } {
 
 export class PythonEmitter {
   private readonly classes = new Map<string, PyClass>();
+  /** Base class → the classes that share its fields. */
+  private readonly bases = new Map<string, PyClass[]>();
 
   constructor(private readonly bundle: Bundle) {
     const visit = (node: Json) => {
@@ -40,6 +44,10 @@ export class PythonEmitter {
       for (const [k, v] of Object.entries(node)) if (k !== "default" && k !== "x-py-fields") visit(v);
     };
     visit(bundle as unknown as Json);
+    for (const c of this.classes.values()) {
+      const base = c.schema["x-py-base"];
+      if (typeof base === "string") this.bases.set(base, [...(this.bases.get(base) ?? []), c]);
+    }
   }
 
   private deref(node: JsonSchema): JsonSchema {
@@ -57,6 +65,7 @@ export class PythonEmitter {
   type(raw: JsonSchema): string {
     const node = this.deref(raw);
     if (typeof node["x-py-class"] === "string") return node["x-py-class"];
+    if (typeof raw.$ref === "string") return raw.$ref.replace(/^#\/\$defs\//, ""); // a type alias
     if (node.type === "tensor") return "Tensor";
     if ("const" in node) return `Literal[${pyLiteral(node.const!)}]`;
     if (Array.isArray(node.enum)) return `Literal[${node.enum.map(pyLiteral).join(", ")}]`;
@@ -117,7 +126,11 @@ export class PythonEmitter {
     return pyLiteral(v);
   }
 
-  private field(name: string, prop: JsonSchema, required: boolean): string {
+  /** The line of field `key` of class `c`: name, type and default. */
+  private field(c: PyClass, key: string): string {
+    const name = fieldNames(c)[key]!;
+    if (PY_KEYWORDS.has(name)) throw new Error(`codegen: ${c.name}.${key} is a Python keyword`);
+    const prop = props(c)[key]!;
     let type = this.type(prop);
     const fixed = this.deref(prop);
     if (!("default" in prop) && "const" in fixed) {
@@ -131,47 +144,122 @@ export class PythonEmitter {
         ? `    ${name}: ${type} = field(default_factory=lambda: ${expr})`
         : `    ${name}: ${type} = ${expr}`;
     }
-    if (!required) {
+    if (!(c.schema.required as string[] | undefined ?? []).includes(key)) {
       if (!type.startsWith("Optional[")) type = `Optional[${type}]`;
       return `    ${name}: ${type} = None`;
     }
     return `    ${name}: ${type}`;
   }
 
+  /**
+   * One class: its fields (a member of a base only those whose schema differs from the other
+   * members'), `WIRE` and `OPTIONAL` (a member inherits them from its base).
+   */
   private emitClass(c: PyClass): string {
-    const props = (c.schema.properties ?? {}) as Record<string, JsonSchema>;
-    const fields = (c.schema["x-py-fields"] ?? {}) as Record<string, string>;
-    const required = new Set((c.schema.required ?? []) as string[]);
-    const lines = [`@dataclass(frozen=True, kw_only=True)`, `class ${c.name}:`];
+    const base = c.schema["x-py-base"];
+    const shared = typeof base === "string" ? this.sharedKeys(base) : new Set<string>();
+    const lines = [`@dataclass(frozen=True, kw_only=True)`, `class ${c.name}${typeof base === "string" ? `(${base})` : ""}:`];
     const doc = typeof c.schema.description === "string" ? c.schema.description : undefined;
     if (doc) lines.push(`    """${doc.replace(/"""/g, "'''")}"""`);
-    const wire: string[] = [];
-    const optional: string[] = [];
-    for (const [key, prop] of Object.entries(props)) {
-      const name = fields[key]!;
-      if (PY_KEYWORDS.has(name)) throw new Error(`codegen: ${c.name}.${key} is a Python keyword`);
-      lines.push(this.field(name, prop, required.has(key)));
-      wire.push(`${JSON.stringify(name)}: ${JSON.stringify(key)}`);
-      if (!required.has(key) && !("default" in prop)) optional.push(JSON.stringify(name));
-    }
-    lines.push(`    WIRE: ClassVar[dict[str, str]] = {${wire.join(", ")}}`);
-    // Fields the wire may leave out: None is sent as an absent key (a required nullable as null).
-    if (optional.length) lines.push(`    OPTIONAL: ClassVar[frozenset[str]] = frozenset({${optional.join(", ")}})`);
+    for (const key of Object.keys(props(c))) if (!shared.has(key)) lines.push(this.field(c, key));
+    if (typeof base !== "string") lines.push(...wireLines(c));
     return lines.join("\n");
   }
 
-  module(): string {
-    const names = [...this.classes.keys()].sort((a, b) => a.localeCompare(b));
-    const body = names.map((n) => this.emitClass(this.classes.get(n)!)).join("\n\n\n");
-    return `${HEADER}\n\n${body}\n\n\n__all__ = [\n${names.map((n) => `    ${JSON.stringify(n)},`).join("\n")}\n]\n`;
+  /** The keys whose schema (default included) is the same in every member of `base`. */
+  private sharedKeys(base: string): Set<string> {
+    const [first, ...rest] = this.bases.get(base)!;
+    const same = (key: string) => rest.every((m) => JSON.stringify(props(m)[key]) === JSON.stringify(props(first!)[key]));
+    return new Set(Object.keys(props(first!)).filter(same));
   }
+
+  /**
+   * A base class: every field of its members, in their order — a shared one as they all state it,
+   * one whose default differs without a default (each member gives its own), typed by what the
+   * members allow together. The members must agree on keys, field names and what is required.
+   */
+  private emitBase(base: string): string {
+    const members = this.bases.get(base)!;
+    const first = members[0]!;
+    const outline = (c: PyClass) => JSON.stringify([c.schema["x-py-fields"], c.schema.required ?? []]);
+    const odd = members.find((m) => outline(m) !== outline(first));
+    if (odd) throw new Error(`codegen: ${odd.name} and ${first.name} share the base ${base} but not their fields`);
+    const shared = this.sharedKeys(base);
+    const names = members.map((m) => m.name);
+    const lines = [
+      `@dataclass(frozen=True, kw_only=True)`,
+      `class ${base}:`,
+      `    """What ${names.slice(0, -1).join(", ")} and ${names.at(-1)} share: one shape, other defaults."""`,
+    ];
+    for (const key of Object.keys(props(first))) {
+      if (shared.has(key)) {
+        lines.push(this.field(first, key));
+        continue;
+      }
+      const types = [...new Set(members.map((m) => this.type(props(m)[key]!)))];
+      const consts = members.map((m) => this.deref(props(m)[key]!).const);
+      if (types.length > 1 && consts.some((v) => v === undefined)) {
+        throw new Error(`codegen: ${base}.${key} has other types in ${names.join(", ")}`);
+      }
+      const type = types.length === 1 ? types[0]! : `Literal[${consts.map((v) => pyLiteral(v!)).join(", ")}]`;
+      lines.push(`    ${fieldNames(first)[key]}: ${type}`);
+    }
+    return [...lines, ...wireLines(first)].join("\n");
+  }
+
+  /** `Name = …` for each named schema that is no class (the sections' unions, enums, records). */
+  private aliases(): Array<[string, string]> {
+    return Object.entries(this.bundle.$defs)
+      .filter(([, def]) => typeof def["x-py-class"] !== "string")
+      .map(([name, def]) => [name, this.type(def)]);
+  }
+
+  module(): string {
+    const byName = (a: string, b: string) => a.localeCompare(b);
+    const bases = [...this.bases.keys()].sort(byName);
+    const names = [...this.classes.keys()].sort(byName);
+    const aliases = this.aliases();
+    // bases first (their members subclass them), aliases last (they name the classes at import)
+    const classes = [...bases.map((b) => this.emitBase(b)), ...names.map((n) => this.emitClass(this.classes.get(n)!))];
+    const all = [...bases, ...names, ...aliases.map(([name]) => name)].sort(byName);
+    return [
+      HEADER,
+      classes.join("\n\n\n"),
+      aliases.map(([name, type]) => `${name} = ${type}`).join("\n"),
+      `__all__ = [\n${all.map((n) => `    ${JSON.stringify(n)},`).join("\n")}\n]\n`,
+    ].join("\n\n\n");
+  }
+}
+
+function props(c: PyClass): Record<string, JsonSchema> {
+  return (c.schema.properties ?? {}) as Record<string, JsonSchema>;
+}
+
+function fieldNames(c: PyClass): Record<string, string> {
+  return (c.schema["x-py-fields"] ?? {}) as Record<string, string>;
+}
+
+/** `WIRE` (field → wire key) and `OPTIONAL` (fields the wire may leave out). */
+function wireLines(c: PyClass): string[] {
+  const required = new Set((c.schema.required ?? []) as string[]);
+  const wire = Object.entries(fieldNames(c)).map(([key, name]) => `${JSON.stringify(name)}: ${JSON.stringify(key)}`);
+  const lines = [`    WIRE: ClassVar[dict[str, str]] = {${wire.join(", ")}}`];
+  // None is sent as an absent key (a required nullable as null)
+  const optional = Object.entries(props(c)).filter(([key, prop]) => !required.has(key) && !("default" in prop));
+  if (optional.length) {
+    const names = optional.map(([key]) => JSON.stringify(fieldNames(c)[key]));
+    lines.push(`    OPTIONAL: ClassVar[frozenset[str]] = frozenset({${names.join(", ")}})`);
+  }
+  return lines;
 }
 
 const HEADER = `# Generated by \`npm run gen\` from the zod schemas in src/dsl and src/protocol/ops. Do not edit.
 """The experiment and every op's arguments, results and events as frozen dataclasses.
 
 Field names are the wire's camelCase keys in snake_case; \`WIRE\` maps each field back to its key.
-Defaults are the zod schemas'. Validation is not here: fpdiff.schema checks every message against
+Defaults are the zod schemas'. Sections that are one shape with other defaults share a base class
+that states their fields once (\`ImageModelConfig\`: NCSN++ and DDPM++); named unions are type
+aliases (\`SDEConfig\`). Validation is not here: fpdiff.schema checks every message against
 schema.json (generated beside this file) before it builds one of these.
 """
 

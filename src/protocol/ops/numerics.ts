@@ -22,15 +22,23 @@ const pointsArgs = {
   seed: z.number().int().nonnegative().default(0),
 };
 
-export const NumericsProgressSchema = z.object({
+/** Progress of a numerics or toy op (py/fpdiff/ops/progress.py). */
+export const ProgressSchema = z.object({
   type: z.literal("progress"),
-  /** Points (or times, for the diagnostics) finished / all of them. */
+  /** Points (or times, for the curves along t) finished / all of them. */
   done: z.number().int(),
   total: z.number().int(),
   /** Function evaluations (ODE) or steps (PC) so far. */
   nfe: z.number().int(),
   elapsedSeconds: z.number(),
 });
+
+/** A result along t: the times, a curve (one value per time) for each name, the points, the time taken. */
+export function curvesAlongT<S extends z.ZodRawShape>(curves: S) {
+  return z.object({ t: z.array(z.number()), ...curves, n: z.number().int(), seconds: z.number() });
+}
+/** One value per time of a result along t. */
+export const curve = () => z.array(z.number());
 
 export const LossEvalResultSchema = z.object({
   /** The expression's total, averaged over the points. */
@@ -43,31 +51,25 @@ export const LossEvalResultSchema = z.object({
   seconds: z.number(),
 });
 
-export const FpeResidualResultSchema = z.object({
-  t: z.array(z.number()),
+export const FpeResidualResultSchema = curvesAlongT({
   /** Mean ‖∂t s − ∇x φ‖ per t. */
-  residual: z.array(z.number()),
+  residual: curve(),
   /** Mean ‖∂t s‖ and mean ‖∇x φ‖ per t. */
-  lhs: z.array(z.number()),
-  rhs: z.array(z.number()),
+  lhs: curve(),
+  rhs: curve(),
   /** residual / rhs. */
-  relative: z.array(z.number()),
+  relative: curve(),
   /** Mean ‖r‖²/D², the regulariser's per-dimension scale. */
-  perDimSq: z.array(z.number()),
-  n: z.number().int(),
-  seconds: z.number(),
+  perDimSq: curve(),
 });
 
-export const FisherResultSchema = z.object({
-  t: z.array(z.number()),
+export const FisherResultSchema = curvesAlongT({
   /** E[g² ‖∇log p_t^ODE − ∇log q_t‖²]: the ScoreODE's own score against the data score. */
-  fisherOde: z.array(z.number()),
+  fisherOde: curve(),
   /** E[g² ‖s_θ − ∇log q_t‖²]: the score model's error. */
-  fisherModel: z.array(z.number()),
+  fisherModel: curve(),
   /** E[g² ‖∇log p_t^ODE − s_θ‖²]. */
-  odeVsModel: z.array(z.number()),
-  n: z.number().int(),
-  seconds: z.number(),
+  odeVsModel: curve(),
 });
 
 export const NllResultSchema = z.object({
@@ -111,7 +113,7 @@ export const numericsOps = {
       ...pointsArgs,
     }),
     result: LossEvalResultSchema,
-    event: NumericsProgressSchema,
+    event: ProgressSchema,
     doc: "per-term losses of a model on a batch (one shared draw of t, z, x_t per batch)",
   }),
   "diagnostics.fpe_residual": defineOp({
@@ -129,7 +131,7 @@ export const numericsOps = {
       ...pointsArgs,
     }),
     result: FpeResidualResultSchema,
-    event: NumericsProgressSchema,
+    event: ProgressSchema,
     doc: "the score-FPE residual of a model as a function of t (FP-Diffusion's central plot)",
   }),
   "diagnostics.fisher": defineOp({
@@ -143,7 +145,7 @@ export const numericsOps = {
       ...pointsArgs,
     }),
     result: FisherResultSchema,
-    event: NumericsProgressSchema,
+    event: ProgressSchema,
     doc: "toy mixtures: weighted Fisher divergence of the ScoreODE's own score to the data score along t",
   }),
   "likelihood.nll": defineOp({
@@ -165,7 +167,7 @@ export const numericsOps = {
       ...pointsArgs,
     }),
     result: NllResultSchema,
-    event: NumericsProgressSchema,
+    event: ProgressSchema,
     doc: "NLL (nats) and bits/dim by the probability-flow ODE, batched on the model's device",
   }),
   sample: defineOp({
@@ -191,7 +193,7 @@ export const numericsOps = {
       steps: z.number().int().positive().optional(),
     }),
     result: SampleResultSchema,
-    event: NumericsProgressSchema,
+    event: ProgressSchema,
     doc: "n samples of a model by the PC sampler or the probability-flow ODE",
   }),
 } as const;

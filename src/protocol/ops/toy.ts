@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { defineOp, tensorSchema } from "./define.js";
+import { curve, curvesAlongT, ProgressSchema } from "./numerics.js";
 
 const toyDataset = z.enum(["checkerboard", "mog1d", "mog2d", "rings", "moons", "swissroll", "gaussian"]);
 /** Which weights score the model: the EMA copy (default, as the originals evaluate) or the raw ones. */
@@ -22,16 +23,6 @@ const odeArgs = {
   method: solver.optional(),
   steps: z.number().int().positive().default(100),
 };
-
-export const ToyProgressSchema = z.object({
-  type: z.literal("progress"),
-  /** Points finished / all points. */
-  done: z.number().int(),
-  total: z.number().int(),
-  /** ODE function evaluations (sampling: steps) so far. */
-  nfe: z.number().int(),
-  elapsedSeconds: z.number(),
-});
 
 export const ToyNllResultSchema = z.object({
   dataset: toyDataset,
@@ -57,22 +48,19 @@ export type ToyNllResult = z.infer<typeof ToyNllResultSchema>;
 
 /** Curves along t (each list aligned with `t`); those that need the data score in closed form
  *  (mixtures, checkerboard) are null for other data, `fisherOde` also when `ode` was false. */
-export const ToyDiagnosticsResultSchema = z.object({
-  t: z.array(z.number()),
+export const ToyDiagnosticsResultSchema = curvesAlongT({
   /** E‖∂t s − ∇x φ̃‖ at x_t ~ q_t (absolute; exact divergence, autodiff ∂t). */
-  residual: z.array(z.number()),
+  residual: curve(),
   /** E‖∂t s‖ and E‖∇x φ̃‖: the two sides of the score FPE. */
-  dtScore: z.array(z.number()),
-  gradPhi: z.array(z.number()),
+  dtScore: curve(),
+  gradPhi: curve(),
   /** E‖std(t)·s_θ‖ and the truth's E‖std(t)·∇log q_t‖. */
-  sigmaScore: z.array(z.number()).nullable(),
-  sigmaScoreTrue: z.array(z.number()).nullable(),
+  sigmaScore: curve().nullable(),
+  sigmaScoreTrue: curve().nullable(),
   /** E[g²‖s_θ − ∇log q_t‖²]: the model score's weighted Fisher divergence to the truth. */
-  scoreError: z.array(z.number()).nullable(),
+  scoreError: curve().nullable(),
   /** E[g²‖∇log p_t^ODE − ∇log q_t‖²]: the ScoreODE's own score's (high-order DSM paper, Fig. 3). */
-  fisherOde: z.array(z.number()).nullable(),
-  n: z.number().int(),
-  seconds: z.number(),
+  fisherOde: curve().nullable(),
 });
 export type ToyDiagnostics = z.infer<typeof ToyDiagnosticsResultSchema>;
 
@@ -104,28 +92,39 @@ export const CurvesPanelSchema = z.strictObject({
   /** Optional samples, drawn as a normalised histogram. */
   samples: arrayLike.optional(),
 });
+/** One line of a line plot: its points, optional error bars and legend label. */
+const lineSeries = {
+  label: z.string().optional(),
+  x: z.array(z.number()),
+  y: z.array(z.number()),
+  yerr: z.array(z.number()).optional(),
+};
+/** A dashed horizontal reference line, e.g. the entropy floor. */
+export const ReferenceLineSchema = z.strictObject({ y: z.number(), label: z.string().optional() });
+/** The axes of a line plot. */
+const lineAxes = {
+  xlabel: z.string().optional(),
+  ylabel: z.string().optional(),
+  /** Log axes leave out non-positive values. */
+  logx: z.boolean().default(false),
+  logy: z.boolean().default(false),
+  hline: ReferenceLineSchema.optional(),
+};
+
 export const LinesPanelSchema = z.strictObject({
   kind: z.literal("lines"),
   title: z.string().optional(),
   series: z
     .array(
       z.strictObject({
-        label: z.string().optional(),
-        x: z.array(z.number()),
-        y: z.array(z.number()),
-        yerr: z.array(z.number()).optional(),
+        ...lineSeries,
         /** Matplotlib line style and colour (e.g. "C0"): one colour per method across panels. */
         style: z.enum(["-", "--", ":", "-."]).optional(),
         color: z.string().optional(),
       }),
     )
     .min(1),
-  xlabel: z.string().optional(),
-  ylabel: z.string().optional(),
-  /** Log axes leave out non-positive values. */
-  logx: z.boolean().default(false),
-  logy: z.boolean().default(false),
-  hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
+  ...lineAxes,
 });
 export const BarsPanelSchema = z.strictObject({
   kind: z.literal("bars"),
@@ -186,7 +185,7 @@ export const toyOps = {
       solver: z.string(),
       seconds: z.number(),
     }),
-    event: ToyProgressSchema,
+    event: ProgressSchema,
     doc: "a toy model's ODE log-density (exact divergence) on a 1-D / 2-D grid, and the true one",
   }),
   "toy.nll": defineOp({
@@ -200,7 +199,7 @@ export const toyOps = {
       ...odeArgs,
     }),
     result: ToyNllResultSchema,
-    event: ToyProgressSchema,
+    event: ProgressSchema,
     doc: "mean NLL (nats) of fresh test samples under a toy model by the ODE, beside the entropy floor",
   }),
   "toy.samples": defineOp({
@@ -225,7 +224,7 @@ export const toyOps = {
       N: z.number().int().positive().optional(),
     }),
     result: z.object({ x: tensorSchema, nfe: z.number().int(), method: z.enum(["ode", "pc"]), seconds: z.number() }),
-    event: ToyProgressSchema,
+    event: ProgressSchema,
     doc: "samples [n, D] of a toy model by the probability-flow ODE or the PC sampler",
   }),
   "toy.diagnostics": defineOp({
@@ -244,7 +243,7 @@ export const toyOps = {
       atol: z.number().positive().default(1e-5),
     }),
     result: ToyDiagnosticsResultSchema,
-    event: ToyProgressSchema,
+    event: ProgressSchema,
     doc: "a toy model's mechanism curves along t: score-FPE residual, ‖σ·s‖, score error, ScoreODE Fisher divergence",
   }),
   "plot.toy": defineOp({
@@ -264,23 +263,9 @@ export const toyOps = {
   "plot.lines": defineOp({
     args: z.strictObject({
       path: z.string().min(1),
-      series: z
-        .array(
-          z.strictObject({
-            label: z.string().optional(),
-            x: z.array(z.number()),
-            y: z.array(z.number()),
-            yerr: z.array(z.number()).optional(),
-          }),
-        )
-        .min(1),
+      series: z.array(z.strictObject(lineSeries)).min(1),
       title: z.string().optional(),
-      xlabel: z.string().optional(),
-      ylabel: z.string().optional(),
-      logx: z.boolean().default(false),
-      logy: z.boolean().default(false),
-      /** A dashed reference line, e.g. the entropy floor. */
-      hline: z.strictObject({ y: z.number(), label: z.string().optional() }).optional(),
+      ...lineAxes,
     }),
     result: SavedPngSchema,
     doc: "a PNG line plot (ablations) with optional error bars and a reference line",
