@@ -161,11 +161,13 @@ def to_wire(key: str, value: Any) -> Any:
 
 
 def _to_wire(schema: dict[str, Any], value: Any) -> Any:
+    if isinstance(value, (str, int, float, type(None))):  # most values: nothing to rename
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # a dataclass names its own wire keys (`WIRE`); an optional field that is None is left out
+        # a dataclass names its own wire keys (`WIRE`; its fields are its __dict__, in order); an
+        # optional field that is None is left out
         optional = getattr(value, "OPTIONAL", ())
-        fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
-        return {value.WIRE[name]: encode(v) for name, v in fields if v is not None or name not in optional}
+        return {value.WIRE[k]: encode(v) for k, v in vars(value).items() if v is not None or k not in optional}
     node = _deref(schema)
     if isinstance(value, (list, tuple)):
         items = node.get("items")
