@@ -7,10 +7,21 @@ docs/maths.md §8).
 With the adaptive "dopri5" every sample integrates its own ODE on its own steps (`ode.dopri5`),
 batched into one network call per stage, with the state (x, Δ) in float64 around a network in
 its own precision: a sample's likelihood does not depend on the batch it is in, and equals its
-solve alone. The error test is scipy's per-component RMS over the sample's whole state, as the
-original's RK45 applies it to its flattened float64 state (`norm="rms"`); `norm="mixed"` also
-holds Δ to the tolerance on its own (torchdiffeq's default). Measured on the fixture networks in
-bench/numerics/likelihood_fixture.py. Fixed-step "rk4" / "euler" run torchdiffeq on the batch.
+solve alone, as far as the network gives a sample the same output in any batch (a float32 network
+on CPU differs by ~1e-7 between batch sizes, which an adaptive solve can turn into another step
+sequence: a few per cent of evaluations and ~1e-3 bits/dim on the 8 × 8 VP fixture). The error
+test is scipy's per-component RMS over the sample's whole state, as the original's RK45 applies
+it to its flattened float64 state (`norm="rms"`); `norm="mixed"` also holds Δ to the tolerance on
+its own (torchdiffeq's default). Fixed-step "rk4" / "euler" run torchdiffeq on the batch.
+
+Measured (bench/numerics/likelihood_step_control.py: the 8 × 8 fixture networks at rtol = atol =
+1e-5 against a float64 solve at 1e-7; Score SDE's batch solve takes 1166 evaluations for VP and
+errs by 1.4e-2 bits/dim): in log t, VP takes 1148–1235 evaluations per image and errs by 3.4e-3
+to 8.7e-3 bits/dim, both moving with the step sequence (tolerance 0.9e-5 to 1.1e-5, batch
+composition) more than with anything below; in t it takes 4 % fewer and errs by 1.3e-2; in
+log-SNR time (λ = log α/σ) 2–5 % fewer, erring by 4.8e-3 to 1.2e-2; the mixed norm costs +29 %
+(VE +150 %) without a smaller VP error; Hairer's PI step rule (`ode.StepControl`) stays within
+that spread. Hence log t for VP / subVP, t for VE, the RMS norm and scipy's step rule.
 
 ∇·s is exact for small D or a Hutchinson estimate (`divergence.py`) with one probe per sample
 held fixed over the solve (as the original; Rademacher by default, as the original's and the
@@ -102,6 +113,7 @@ def ode_likelihood(
     norm: str = "rms",
     state_dtype: torch.dtype = torch.float64,
     time: str = "auto",
+    step_control: ode.StepControl | None = None,
 ) -> LikelihoodResult:
     """log p_ε(x) per sample by integrating the probability-flow ODE from eps to T.
 
@@ -110,7 +122,8 @@ def ode_likelihood(
     ...] themselves). `prior_logp` replaces the SDE's prior density at T (tests use the exact
     q_T); `callback(nfe, None)` is called at every batched evaluation and may raise to cancel;
     `div_mode` picks how ∇·s is differentiated (`divergence.divergence_eval`); `norm` and
-    `state_dtype` are the per-sample solver's error norm and state precision (`ode.dopri5`);
+    `state_dtype` are the per-sample solver's error norm and state precision and `step_control` its
+    step-size rule (`ode.dopri5`);
     `time` its time variable: "t", "log" (τ = log t) or "auto" (log for VP / subVP, whose flow is
     singular at t → 0, t for VE, whose std never falls below σ_min).
     """
@@ -142,7 +155,8 @@ def ode_likelihood(
         if method == "dopri5":
             if time == "auto":
                 time = "t" if sde.kind == "ve" else "log"
-            z, delta, nfe_each, solver = _per_sample_solve(rhs, x, eps, sde.T, rtol, atol, norm, state_dtype, time)
+            z, delta, nfe_each, solver = _per_sample_solve(rhs, x, eps, sde.T, rtol, atol, norm, state_dtype, time,
+                                                           step_control)
         else:
             def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
                 return rhs(t.expand(b).to(state[0].dtype), state[0], None)
@@ -163,7 +177,8 @@ TIMES = ("t", "log")
 
 
 def _per_sample_solve(rhs, x: Tensor, eps: float, T: float, rtol: float, atol: float, norm: str,
-                      state_dtype: torch.dtype, time: str) -> tuple[Tensor, Tensor, Tensor, str]:
+                      state_dtype: torch.dtype, time: str,
+                      control: ode.StepControl | None = None) -> tuple[Tensor, Tensor, Tensor, str]:
     """(x_T, Δ, per-sample NFE, solver) by `ode.dopri5`; samples whose step size underflows (a
     badly trained score can make the flow stiff) are solved again by fixed-step RK4, named.
 
@@ -180,10 +195,11 @@ def _per_sample_solve(rhs, x: Tensor, eps: float, T: float, rtol: float, atol: f
             dx, dd = rhs(t, y[0], idx)
             return bcast(t, dx).to(dx.dtype) * dx, t.to(dd.dtype) * dd
 
-        sol = ode.dopri5(f, y0, math.log(eps), math.log(T), rtol=rtol, atol=atol, norm=norm, state_dtype=state_dtype)
+        sol = ode.dopri5(f, y0, math.log(eps), math.log(T), rtol=rtol, atol=atol, norm=norm, state_dtype=state_dtype,
+                         control=control)
     else:
         sol = ode.dopri5(lambda t, y, idx: rhs(t, y[0], idx), y0, eps, T, rtol=rtol, atol=atol, norm=norm,
-                         state_dtype=state_dtype)
+                         state_dtype=state_dtype, control=control)
     z, delta = sol.y
     nfe = sol.nfe.clone()
     if not bool(sol.failed.any()):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from fpdiff.ode import dopri5, error_norm
+from fpdiff.ode import ELEMENTARY, HAIRER_PI, StepControl, dopri5, error_norm
 
 RATES = torch.tensor([0.5, 3.0, 20.0], dtype=torch.float64)
 
@@ -102,3 +102,30 @@ def test_callback_sees_every_batched_call_and_can_cancel():
 
     with pytest.raises(Stop):
         dopri5(_decay_and_wave, _y0(3), 0.0, 1.0, callback=stop)
+
+
+def test_step_control_rules():
+    """h_new/h: elementary = scipy's 0.9·r^(−1/5) in [0.2, 10], no growth right after a rejection;
+    Hairer's PI multiplies the accepted step's factor by r_old^0.04 with exponent 0.17."""
+    r = torch.tensor([0.5, 0.5, 2.0, 0.0, 1e6], dtype=torch.float64)
+    r_old = torch.tensor([1e-4, 0.3, 0.3, 0.3, 0.3], dtype=torch.float64)
+    after_rejection = torch.tensor([False, True, False, False, False])
+    torch.testing.assert_close(ELEMENTARY.factor(r, r_old, after_rejection),
+                               torch.tensor([0.9 * 0.5**-0.2, 1.0, 0.9 * 2**-0.2, 10.0, 0.2], dtype=torch.float64))
+    want = [0.9 * 0.5**-0.17 * 1e-4**0.04, 0.9 * 0.5**-0.17 * 0.3**0.04, 0.9 * 2**-0.17, 10.0, 0.2]
+    torch.testing.assert_close(HAIRER_PI.factor(r, r_old, after_rejection), torch.tensor(want, dtype=torch.float64))
+    assert StepControl() == ELEMENTARY and HAIRER_PI.beta == 0.04
+
+
+def test_pi_control_solves_per_sample_to_tolerance():
+    """The PI rule changes the steps, not the per-sample contract: closed forms to the tolerance,
+    and a sample's answer and cost alone equal its answer and cost in the batch."""
+    sol = dopri5(_decay_and_wave, _y0(3), 0.0, 2.0, rtol=1e-9, atol=1e-12, control=HAIRER_PI)
+    torch.testing.assert_close(sol.y[0][:, 0], torch.exp(-2 * RATES), rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(sol.y[1], torch.sin(2 * RATES) / RATES, rtol=1e-6, atol=1e-9)
+    elementary = dopri5(_decay_and_wave, _y0(3), 0.0, 2.0, rtol=1e-9, atol=1e-12)
+    assert not torch.equal(sol.nfe, elementary.nfe)  # a different step sequence
+    for i in range(3):
+        alone = dopri5(lambda t, y, idx: _decay_and_wave(t, y, idx + i), _y0(1), 0.0, 2.0, rtol=1e-9, atol=1e-12,
+                       control=HAIRER_PI)
+        assert torch.equal(alone.y[1][0], sol.y[1][i]) and int(alone.nfe[0]) == int(sol.nfe[i])
