@@ -1,15 +1,16 @@
 /**
  * Side-by-side bridge benchmark: this checkout's bridge against another built checkout's (e.g. the
  * main branch before a change), in one process, rounds alternating A/B/B/A so that machine load
- * falls on both alike. Ping round trips and 1 MB / 64 MB echoes; the ratio this/baseline is the
- * result (below 1: faster). Writes bench/results/bridge.ab.json with the machine and its load.
+ * falls on both alike. Ping round trips and 1 MB / 64 MB echoes, and the CPU time per ping of
+ * the Node process and of the worker (which, unlike latency, does not move with how a small
+ * machine's cores are shared); the ratio this/baseline is the result (below 1: faster). Writes bench/results/bridge.ab.json with the machine and its load.
  *
  *   node dist/bench/bridge_ab.js --baseline /path/to/other/checkout [--rounds 4] [--out file.json]
  *
  * The baseline needs its own `dist/` (npm run build there) and Python package; its `.venv` may be
  * a link to this one's.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Worker } from "../src/bridge/worker.js";
@@ -28,6 +29,7 @@ const rounds = Number(arg("--rounds") ?? 4);
 const log = (s: string) => console.error(`[bench:bridge-ab] ${s}`);
 
 interface AnyWorker {
+  readonly pid: number;
   request(op: string, args: unknown): Promise<unknown>;
   close(): Promise<void>;
 }
@@ -42,14 +44,27 @@ const impls: Impl[] = [
   { name: "this", start: () => Worker.start() as unknown as Promise<AnyWorker> },
 ];
 
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
 async function measure(w: AnyWorker) {
   for (let i = 0; i < 200; i++) await w.request("ping", {});
   const ping: number[] = [];
-  for (let i = 0; i < 2000; i++) {
+  const n = 2000;
+  // CPU per ping on each side: unlike latency, it does not move with how the 2 cores are shared
+  const cpu0 = process.cpuUsage();
+  const worker0 = cpuSeconds(w.pid);
+  for (let i = 0; i < n; i++) {
     const t = performance.now();
     await w.request("ping", {});
     ping.push((performance.now() - t) * 1000);
   }
+  const cpu = process.cpuUsage(cpu0);
+  const nodeCpuUs = (cpu.user + cpu.system) / n;
+  const workerCpuUs = ((cpuSeconds(w.pid) - worker0) * 1e6) / n;
   const echo: Record<string, number[]> = {};
   for (const [mb, reps] of [[1, 20], [64, 5]] as const) {
     const x = tensor(Float32Array.from({ length: (mb * MB) / 4 }, (_, i) => i % 1000), [(mb * MB) / 4]);
@@ -63,12 +78,13 @@ async function measure(w: AnyWorker) {
       if (numel(r.x.shape) !== x.numel) throw new Error("echo changed the tensor");
     }
   }
-  return { ping, echo };
+  return { ping, echo, nodeCpuUs, workerCpuUs };
 }
 
-const samples: Record<string, { ping: number[]; echo1: number[]; echo64: number[] }> = {
-  baseline: { ping: [], echo1: [], echo64: [] },
-  this: { ping: [], echo1: [], echo64: [] },
+interface Samples { ping: number[]; echo1: number[]; echo64: number[]; nodeCpuUs: number[]; workerCpuUs: number[] }
+const samples: Record<string, Samples> = {
+  baseline: { ping: [], echo1: [], echo64: [], nodeCpuUs: [], workerCpuUs: [] },
+  this: { ping: [], echo1: [], echo64: [], nodeCpuUs: [], workerCpuUs: [] },
 };
 const loadBefore = machine({}).loadAverage;
 for (let r = 0; r < rounds; r++) {
@@ -80,17 +96,21 @@ for (let r = 0; r < rounds; r++) {
     samples[impl.name]!.ping.push(...m.ping);
     samples[impl.name]!.echo1.push(...m.echo[1]!);
     samples[impl.name]!.echo64.push(...m.echo[64]!);
-    log(`round ${r + 1} ${impl.name}: ping p50 ${quantile([...m.ping].sort((a, b) => a - b), 0.5).toFixed(0)} µs, echo 64 MB ${(median(m.echo[64]!) * 1000).toFixed(0)} ms`);
+    samples[impl.name]!.nodeCpuUs.push(m.nodeCpuUs);
+    samples[impl.name]!.workerCpuUs.push(m.workerCpuUs);
+    log(`round ${r + 1} ${impl.name}: ping p50 ${quantile([...m.ping].sort((a, b) => a - b), 0.5).toFixed(0)} µs, echo 64 MB ${(median(m.echo[64]!) * 1000).toFixed(0)} ms, CPU per ping node ${m.nodeCpuUs.toFixed(0)} µs + worker ${m.workerCpuUs.toFixed(0)} µs`);
   }
 }
 
-const summary = (s: { ping: number[]; echo1: number[]; echo64: number[] }) => {
+const summary = (s: Samples) => {
   const ping = [...s.ping].sort((a, b) => a - b);
   return {
     pingP50Us: quantile(ping, 0.5),
     pingP99Us: quantile(ping, 0.99),
     echo1MbGbPerSecond: (2 * MB) / median(s.echo1) / 1e9,
     echo64MbGbPerSecond: (2 * 64 * MB) / median(s.echo64) / 1e9,
+    nodeCpuUsPerPing: median(s.nodeCpuUs),
+    workerCpuUsPerPing: median(s.workerCpuUs),
   };
 };
 const base = summary(samples.baseline!);
@@ -108,6 +128,8 @@ const result = {
     pingP99: ours.pingP99Us / base.pingP99Us,
     echo1MbThroughput: ours.echo1MbGbPerSecond / base.echo1MbGbPerSecond,
     echo64MbThroughput: ours.echo64MbGbPerSecond / base.echo64MbGbPerSecond,
+    nodeCpuPerPing: ours.nodeCpuUsPerPing / base.nodeCpuUsPerPing,
+    workerCpuPerPing: ours.workerCpuUsPerPing / base.workerCpuUsPerPing,
   },
 };
 const out = resolve(arg("--out") ?? join(PROJECT_ROOT, "bench", "results", "bridge.ab.json"));

@@ -2,7 +2,9 @@
  * Bridge overhead of training (`npm run bench:engine`): the same toy training driven from
  * TypeScript (Session.train → train.run, with its progress / metrics / checkpoint events) and run
  * directly in Python (bench/engine/direct_loop.py: fpdiff.train.train, no worker, no events),
- * alternated, medians compared. Target: ratio ≤ 1.02. Writes bench/results/engine.ts_vs_direct.json.
+ * alternated, medians compared. Both do the same work: train.run's in-loop evaluation (held-out
+ * losses at k = 0, samples at the final snapshot, TensorBoard) runs on both sides (direct_loop
+ * --evaluate). Target: ratio ≤ 1.02. Writes bench/results/engine.ts_vs_direct.json.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -37,7 +39,7 @@ const expFile = join(scratch, "experiment.json");
 writeFileSync(expFile, JSON.stringify(experiment));
 
 function direct(): number {
-  const r = spawnSync(resolvePython().python, ["bench/engine/direct_loop.py", "--experiment", expFile, "--steps", String(steps), "--repeats", "1", "--no-write"], {
+  const r = spawnSync(resolvePython().python, ["bench/engine/direct_loop.py", "--experiment", expFile, "--steps", String(steps), "--repeats", "1", "--no-write", "--evaluate"], {
     cwd: PROJECT_ROOT,
     env: workerEnv(), // the worker's environment exactly: threads, allocator, OpenMP policy
     encoding: "utf8",
@@ -83,7 +85,8 @@ const result = {
   ratio: ts / py,
   target: 1.02,
   verdict: ts / py <= 1.02 ? "met" : "missed",
-  note: "loop seconds are the training loop's own time (train.run's `seconds` vs fpdiff.train.train's); the TypeScript wall time adds the run's set-up (network build, first batch)",
+  evaluate: true,
+  note: "both sides run train.run's in-loop evaluation; loop seconds are the training loop's own time (train.run's `seconds` vs fpdiff.train.train's); the TypeScript wall time adds the run's set-up (network build, first batch)",
 };
 const out = join(PROJECT_ROOT, "bench", "results", "engine.ts_vs_direct.json");
 mkdirSync(dirname(out), { recursive: true });

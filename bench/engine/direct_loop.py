@@ -3,9 +3,10 @@ no ZeroMQ, no events): the denominator of the bridge-overhead ratio (target ≤ 
 
     python bench/engine/direct_loop.py --loss dsm --batch 1000 --steps 200
     python bench/engine/direct_loop.py --experiment exp.json --steps 200   # the exact wire experiment
+    python bench/engine/direct_loop.py --experiment exp.json --evaluate    # plus train.run's evaluation
 
-It calls ``fpdiff.train.train`` — the function ``train.run`` calls — with callback=None in a fresh
-work directory, on the threads the worker would use, ``--repeats`` times; it reports the loop's
+It calls ``fpdiff.train.train`` — the function ``train.run`` calls — with callback=None (and, with ``--evaluate``, the same in-loop
+evaluation hooks as ``train.run``'s default) in a fresh work directory, on the threads the worker would use, ``--repeats`` times; it reports the loop's
 own seconds (``TrainResult.seconds``, what train.run returns as ``seconds``) and the wall time of
 build + run. Compare with the TypeScript side's wall time of ``session.train`` (or the op's
 ``seconds``) for the same experiment and steps. Writes bench/results/engine.direct_loop.<device>.json.
@@ -25,6 +26,7 @@ import torch
 
 from fpdiff import config as C
 from fpdiff import train as T
+from fpdiff.evaluation.during_training import TrainingEvaluator
 
 
 def main() -> None:
@@ -35,6 +37,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="training.nIters of the run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="run train.run's in-loop evaluation too (held-out losses, snapshot samples, TensorBoard), "
+                         "as the op does unless asked evaluate: false")
     ns, threads, before = common.start(ap)
     if ns.experiment:
         with open(ns.experiment) as fh:
@@ -48,7 +53,8 @@ def main() -> None:
         workdir = tempfile.mkdtemp(prefix="fpd-direct-")
         try:
             t0 = time.perf_counter()
-            _, res = T.train(exp, workdir, device=ns.device, callback=None)
+            hooks = TrainingEvaluator(exp) if ns.evaluate else None
+            _, res = T.train(exp, workdir, device=ns.device, callback=None, hooks=hooks)
             wall = time.perf_counter() - t0
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -57,7 +63,7 @@ def main() -> None:
         print(f"run {i}: loop {res.seconds:.3f} s, wall {wall:.3f} s, {res.steps / res.seconds:.2f} it/s", flush=True)
     loop = statistics.median(r["loopSeconds"] for r in runs)
     doc = common.record("engine.direct_loop", before, ns.device, threads, ompWaitPolicy=os.environ.get("OMP_WAIT_POLICY"),
-                        experiment=wire, steps=ns.steps, runs=runs, medianLoopSeconds=loop,
+                        experiment=wire, steps=ns.steps, evaluate=ns.evaluate, runs=runs, medianLoopSeconds=loop,
                         medianWallSeconds=statistics.median(r["wallSeconds"] for r in runs), itPerSec=ns.steps / loop,
                         note="loop seconds include the final snapshot + meta checkpoint writes, as train.run's do")
     common.save(ns, f"engine.direct_loop.{torch.device(ns.device).type}", doc)

@@ -192,8 +192,9 @@ def _to_wire(schema: dict[str, Any], value: Any) -> Any:
 def parse(key: str, value: Any, prefix: str = "") -> Any:
     """Validate against schema ``key`` (:class:`SchemaError` listing every problem, its paths
     prefixed by ``prefix``), then decode: the one way a wire value becomes Python."""
-    errors = sorted(_validator(key).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    errors = list(_validator(key).iter_errors(value))
     if errors:
+        errors.sort(key=lambda e: list(map(str, e.absolute_path)))
         raise SchemaError(_problems(errors, prefix))
     return decode(_node(key), value)
 

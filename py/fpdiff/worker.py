@@ -47,6 +47,7 @@ ZERO_COPY_BYTES = 1 << 16
 # Messages up to this much over the limit are read and answered TOO_LARGE (naming the request);
 # anything larger is cut off by ZeroMQ before it is buffered.
 OVERSIZE_MARGIN = 1 << 16
+ENVELOPE_KEYS = frozenset({"v", "id", "op", "args"})
 
 
 @dataclass
@@ -260,7 +261,7 @@ class Server:
     def _check_envelope(self, doc: Any) -> tuple[str, Any]:
         if not isinstance(doc, dict):
             raise P.ProtocolError(P.BAD_REQUEST, f"envelope: expected a map {{v, id, op, args}}, got {type(doc).__name__}", "envelope")
-        extra = sorted(set(map(str, doc)) - {"v", "id", "op", "args"})
+        extra = [] if ENVELOPE_KEYS.issuperset(doc) else sorted(set(map(str, doc)) - ENVELOPE_KEYS)
         if extra:
             raise P.ProtocolError(P.BAD_REQUEST, f"envelope.{extra[0]}: unknown field", f"envelope.{extra[0]}")
         if "v" not in doc:

@@ -113,7 +113,8 @@ class TrainingEvaluator:
     # -- the schedule --------------------------------------------------------------------------
 
     def after_step(self, state: Any, k: int, *, snapshot: bool, final: bool) -> None:
-        if k % self.eval_freq == 0:
+        evaluated = k % self.eval_freq == 0
+        if evaluated:
             self.eval_losses(k)
         if snapshot:
             # the original's sample directory is named by its loop index; the last snapshot of a
@@ -123,7 +124,8 @@ class TrainingEvaluator:
                 self.snapshot_samples_at(label)
             if self.snapshot_bpd > 0:
                 self.snapshot_likelihood(label)
-        self.board.flush()
+        if evaluated or snapshot:  # the metrics between reach the file within the writer's flush_secs
+            self.board.flush()
 
     # -- held-out losses -----------------------------------------------------------------------
 
