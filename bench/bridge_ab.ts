@@ -2,8 +2,10 @@
  * Side-by-side bridge benchmark: this checkout's bridge against another built checkout's (e.g. the
  * main branch before a change), in one process, rounds alternating A/B/B/A so that machine load
  * falls on both alike. Ping round trips and 1 MB / 64 MB echoes, and the CPU time per ping of
- * the Node process and of the worker (which, unlike latency, does not move with how a small
- * machine's cores are shared); the ratio this/baseline is the result (below 1: faster). Writes bench/results/bridge.ab.json with the machine and its load.
+ * the Node process and of the worker (/proc, 10 ms ticks: a second view, though on a shared VM
+ * it moves with contention too: ±40 % between rounds of the same code here); the ratio
+ * this/baseline is the result (below 1: faster). Writes bench/results/bridge.ab.json with the
+ * machine and its load.
  *
  *   node dist/bench/bridge_ab.js --baseline /path/to/other/checkout [--rounds 4] [--out file.json]
  *
@@ -54,7 +56,7 @@ async function measure(w: AnyWorker) {
   for (let i = 0; i < 200; i++) await w.request("ping", {});
   const ping: number[] = [];
   const n = 2000;
-  // CPU per ping on each side: unlike latency, it does not move with how the 2 cores are shared
+  // CPU per ping on each side: what each process spent, beside how long the round trip took
   const cpu0 = process.cpuUsage();
   const worker0 = cpuSeconds(w.pid);
   for (let i = 0; i < n; i++) {

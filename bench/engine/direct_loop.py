@@ -5,9 +5,10 @@ no ZeroMQ, no events): the denominator of the bridge-overhead ratio (target ≤ 
     python bench/engine/direct_loop.py --experiment exp.json --steps 200   # the exact wire experiment
     python bench/engine/direct_loop.py --experiment exp.json --evaluate    # plus train.run's evaluation
 
-It calls ``fpdiff.train.train`` — the function ``train.run`` calls — with callback=None (and, with ``--evaluate``, the same in-loop
-evaluation hooks as ``train.run``'s default) in a fresh work directory, on the threads the worker would use, ``--repeats`` times; it reports the loop's
-own seconds (``TrainResult.seconds``, what train.run returns as ``seconds``) and the wall time of
+It calls ``fpdiff.train.train`` — the function ``train.run`` calls — with callback=None (with
+``--evaluate``, also the in-loop evaluation hooks ``train.run`` runs by default) in a fresh work
+directory, on the threads the worker would use, ``--repeats`` times; it reports the loop's own
+seconds (``TrainResult.seconds``, what train.run returns as ``seconds``) and the wall time of
 build + run. Compare with the TypeScript side's wall time of ``session.train`` (or the op's
 ``seconds``) for the same experiment and steps. Writes bench/results/engine.direct_loop.<device>.json.
 """
