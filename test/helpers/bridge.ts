@@ -6,7 +6,8 @@ import type { Worker } from "../../src/bridge/worker.js";
 
 /** A DEALER connected to `worker`, with its credentials unless `auth` says otherwise. */
 export function rawDealer(worker: Worker, auth: { username: string; password: string } | null = worker.credentials, receiveTimeout = 5000): Dealer {
-  const sock = new Dealer({ linger: 0, receiveTimeout, ...(auth ? { plainUsername: auth.username, plainPassword: auth.password } : {}) });
+  // sendTimeout too: a socket the worker refuses during the handshake never gets a pipe to queue on
+  const sock = new Dealer({ linger: 0, receiveTimeout, sendTimeout: receiveTimeout, ...(auth ? { plainUsername: auth.username, plainPassword: auth.password } : {}) });
   sock.connect(worker.endpoint);
   return sock;
 }
