@@ -1,4 +1,4 @@
-"""Differences between torch 1.13 (`functorch`) and torch >= 2.0 (`torch.func`), kept in one place.
+"""Differences between torch 1.13 and torch >= 2.0 that the numerics meet, kept in one place.
 
 The numerics take derivatives in two ways:
 
@@ -8,8 +8,8 @@ The numerics take derivatives in two ways:
 - reverse mode with several cotangents at once (`torch.autograd.grad(..., is_grads_batched=True)`),
   which vectorises the rows of a small Jacobian instead of looping over dimensions.
 
-`torch.func` (2.x) and `functorch` (1.13) are only needed for `vmap` and the functional `jvp`,
-which callers may prefer for pure functions. Nothing else in the package imports either module.
+Neither `torch.func` (2.x) nor `functorch` (1.13) is used: importing functorch alone costs a third
+of a second at every worker start (it pulls in sympy).
 """
 
 from __future__ import annotations
@@ -21,33 +21,6 @@ import torch
 import torch.autograd.forward_ad as fwad
 
 TORCH_VERSION: tuple[int, int] = tuple(int(p) for p in torch.__version__.split(".")[:2])  # type: ignore[assignment]
-
-try:  # torch >= 2.0
-    import torch.func as _func  # type: ignore[import-not-found]
-
-    FUNC_BACKEND = "torch.func"
-except ImportError:  # torch 1.13 ships functorch as a separate package
-    try:
-        import functorch as _func  # type: ignore[no-redef]
-
-        FUNC_BACKEND = "functorch"
-    except ImportError:  # pragma: no cover - neither present
-        _func = None  # type: ignore[assignment]
-        FUNC_BACKEND = "none"
-
-
-def vmap(fn: Callable, in_dims=0, out_dims=0, randomness: str = "error") -> Callable:
-    """`torch.func.vmap` on torch 2.x, `functorch.vmap` on 1.13."""
-    if _func is None:  # pragma: no cover
-        raise RuntimeError("vmap needs torch>=2.0 or functorch")
-    return _func.vmap(fn, in_dims=in_dims, out_dims=out_dims, randomness=randomness)
-
-
-def functional_jvp(fn: Callable, primals: Sequence[torch.Tensor], tangents: Sequence[torch.Tensor]):
-    """`torch.func.jvp` / `functorch.jvp`: (fn(*primals), J·tangents) for a pure function."""
-    if _func is None:  # pragma: no cover
-        return dual_jvp(fn, primals, tangents)
-    return _func.jvp(fn, tuple(primals), tuple(tangents))
 
 
 @contextlib.contextmanager
