@@ -55,7 +55,7 @@ Callback = Callable[[dict], None]
 __all__ = [
     "TrainingError", "Diverged", "TrainingCancelled", "TrainState", "StepResult", "TrainResult",
     "build_state", "build_optimizer", "learning_rate", "init_from_checkpoint", "resume_from_meta",
-    "resume_latest", "set_aside_later_snapshots", "run_checkpoints",
+    "resume_latest", "set_aside_later_snapshots", "snapshot_step", "run_checkpoints",
     "train_step", "run", "train", "deterministic_mode", "grad_norm",
 ]
 
@@ -289,11 +289,19 @@ def resume_latest(state: TrainState, workdir: str, *, warn: Callback = lambda e:
     return None
 
 
-def set_aside_later_snapshots(workdir: str, step: int, snapshot_freq: int, *, warn: Callback = lambda e: None) -> list[str]:
-    """Move snapshots a run resumed at ``step`` would write again (index k with k·snapshotFreq ≥
-    step: states past the resume point, of another history or unreadable) into
-    ``checkpoints/superseded-<time>/`` rather than overwrite them; returns their new paths."""
-    later = [p for k, p in _snapshots(workdir) if k * snapshot_freq >= step]
+def snapshot_step(index: int, snapshot_freq: int, n_iters: int) -> int:
+    """The step snapshot ``index`` holds in a run of ``n_iters``: the state after update
+    index·snapshotFreq (loop index k = index·snapshotFreq, the original's schedule), except the
+    last index, nIters // snapshotFreq, which holds the final state."""
+    return n_iters if index == n_iters // snapshot_freq else index * snapshot_freq + 1
+
+
+def set_aside_later_snapshots(workdir: str, step: int, snapshot_freq: int, n_iters: int, *,
+                              warn: Callback = lambda e: None) -> list[str]:
+    """Move the snapshots past the resume point ``step`` (which the resumed run would write again,
+    or of another history) into ``checkpoints/superseded-<time>/`` rather than overwrite them;
+    returns their new paths. A finished run resumed at nIters keeps its last snapshot."""
+    later = [p for k, p in _snapshots(workdir) if snapshot_step(k, snapshot_freq, n_iters) > step]
     if not later:
         return []
     dest = os.path.join(workdir, "checkpoints", time.strftime("superseded-%Y%m%dT%H%M%S", time.gmtime()))
@@ -597,7 +605,8 @@ def _start(state: TrainState, experiment: Any, workdir: str, *, resume: bool, in
     if resumed is not None:
         kind = "meta" if resumed == ck.meta_checkpoint_path(workdir) else "snapshot"
         start_from = {"kind": kind, "path": resumed, "step": state.step}
-        set_aside_later_snapshots(workdir, state.step, int(experiment.training.snapshot_freq), warn=emit)
+        set_aside_later_snapshots(workdir, state.step, int(experiment.training.snapshot_freq),
+                                  int(experiment.training.n_iters), warn=emit)
         if init:
             emit({"type": "warning", "message": f"resuming from {resumed} (step {state.step}); init {init} is not used"})
     else:

@@ -357,6 +357,22 @@ def test_resume_without_a_meta_file_continues_from_the_newest_intact_snapshot(tm
     assert any("kept in" in w for w in warnings)
 
 
+def test_resuming_a_finished_run_keeps_its_last_snapshot_where_it_was(tmp_path):
+    """A finished run resumed again (e.g. `npm run demo` twice) writes nothing, so nothing is set
+    aside: its last snapshot (index nIters // snapshotFreq, step nIters) stays where a fine-tune
+    will look for it."""
+    exp = toy_experiment(n_iters=8, snap=4, meta=100)  # snapshots at k = 4 (step 5) and the last (step 8)
+    T.train(exp, str(tmp_path))
+    last = ck.snapshot_path(str(tmp_path), 2)
+    sha = ck.load_checkpoint(last).sha256
+    events = []
+    _state, res = T.train(exp, str(tmp_path), callback=events.append, resume=True)
+    assert res.steps == 0 and res.step == 8
+    assert not any("kept in" in e["message"] for e in events if e["type"] == "warning"), events
+    assert ck.load_checkpoint(last).sha256 == sha
+    assert T.snapshot_step(1, 4, 8) == 5 and T.snapshot_step(2, 4, 8) == 8 and T.snapshot_step(2, 4, 10) == 10
+
+
 def test_a_fresh_start_never_overwrites_another_runs_checkpoints(tmp_path):
     exp = toy_experiment(n_iters=4, snap=2, meta=100)
     T.train(exp, str(tmp_path))
